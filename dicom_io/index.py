@@ -1,0 +1,305 @@
+"""Index: header-only reads into :class:`Instance` records, grouped Study → Series → Instance.
+
+No pixel data is read here. The reader stops before Pixel Data and then looks at that
+element's header alone (12 bytes) to learn whether pixel data is present and whether the file
+is long enough to hold it, so truncated files fail here and not in a worker later.
+
+Reason codes produced here:
+    ``unreadable-header``   pydicom cannot parse the header (failed)
+    ``unreadable``          the file cannot be opened (failed)
+    ``missing-uid``         SOP Instance, Series or Study Instance UID absent (failed)
+    ``truncated-pixel-data`` the file ends before its declared Pixel Data length (failed)
+    ``too-large``           the header claims more pixel bytes than the limit (skipped)
+    ``duplicate-sop-instance`` a second file with a SOPInstanceUID already indexed (skipped)
+    ``dicomdir``            a media directory file, whatever its name (skipped)
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Iterable, Literal
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+from pydicom.uid import UID
+
+from dicom_io.discover import FoundFile
+from dicom_io.errors import DicomReadError, SizeLimitError
+from dicom_io.geometry import spacing_from_dataset
+
+#: Default refusal threshold for declared pixel data (bytes); a 4k x 4k 16-bit radiograph is
+#: 32 MiB, so 512 MiB leaves room for multi-frame images while refusing absurd headers.
+DEFAULT_MAX_PIXEL_BYTES = 512 * 2**20
+
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+_PIXEL_TAGS = (Tag(0x7FE0, 0x0010), Tag(0x7FE0, 0x0008), Tag(0x7FE0, 0x0009))
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
+
+#: The only header elements the index reads (pydicom skips the rest quickly).
+HEADER_KEYWORDS: tuple[str, ...] = (
+    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID",
+    "AccessionNumber", "StudyDate", "StudyTime", "SeriesNumber", "InstanceNumber", "Modality",
+    "BodyPartExamined", "ImageType", "BurnedInAnnotation", "PresentationIntentType",
+    "ViewPosition", "Laterality", "ImageLaterality", "Rows", "Columns", "NumberOfFrames",
+    "SamplesPerPixel", "BitsAllocated", "BitsStored", "PhotometricInterpretation",
+    "PixelSpacing", "ImagerPixelSpacing", "EstimatedRadiographicMagnificationFactor",
+    "ConversionType", "SpecificCharacterSet",
+)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """What the index knows about one DICOM file, from its header alone.
+
+    Patient names are deliberately not kept: nothing downstream of the index needs them,
+    and writers that copy patient attributes (the SR) read them from the source file.
+    """
+
+    path: Path
+    file_size: int
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+    patient_id: str = ""
+    accession_number: str = ""
+    study_date: str = ""
+    study_time: str = ""
+    series_number: int | None = None
+    instance_number: int | None = None
+    modality: str = ""
+    body_part: str = ""
+    image_type: tuple[str, ...] = ()
+    burned_in_annotation: str = ""
+    presentation_intent: str = ""
+    conversion_type: str = ""
+    view_position: str = ""
+    laterality: str = ""
+    rows: int = 0
+    columns: int = 0
+    frames: int = 1
+    samples_per_pixel: int = 1
+    bits_allocated: int = 0
+    bits_stored: int = 0
+    photometric: str = ""
+    spacing_source: str = "none"
+    has_pixel_data: bool = False
+
+    @property
+    def pixel_bytes(self) -> int:
+        """Bytes the header claims the decoded pixel data takes."""
+        bits = self.bits_allocated or 8
+        return self.rows * self.columns * self.frames * self.samples_per_pixel * bits // 8
+
+    @property
+    def sop_class_name(self) -> str:
+        return UID(self.sop_class_uid).name if self.sop_class_uid else ""
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    return str(value).strip()
+
+
+def _multi(ds: Dataset, keyword: str) -> tuple[str, ...]:
+    """A possibly multi-valued string element as an upper-case tuple."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return ()
+    values = [value] if isinstance(value, str) else list(value)
+    return tuple(str(v).strip().upper() for v in values)
+
+
+def _int(ds: Dataset, keyword: str, default: int | None = None) -> int | None:
+    value = ds.get(keyword)
+    if value in (None, ""):
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _pixel_element_state(handle: BinaryIO, ds: Dataset, file_size: int) -> tuple[bool, bool]:
+    """``(present, truncated)`` for the element at the reader's stop position.
+
+    ``dcmread(stop_before_pixels=True)`` leaves the file positioned at the Pixel Data tag when
+    there is one. For a defined length we check the file is long enough to hold it; undefined
+    length (encapsulated) data is checked by the decoder.
+    """
+    start = handle.tell()
+    header = handle.read(12)
+    if len(header) < 8:
+        return False, False
+    meta = getattr(ds, "file_meta", None)
+    syntax = UID(meta.get("TransferSyntaxUID", "")) if meta is not None else UID("")
+    if syntax == pydicom.uid.DeflatedExplicitVRLittleEndian:
+        return True, False  # positions are in the inflated stream: let the decoder judge
+    implicit, little = ds.original_encoding
+    order: Literal["little", "big"] = "little" if little is not False else "big"
+    tag = Tag(int.from_bytes(header[0:2], order), int.from_bytes(header[2:4], order))
+    if tag not in _PIXEL_TAGS:
+        return False, False
+    if implicit or not header[4:6].isalpha():  # some writers put implicit elements in explicit files
+        length, value_start = int.from_bytes(header[4:8], order), start + 8
+    elif header[4:6] in _LONG_VRS:
+        length, value_start = int.from_bytes(header[8:12], order), start + 12
+    else:
+        length, value_start = int.from_bytes(header[6:8], order), start + 8
+    if length == 0xFFFFFFFF:
+        return True, False
+    return True, value_start + length > file_size
+
+
+def read_instance(found: FoundFile, max_pixel_bytes: int = DEFAULT_MAX_PIXEL_BYTES) -> Instance:
+    """Read one file's header into an :class:`Instance`.
+
+    Raises:
+        DicomReadError: unreadable file or header, a missing UID, or truncated pixel data
+            (``reason`` says which).
+        SizeLimitError: the header claims more than ``max_pixel_bytes`` of pixel data; raised
+            before anything but the header is read.
+    """
+    try:
+        with open(found.path, "rb") as handle, warnings.catch_warnings():
+            # pydicom warns about every oddity it reads past; a nightly log is no place for them
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(
+                handle,
+                stop_before_pixels=True,
+                force=not found.has_preamble,
+                specific_tags=list(HEADER_KEYWORDS),
+            )
+            present, truncated = _pixel_element_state(handle, ds, found.size)
+    except OSError as exc:
+        raise DicomReadError(f"cannot read: {exc.strerror or exc}", reason="unreadable") from exc
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on malformed headers
+        raise DicomReadError(
+            f"header not readable as DICOM: {type(exc).__name__}: {exc}", reason="unreadable-header"
+        ) from exc
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and meta.get("MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
+        raise DicomReadError("DICOMDIR media directory (not an instance)", reason="dicomdir")
+    missing = [k for k in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID") if not _text(ds, k)]
+    if missing:
+        raise DicomReadError(f"missing required UID(s): {', '.join(missing)}", reason="missing-uid")
+    syntax = _text(meta, "TransferSyntaxUID") if meta is not None else ""
+    instance = Instance(
+        path=found.path,
+        file_size=found.size,
+        sop_class_uid=_text(ds, "SOPClassUID"),
+        sop_instance_uid=_text(ds, "SOPInstanceUID"),
+        study_instance_uid=_text(ds, "StudyInstanceUID"),
+        series_instance_uid=_text(ds, "SeriesInstanceUID"),
+        transfer_syntax_uid=syntax,
+        patient_id=_text(ds, "PatientID"),
+        accession_number=_text(ds, "AccessionNumber"),
+        study_date=_text(ds, "StudyDate"),
+        study_time=_text(ds, "StudyTime"),
+        series_number=_int(ds, "SeriesNumber"),
+        instance_number=_int(ds, "InstanceNumber"),
+        modality=_text(ds, "Modality").upper(),
+        body_part=_text(ds, "BodyPartExamined").upper(),
+        image_type=_multi(ds, "ImageType"),
+        burned_in_annotation=_text(ds, "BurnedInAnnotation").upper(),
+        presentation_intent=_text(ds, "PresentationIntentType").upper(),
+        conversion_type=_text(ds, "ConversionType").upper(),
+        view_position=_text(ds, "ViewPosition"),
+        laterality=_text(ds, "ImageLaterality") or _text(ds, "Laterality"),
+        rows=_int(ds, "Rows", 0) or 0,
+        columns=_int(ds, "Columns", 0) or 0,
+        frames=max(1, _int(ds, "NumberOfFrames", 1) or 1),
+        samples_per_pixel=_int(ds, "SamplesPerPixel", 1) or 1,
+        bits_allocated=_int(ds, "BitsAllocated", 0) or 0,
+        bits_stored=_int(ds, "BitsStored", 0) or 0,
+        photometric=_text(ds, "PhotometricInterpretation").upper(),
+        spacing_source=_spacing_source(ds),
+        has_pixel_data=present,
+    )
+    if present and instance.pixel_bytes > max_pixel_bytes:
+        raise SizeLimitError(
+            f"header claims {instance.rows}x{instance.columns}x{instance.frames} frames "
+            f"x{instance.samples_per_pixel} samples at {instance.bits_allocated} bits = "
+            f"{instance.pixel_bytes:,} bytes, above the limit of {max_pixel_bytes:,} bytes "
+            "(raise max_pixel_bytes to allow it)"
+        )
+    if truncated:
+        raise DicomReadError(
+            "file ends before the end of its Pixel Data", reason="truncated-pixel-data"
+        )
+    return instance
+
+
+def _spacing_source(ds: Dataset) -> str:
+    try:
+        return spacing_from_dataset(ds).source
+    except Exception:  # noqa: BLE001 - malformed spacing values are reported, not fatal here
+        return "invalid"
+
+
+@dataclass
+class Series:
+    """One series: its instances sorted by InstanceNumber, then path."""
+
+    series_instance_uid: str
+    instances: list[Instance] = field(default_factory=list)
+
+    @property
+    def modality(self) -> str:
+        return self.instances[0].modality if self.instances else ""
+
+
+@dataclass
+class Study:
+    """One study: series keyed by SeriesInstanceUID, in first-seen order."""
+
+    study_instance_uid: str
+    series: dict[str, Series] = field(default_factory=dict)
+
+    @property
+    def instances(self) -> list[Instance]:
+        return [inst for s in self.series.values() for inst in s.instances]
+
+    @property
+    def first(self) -> Instance:
+        return self.instances[0]
+
+
+def group_studies(instances: Iterable[Instance]) -> dict[str, Study]:
+    """Group instances Study → Series → Instance (each level in a stable order)."""
+    studies: dict[str, Study] = {}
+    for inst in instances:
+        study = studies.setdefault(inst.study_instance_uid, Study(inst.study_instance_uid))
+        series = study.series.setdefault(inst.series_instance_uid, Series(inst.series_instance_uid))
+        series.instances.append(inst)
+    for study in studies.values():
+        for series in study.series.values():
+            series.instances.sort(
+                key=lambda i: (i.instance_number if i.instance_number is not None else 1 << 30, str(i.path))
+            )
+    return studies
+
+
+def header_fields(instance: Instance) -> dict[str, Any]:
+    """The instance's columns for ``scan.csv`` (no patient identifiers)."""
+    return {
+        "study_instance_uid": instance.study_instance_uid,
+        "series_instance_uid": instance.series_instance_uid,
+        "sop_instance_uid": instance.sop_instance_uid,
+        "sop_class": instance.sop_class_name or instance.sop_class_uid,
+        "modality": instance.modality,
+        "body_part": instance.body_part,
+        "transfer_syntax": UID(instance.transfer_syntax_uid).name if instance.transfer_syntax_uid else "",
+        "photometric": instance.photometric,
+        "rows": instance.rows,
+        "columns": instance.columns,
+        "frames": instance.frames,
+        "bits_stored": instance.bits_stored,
+        "spacing_source": instance.spacing_source,
+    }

@@ -1,0 +1,202 @@
+"""Scan an archive: discover → index → select (→ decode), one :class:`ScanRow` per file.
+
+This is the library behind ``screen scan`` and the first half of ``screen run``. Each file
+met gets exactly one row with an outcome (``selected``, ``skipped``, ``failed``), a reason
+code and a message; nothing is logged instead of recorded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+from dicom_io.discover import FoundFile, discover
+from dicom_io.errors import DicomIOError, SizeLimitError
+from dicom_io.index import Instance, Study, group_studies, header_fields, read_instance
+from dicom_io.pixels import PixelPolicy, Radiograph, load_radiograph
+from dicom_io.select import SelectionRules, select_instance
+from dicom_io.workers import run_tasks
+
+SELECTED, SKIPPED, FAILED = "selected", "skipped", "failed"
+#: Index refusals that are policy, not damage: the row is skipped, not failed.
+SKIP_REASONS = frozenset({SizeLimitError.reason, "dicomdir"})
+
+#: Column order of ``scan.csv``.
+SCAN_COLUMNS: tuple[str, ...] = (
+    "path", "outcome", "reason", "message", "study_instance_uid", "series_instance_uid",
+    "sop_instance_uid", "sop_class", "modality", "body_part", "transfer_syntax", "photometric",
+    "rows", "columns", "frames", "bits_stored", "spacing_source", "file_size", "voi_source",
+    "decode_ms",
+)
+
+
+_T = TypeVar("_T")
+#: ``progress(iterable, description, total)`` wraps a pass to show progress (e.g. tqdm).
+ProgressFn = Callable[[Iterator[Any], str, int], Iterable[Any]]
+
+
+def _no_progress(iterable: Iterator[_T], description: str, total: int) -> Iterator[_T]:
+    return iterable
+
+
+@dataclass
+class ScanRow:
+    """One file's outcome. ``instance`` is set whenever the header could be read."""
+
+    path: Path
+    outcome: str
+    reason: str = ""
+    message: str = ""
+    instance: Instance | None = None
+    file_size: int | None = None
+    voi_source: str = ""
+    decode_ms: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as ``scan.csv`` columns (no patient identifiers)."""
+        row: dict[str, Any] = {key: "" for key in SCAN_COLUMNS}
+        row.update(path=display_path(self.path), outcome=self.outcome, reason=self.reason, message=self.message)
+        if self.instance is not None:
+            row.update(header_fields(self.instance))
+        row["file_size"] = self.file_size if self.file_size is not None else ""
+        row["voi_source"] = self.voi_source
+        row["decode_ms"] = f"{self.decode_ms:.1f}" if self.decode_ms is not None else ""
+        return row
+
+
+@dataclass
+class ScanResult:
+    """All rows of a scan plus the selected instances grouped into studies."""
+
+    rows: list[ScanRow] = field(default_factory=list)
+    studies: dict[str, Study] = field(default_factory=dict)
+
+    @property
+    def selected(self) -> list[Instance]:
+        return [r.instance for r in self.rows if r.outcome == SELECTED and r.instance is not None]
+
+    def counts(self) -> Counter[tuple[str, str]]:
+        """``(outcome, reason)`` → number of files."""
+        return Counter((r.outcome, r.reason) for r in self.rows)
+
+
+def display_path(path: Path) -> str:
+    """A path safe to print and to write as UTF-8, whatever bytes its name holds."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+@dataclass(frozen=True)
+class _IndexTask:
+    found: FoundFile
+    max_pixel_bytes: int
+
+
+def _index_one(task: _IndexTask) -> Instance:
+    return read_instance(task.found, task.max_pixel_bytes)
+
+
+@dataclass(frozen=True)
+class DecodeSummary:
+    """What a decode check keeps of a radiograph (the pixels stay in the worker)."""
+
+    voi_source: str
+    decode_ms: float
+
+
+@dataclass(frozen=True)
+class DecodeTask:
+    """A picklable request to decode one instance with a policy."""
+
+    path: Path
+    policy: PixelPolicy
+
+
+def decode_one(task: DecodeTask) -> Radiograph:
+    """Decode one file into a :class:`Radiograph` (runs in a worker)."""
+    return load_radiograph(task.path, task.policy)
+
+
+def _decode_check(task: DecodeTask) -> DecodeSummary:
+    start = time.perf_counter()
+    radiograph = decode_one(task)
+    return DecodeSummary(radiograph.voi_source, (time.perf_counter() - start) * 1000.0)
+
+
+def scan_archive(
+    root: str | Path,
+    *,
+    rules: SelectionRules = SelectionRules(),
+    decode: bool = False,
+    workers: int = 1,
+    policy: PixelPolicy | None = None,
+    progress: ProgressFn = _no_progress,
+) -> ScanResult:
+    """Scan ``root`` and return one row per file.
+
+    Args:
+        root: archive folder (or a single file).
+        rules: which instances are screenable.
+        decode: also run the pixel pipeline on selected instances; a decode failure turns
+            the row into ``failed`` with the decoder's reason.
+        workers: processes for the header and decode passes.
+        policy: pixel pipeline settings for ``decode`` (its size limit follows ``rules``).
+        progress: wraps each pass (``"index"``, ``"decode"``) to report progress.
+    """
+    discovery = discover(root)
+    rows: list[ScanRow] = [
+        ScanRow(r.path, r.outcome, r.reason, r.message, file_size=r.size) for r in discovery.rejected
+    ]
+    tasks = [_IndexTask(found, rules.max_pixel_bytes) for found in discovery.found]
+    seen_sops: dict[str, Path] = {}
+    indexed = run_tasks(_index_one, tasks, workers=workers, prefetch=64 * max(1, workers))
+    for outcome in progress(indexed, "index", len(tasks)):
+        found = outcome.item.found
+        if outcome.result is None:
+            failure = outcome.failure
+            assert failure is not None
+            status = SKIPPED if failure.reason in SKIP_REASONS else FAILED
+            rows.append(ScanRow(found.path, status, failure.reason, failure.message, file_size=found.size))
+            continue
+        instance = outcome.result
+        first = seen_sops.get(instance.sop_instance_uid)
+        if first is not None and rules.deduplicate:
+            rows.append(
+                ScanRow(found.path, SKIPPED, "duplicate-sop-instance",
+                        f"same SOPInstanceUID as {display_path(first)}", instance, found.size)
+            )
+            continue
+        seen_sops[instance.sop_instance_uid] = found.path
+        verdict = select_instance(instance, rules)
+        if verdict.selected:
+            rows.append(ScanRow(found.path, SELECTED, instance=instance, file_size=found.size))
+        else:
+            rows.append(ScanRow(found.path, SKIPPED, verdict.reason, verdict.message, instance, found.size))
+    if decode:
+        _decode_rows(rows, workers, policy or PixelPolicy(max_pixel_bytes=rules.max_pixel_bytes), progress)
+    rows.sort(key=lambda r: display_path(r.path))
+    result = ScanResult(rows=rows)
+    result.studies = group_studies(result.selected)
+    return result
+
+
+def _decode_rows(rows: Iterable[ScanRow], workers: int, policy: PixelPolicy, progress: ProgressFn) -> None:
+    selected = [r for r in rows if r.outcome == SELECTED]
+    by_path = {r.path: r for r in selected}
+    tasks = [DecodeTask(r.path, policy) for r in selected]
+    for outcome in progress(run_tasks(_decode_check, tasks, workers=workers), "decode", len(tasks)):
+        row = by_path[outcome.item.path]
+        if outcome.result is not None:
+            row.voi_source = outcome.result.voi_source
+            row.decode_ms = outcome.result.decode_ms
+        else:
+            assert outcome.failure is not None
+            row.outcome, row.reason, row.message = FAILED, outcome.failure.reason, outcome.failure.message
+
+
+__all__ = [
+    "DicomIOError", "ScanResult", "ScanRow", "SCAN_COLUMNS", "scan_archive", "display_path",
+    "DecodeTask", "decode_one",
+]

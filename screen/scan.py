@@ -1,0 +1,60 @@
+"""``screen scan``: what happens to every file of an archive, as ``scan.csv`` and a summary."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from tqdm import tqdm
+
+from dicom_io.atomic import atomic_open
+from dicom_io.scan import SCAN_COLUMNS, ScanResult, scan_archive
+from dicom_io.select import SelectionRules
+
+
+def terminal_progress(iterable: Iterator[Any], description: str, total: int) -> Iterable[Any]:
+    """A tqdm bar on a terminal; nothing when stderr is not one (cron, CI, pipes)."""
+    return tqdm(iterable, desc=description, total=total, unit="file", disable=not sys.stderr.isatty(), leave=False)
+
+
+def write_scan_csv(result: ScanResult, path: Path) -> Path:
+    """Write one row per file to ``path`` (atomically) and return it."""
+    with atomic_open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(SCAN_COLUMNS))
+        writer.writeheader()
+        for row in result.rows:
+            writer.writerow(row.as_dict())
+    return path
+
+
+def summary_table(result: ScanResult) -> str:
+    """A plain-text table: files by outcome and reason, then studies/series/images selected."""
+    counts: Counter[tuple[str, str]] = result.counts()
+    order = {"selected": 0, "skipped": 1, "failed": 2}
+    lines = [f"{'outcome':<9} {'reason':<26} {'files':>7}", "-" * 44]
+    for (outcome, reason), n in sorted(counts.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1])):
+        lines.append(f"{outcome:<9} {reason or '-':<26} {n:>7}")
+    lines.append("-" * 44)
+    lines.append(f"{'total':<36} {len(result.rows):>7}")
+    n_series = sum(len(s.series) for s in result.studies.values())
+    lines.append(
+        f"selected: {len(result.selected)} images in {n_series} series of {len(result.studies)} studies"
+    )
+    return "\n".join(lines)
+
+
+def run_scan(
+    archive: Path,
+    out_dir: Path,
+    *,
+    decode: bool = False,
+    workers: int = 1,
+    rules: SelectionRules = SelectionRules(),
+) -> tuple[ScanResult, Path]:
+    """Scan ``archive`` and write ``out_dir/scan.csv``; callable without Click."""
+    result = scan_archive(archive, rules=rules, decode=decode, workers=workers, progress=terminal_progress)
+    csv_path = write_scan_csv(result, Path(out_dir) / "scan.csv")
+    return result, csv_path
