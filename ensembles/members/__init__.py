@@ -1,0 +1,1 @@
+"""Member implementations; each module registers its kind with :func:`ensembles.registry.register_member`."""
