@@ -46,3 +46,18 @@ def test_python_dash_m_and_console_scripts() -> None:
         if script.exists():  # installed with pip install -e .
             done = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=120)
             assert done.returncode == 0 and "fracture-screen" in done.stdout
+
+
+def test_phantom_command_regenerates_identical_bytes(tmp_path: Path) -> None:
+    runner = CliRunner()
+    outputs = []
+    for name in ("a", "b"):
+        result = runner.invoke(cli, ["phantom", str(tmp_path / name / "archive"), "--labels",
+                                     str(tmp_path / name / "labels.csv"), "--studies", "2", "--seed", "7"])
+        assert result.exit_code == 0, result.output
+        assert "wrote" in result.output and "2 studies" in result.output
+        files = sorted((tmp_path / name / "archive").rglob("*.dcm"))
+        outputs.append([f.read_bytes() for f in files] + [(tmp_path / name / "labels.csv").read_bytes()])
+    assert outputs[0] == outputs[1]
+    again = runner.invoke(cli, ["phantom", str(tmp_path / "a" / "archive"), "--labels", str(tmp_path / "x.csv"), "--studies", "2"])
+    assert again.exit_code == 2 and again.output.startswith("Error: output folder") and "--overwrite" in again.output
