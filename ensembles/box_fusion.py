@@ -30,11 +30,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from ensemble_boxes.ensemble_boxes_wbf import (
-    find_matching_box_fast,
-    get_weighted_box,
-    prefilter_boxes,
-)
 
 from ensembles.errors import EnsembleError
 from ensembles.types import Box, Detection
@@ -193,6 +188,9 @@ def fuse_boxes(
         boxes_list.append(np.array([list(d.box) for d in dets], dtype=float).reshape(-1, 4))
         scores_list.append(np.array([d.score for d in dets], dtype=float))
         labels_list.append(np.array([label_ids[d.label.casefold()] for d in dets], dtype=float))
+    # imported here: the ensemble_boxes package costs ~0.7 s to import (it loads numba)
+    from ensemble_boxes.ensemble_boxes_wbf import find_matching_box_fast, get_weighted_box, prefilter_boxes
+
     filtered = prefilter_boxes(boxes_list, scores_list, labels_list, weight_arr, skip_box_threshold)
     conf_type = LIBRARY_CONF_TYPES.get(scoring, "avg")
     fused: list[FusedDetection] = []

@@ -16,8 +16,17 @@
                      "sensitivity": {"value": 0.96, "ci_low": 0.93, "ci_high": 0.98, "n": 210,
                                      "method": "wilson"},
                      "specificity": {...}, "created_by": "screen tune 0.1.0",
-                     "created_at": "2025-01-31T02:00:00+00:00", "notes": "..."}
+                     "created_at": "2025-01-31T02:00:00+00:00", "notes": "...",
+                     # optional, written by screen tune:
+                     "objective": "precision", "target_specificity": null,
+                     "ppv": {...}, "npv": {...}, "f1": {...},
+                     "out_of_fold": {"folds": 5, "sensitivity": {...}, "specificity": {...},
+                                     "ppv": {...}, "npv": {...}, "f1": {...}}}
     }
+
+A file may also hold several points, ``{"schema_version": 1, "points": [point, ...]}``
+(``screen tune --dual``); :func:`load_operating_point` then returns the first, deciding point
+and :func:`ensembles.op_levels.load_operating_points` returns them all.
 
 The default ``id`` hashes only what changes decisions (schema version, thresholds, vote, boxes),
 so two files that decide alike share an id whatever their notes say. Unknown keys are refused,
@@ -124,6 +133,9 @@ class Estimate:
 
 
 _PROVENANCE_STR_KEYS = ("source_sha256", "tuning_set", "created_by", "created_at", "notes")
+_PROVENANCE_EXTRA_KEYS = (
+    "objective", "target_specificity", "ppv", "npv", "f1", "out_of_fold",
+)
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,16 @@ class Provenance:
         created_by: tool and version that wrote it.
         created_at: ISO 8601 timestamp.
         notes: free text.
+        objective: what the tuning maximised under its target (``"precision"``, ...).
+        target_specificity: the specificity a high-specificity point aimed for.
+        ppv: achieved positive predictive value (precision) with CI on the tuning set.
+        npv: achieved negative predictive value with CI on the tuning set.
+        f1: achieved F1 with CI on the tuning set.
+        out_of_fold: the same figures measured out of fold (chosen on k-1 folds, measured on
+            the held-out one), so the reported sensitivity is not the one it was chosen on.
+
+    The keys after ``notes`` are optional in the JSON and left out of :meth:`to_dict` when
+    unset, so files written before they existed read back unchanged.
     """
 
     source_sha256: str | None = None
@@ -149,14 +171,23 @@ class Provenance:
     created_by: str | None = None
     created_at: str | None = None
     notes: str | None = None
+    objective: str | None = None
+    target_specificity: float | None = None
+    ppv: Estimate | None = None
+    npv: Estimate | None = None
+    f1: Estimate | None = None
+    out_of_fold: OutOfFold | None = None
 
     @classmethod
     def from_dict(cls, data: Any) -> "Provenance":
         """Validate the ``provenance`` object."""
         data = _mapping("provenance", data)
-        allowed = _PROVENANCE_STR_KEYS + ("target_recall", "sensitivity", "specificity")
+        allowed = (
+            _PROVENANCE_STR_KEYS + ("target_recall", "sensitivity", "specificity")
+            + _PROVENANCE_EXTRA_KEYS
+        )
         _unknown("provenance", data, allowed)
-        for key in _PROVENANCE_STR_KEYS:
+        for key in _PROVENANCE_STR_KEYS + ("objective",):
             value = data.get(key)
             if value is not None and not isinstance(value, str):
                 raise OperatingPointError(
@@ -191,6 +222,17 @@ class Provenance:
             created_by=data.get("created_by"),
             created_at=created,
             notes=data.get("notes"),
+            objective=data.get("objective"),
+            target_specificity=_optional_unit(
+                "provenance.target_specificity", data.get("target_specificity")
+            ),
+            ppv=_optional_estimate("provenance.ppv", data.get("ppv")),
+            npv=_optional_estimate("provenance.npv", data.get("npv")),
+            f1=_optional_estimate("provenance.f1", data.get("f1")),
+            out_of_fold=(
+                None if data.get("out_of_fold") is None
+                else OutOfFold.from_dict(data["out_of_fold"])
+            ),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,6 +240,64 @@ class Provenance:
         out["target_recall"] = self.target_recall
         out["sensitivity"] = None if self.sensitivity is None else self.sensitivity.to_dict()
         out["specificity"] = None if self.specificity is None else self.specificity.to_dict()
+        for key in _PROVENANCE_EXTRA_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value.to_dict() if hasattr(value, "to_dict") else value
+        return out
+
+
+def _optional_estimate(key: str, data: Any) -> Estimate | None:
+    return None if data is None else Estimate.from_dict(key, data)
+
+
+_OOF_METRICS = ("sensitivity", "specificity", "ppv", "npv", "f1")
+
+
+@dataclass(frozen=True)
+class OutOfFold:
+    """Figures of an operating point measured out of fold.
+
+    Attributes:
+        folds: number of stratified folds (each chosen on the other ``folds - 1``).
+        sensitivity, specificity, ppv, npv, f1: pooled held-out figures with CIs.
+    """
+
+    folds: int
+    sensitivity: Estimate | None = None
+    specificity: Estimate | None = None
+    ppv: Estimate | None = None
+    npv: Estimate | None = None
+    f1: Estimate | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
+            raise OperatingPointError(
+                f"operating point key 'provenance.out_of_fold.folds' must be an integer >= 2, "
+                f"got {self.folds!r}"
+            )
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "OutOfFold":
+        """Validate the ``provenance.out_of_fold`` object."""
+        data = _mapping("provenance.out_of_fold", data)
+        _unknown("provenance.out_of_fold", data, ("folds",) + _OOF_METRICS)
+        if "folds" not in data:
+            raise OperatingPointError(
+                "operating point key 'provenance.out_of_fold.folds' is missing"
+            )
+        estimates = {
+            key: _optional_estimate(f"provenance.out_of_fold.{key}", data.get(key))
+            for key in _OOF_METRICS
+        }
+        return cls(folds=data["folds"], **estimates)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"folds": self.folds}
+        for key in _OOF_METRICS:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value.to_dict()
         return out
 
 
@@ -423,11 +523,28 @@ def apply_operating_point(
 def load_operating_point(path: str | Path) -> OperatingPoint:
     """Read and validate an operating point JSON file.
 
+    A file with several points (``{"schema_version": 1, "points": [...]}``, written by
+    ``screen tune --dual``) gives its first point, the one that decides; read every point with
+    :func:`ensembles.op_levels.load_operating_points`.
+
     Raises:
         OperatingPointError: the file is missing, not JSON, or invalid (the message names the
             file and the key).
     """
     file = Path(path)
+    data = read_operating_point_json(file)
+    try:
+        if isinstance(data, Mapping) and "points" in data:
+            from ensembles.op_levels import operating_points_from_dict
+
+            return operating_points_from_dict(data)[0]
+        return OperatingPoint.from_dict(data)
+    except OperatingPointError as exc:
+        raise OperatingPointError(f"{file}: {exc}") from None
+
+
+def read_operating_point_json(file: Path) -> Any:
+    """The parsed JSON of an operating point file (``NaN``/``Infinity`` refused)."""
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -437,15 +554,11 @@ def load_operating_point(path: str | Path) -> OperatingPoint:
     except (OSError, UnicodeDecodeError) as exc:
         raise OperatingPointError(f"cannot read operating point {str(file)!r}: {exc}") from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant)
     except (json.JSONDecodeError, ValueError) as exc:
         raise OperatingPointError(
             f"operating point {str(file)!r} is not valid JSON: {exc}"
         ) from None
-    try:
-        return OperatingPoint.from_dict(data)
-    except OperatingPointError as exc:
-        raise OperatingPointError(f"{file}: {exc}") from None
 
 
 def _reject_constant(name: str) -> float:
