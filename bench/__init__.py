@@ -1,0 +1,1 @@
+"""Benchmarks: run as scripts (``python -m bench.members``), never collected by pytest or CI."""

@@ -1,0 +1,232 @@
+"""Tiny random-init DETR and refiner checkpoints, built offline, for tests, benches and demos.
+
+These are real checkpoints of the same architectures the screener runs (a transformers
+``DetrForObjectDetection`` with a timm backbone; a timm regressor for the refiner), only small
+and untrained. They are written the way a trained member is (``save_pretrained`` /
+safetensors plus ``member.json``), so tests exercise the same loading code as production.
+
+Offline by construction: the timm backbone is built with ``use_pretrained_backbone=False`` and
+the refiner with ``pretrained=False``, so nothing is downloaded (a pretrained timm model would
+retry a hub for about 46 s before failing here). With a timm backbone transformers swaps every
+``BatchNorm2d`` for a frozen one (``DetrFrozenBatchNorm2d``): irrelevant at inference, but a
+recipe that trains from scratch must put trainable BatchNorm back (see STACK-NOTES).
+
+Geometry of the tiny DETR checkpoint: ``resize="letterbox"`` (keeps the aspect ratio, as
+DETR's own processor does), ImageNet mean/std (DETR's own normalisation); its boxes are
+normalised to the whole square letterboxed input, padding included (no ``pixel_mask``), and
+``dicom_io.geometry`` undoes the letterbox.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+
+from ensembles.checkpoint import MemberSpec, write_member_spec
+
+if TYPE_CHECKING:
+    from transformers import DetrForObjectDetection
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+def build_detr(
+    *,
+    backbone: str = "resnet50",
+    labels: Sequence[str] = ("fracture",),
+    num_queries: int = 100,
+    d_model: int = 256,
+    encoder_layers: int = 6,
+    decoder_layers: int = 6,
+    ffn_dim: int = 2048,
+    attention_heads: int = 8,
+    seed: int | None = 0,
+) -> "DetrForObjectDetection":
+    """A random-init ``DetrForObjectDetection`` with a timm backbone (defaults: DETR-ResNet-50).
+
+    Args:
+        backbone: timm model name used as the backbone (pretrained weights are never fetched).
+        labels: class names; the model gets ``len(labels)`` classes plus DETR's "no object".
+        num_queries: object queries (the most boxes one image can yield).
+        d_model: transformer width.
+        encoder_layers: transformer encoder depth.
+        decoder_layers: transformer decoder depth.
+        ffn_dim: feed-forward width of every encoder and decoder layer.
+        attention_heads: heads of every attention layer (must divide ``d_model``).
+        seed: torch seed for the initialisation (the global RNG is left untouched); ``None``
+            uses the current RNG state.
+
+    Returns:
+        The model in eval mode, on the CPU, float32.
+    """
+    from transformers import DetrConfig, DetrForObjectDetection
+
+    labels = tuple(labels)
+    if not labels:
+        raise ValueError("labels must name at least one class, e.g. ('fracture',)")
+    if d_model % attention_heads:
+        raise ValueError(
+            f"attention_heads ({attention_heads}) must divide d_model ({d_model}); "
+            "e.g. d_model=64 with attention_heads=2"
+        )
+    # Backbone keywords are consumed by DetrConfig.__post_init__ (not typed as fields).
+    backbone_kwargs: dict[str, Any] = {
+        "use_timm_backbone": True,
+        "backbone": backbone,
+        "use_pretrained_backbone": False,
+    }
+    config = DetrConfig(
+        **backbone_kwargs,
+        num_queries=num_queries,
+        d_model=d_model,
+        encoder_layers=encoder_layers,
+        decoder_layers=decoder_layers,
+        encoder_ffn_dim=ffn_dim,
+        decoder_ffn_dim=ffn_dim,
+        encoder_attention_heads=attention_heads,
+        decoder_attention_heads=attention_heads,
+        id2label={i: name for i, name in enumerate(labels)},
+        label2id={name: i for i, name in enumerate(labels)},
+    )
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = DetrForObjectDetection(config)
+    return model.eval()
+
+
+def build_tiny_detr(
+    backbone: str = "resnet18",
+    *,
+    labels: Sequence[str] = ("fracture",),
+    num_queries: int = 16,
+    d_model: int = 64,
+    layers: int = 1,
+    seed: int | None = 0,
+) -> "DetrForObjectDetection":
+    """A tiny random-init DETR: timm ``backbone``, ``layers`` encoder and decoder layers.
+
+    About 11 M parameters with resnet18 (almost all in the backbone); a forward at 128 px takes
+    tens of milliseconds on one CPU core.
+    """
+    return build_detr(
+        backbone=backbone,
+        labels=labels,
+        num_queries=num_queries,
+        d_model=d_model,
+        encoder_layers=layers,
+        decoder_layers=layers,
+        ffn_dim=2 * d_model,
+        attention_heads=2,
+        seed=seed,
+    )
+
+
+def write_detr_checkpoint(
+    checkpoint_dir: Path,
+    model: "DetrForObjectDetection",
+    *,
+    name: str = "detr",
+    image_size: int = 512,
+    resize: str = "letterbox",
+    threshold: float = 0.5,
+    box_floor: float = 0.05,
+    top_k: int = 20,
+    canny_blend: float = 0.0,
+) -> Path:
+    """Save ``model`` (safetensors) and its ``member.json`` (kind ``detr``) into a directory.
+
+    Returns:
+        The checkpoint directory.
+    """
+    directory = Path(checkpoint_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory, safe_serialization=True)
+    id2label: dict[Any, str] = dict(model.config.id2label or {})
+    labels = tuple(str(id2label[i]) for i in range(len(id2label)))
+    spec = MemberSpec(
+        kind="detr",
+        name=name,
+        image_size=image_size,
+        resize=resize,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        labels=labels,
+        canny_blend=canny_blend,
+        threshold=threshold,
+        options={"box_floor": box_floor, "top_k": top_k},
+    )
+    write_member_spec(directory, spec)
+    return directory
+
+
+def write_tiny_detr_checkpoint(
+    checkpoint_dir: Path,
+    *,
+    backbone: str = "resnet18",
+    image_size: int = 128,
+    resize: str = "letterbox",
+    num_queries: int = 16,
+    d_model: int = 64,
+    seed: int = 0,
+    name: str = "tiny-detr",
+    threshold: float = 0.5,
+    box_floor: float = 0.05,
+    top_k: int = 20,
+) -> Path:
+    """Build a tiny DETR and write it as a ``detr`` member checkpoint; returns the directory."""
+    model = build_tiny_detr(backbone, num_queries=num_queries, d_model=d_model, seed=seed)
+    return write_detr_checkpoint(
+        checkpoint_dir,
+        model,
+        name=name,
+        image_size=image_size,
+        resize=resize,
+        threshold=threshold,
+        box_floor=box_floor,
+        top_k=top_k,
+    )
+
+
+def write_tiny_refiner_checkpoint(
+    checkpoint_dir: Path,
+    *,
+    architecture: str = "resnet18",
+    crop_size: int = 64,
+    in_chans: int = 1,
+    pad_ratio: float = 0.25,
+    max_delta: float = 0.25,
+    seed: int = 0,
+    zero_head: bool = False,
+    name: str = "tiny-refiner",
+) -> Path:
+    """Build a tiny random-init refiner and write it as a ``refiner`` checkpoint.
+
+    Args:
+        checkpoint_dir: where to write ``model.safetensors`` and ``member.json``.
+        architecture: timm model name of the regressor.
+        crop_size: side of the square crop the regressor sees.
+        in_chans: 1 (grey) or 3 (grey copied to three channels).
+        pad_ratio: context added around the box on each side, as a fraction of its size.
+        max_delta: largest corner correction, as a fraction of the crop side.
+        seed: torch seed for the initialisation.
+        zero_head: zero the regression head so every correction is 0 (an identity refiner).
+        name: display name.
+
+    Returns:
+        The checkpoint directory.
+    """
+    from ensembles.members.refiner import RefinerConfig, build_refiner_model, save_refiner
+
+    config = RefinerConfig(
+        architecture=architecture,
+        crop_size=crop_size,
+        in_chans=in_chans,
+        pad_ratio=pad_ratio,
+        max_delta=max_delta,
+    )
+    model = build_refiner_model(config, seed=seed, zero_head=zero_head)
+    return save_refiner(checkpoint_dir, model, config, name=name)

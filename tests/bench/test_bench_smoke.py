@@ -1,0 +1,107 @@
+"""Smoke tests of the benches: they run and report, nothing here asserts on a timing."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str) -> ModuleType:
+    """Import ``bench/<name>.py`` by path (``bench`` is not an installed package)."""
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", ROOT / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=300,
+    )
+
+
+def test_member_bench_reports_both_batches_and_ratio() -> None:
+    pytest.importorskip("timm")
+    members = _load("members")
+    (result,) = members.run_bench(["detr"], images=16, repeats=1)
+    assert result.skipped is None
+    assert set(result.images_per_s) == {1, 16}
+    assert all(v > 0 for v in result.images_per_s.values())
+    assert result.ratio == pytest.approx(result.images_per_s[16] / result.images_per_s[1])
+    table = members.format_table([result], threads=2)
+    assert "torch threads: 2" in table and "detr" in table
+
+
+def test_member_bench_rejects_unknown_case() -> None:
+    members = _load("members")
+    with pytest.raises(SystemExit, match="no bench case matches"):
+        members.run_bench(["nope"], images=16, repeats=1)
+
+
+def test_gpu_bench_help_needs_no_gpu() -> None:
+    done = _run("bench.gpu_members", "--help")
+    assert done.returncode == 0, done.stderr
+    assert "--tiny" in done.stdout and "Needs CUDA unless --tiny" in done.stdout
+
+
+def test_gpu_bench_refuses_without_cuda() -> None:
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the refusal is for machines without it")
+    done = _run("bench.gpu_members", "--models", "detr-r50")
+    assert done.returncode == 2
+    assert "needs a CUDA GPU" in done.stderr and "--tiny" in done.stderr
+
+
+def test_int8_conversion_skips_listed_modules_and_stays_close() -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("bitsandbytes")
+    from ensembles.quant import bitsandbytes_problem
+
+    problem = bitsandbytes_problem(torch.device("cpu"))
+    if problem is not None:
+        pytest.skip(problem)
+    gpu = _load("gpu_members")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential()
+    model.add_module("body", torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU(),
+                                                 torch.nn.Linear(64, 64)))
+    model.add_module("head", torch.nn.Linear(64, 8))
+    x = torch.randn(4, 64)
+    with torch.no_grad():
+        expected = model(x)
+    replaced = gpu.quantize_language_model_8bit(model, skip=("head",))
+    assert replaced == 2
+    assert type(model.body[0]).__name__ == "Linear8bitLt"
+    assert type(model.head) is torch.nn.Linear
+    assert model.body[0].weight.dtype == torch.int8
+    with torch.no_grad():
+        got = model(x)
+    assert torch.allclose(got.float(), expected, atol=0.05), (got - expected).abs().max()
+
+
+@pytest.mark.slow
+def test_gpu_bench_tiny_runs_on_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "gpu.json"
+    done = _run("bench.gpu_members", "--tiny", "--batches", "1,2", "--json", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    rows = json.loads(out.read_text())["rows"]
+    tasks = {(r["model"], r["task"]) for r in rows if r["status"] == "ok"}
+    assert {("tiny-pg2", "score"), ("tiny-pg2", "detect"), ("tiny-pg2", "generate"),
+            ("tiny-detr", "detect")} <= tasks
