@@ -50,3 +50,9 @@ class InvalidArgumentError(DicomIOError, ValueError):
     """
 
     reason = "invalid-argument"
+
+
+class SRError(DicomIOError):
+    """A DICOM SR could not be built, written or read back (see :mod:`dicom_io.sr`)."""
+
+    reason = "sr-failed"

@@ -27,7 +27,7 @@ from pydicom.tag import Tag
 from pydicom.uid import UID
 
 from dicom_io.discover import FoundFile
-from dicom_io.errors import DicomReadError, SizeLimitError
+from dicom_io.errors import DicomIOError, DicomReadError, SizeLimitError
 from dicom_io.geometry import spacing_from_dataset
 
 #: Default refusal threshold for declared pixel data (bytes); a 4k x 4k 16-bit radiograph is
@@ -107,6 +107,15 @@ def _text(ds: Dataset, keyword: str) -> str:
     return str(value).strip()
 
 
+class IndexedFileError(DicomIOError):
+    """A refusal after the header was read: the cause plus the :class:`Instance` it describes."""
+
+    def __init__(self, instance: "Instance", cause: DicomIOError) -> None:
+        super().__init__(str(cause), reason=cause.reason)
+        self.instance = instance
+        self.cause = cause
+
+
 def _multi(ds: Dataset, keyword: str) -> tuple[str, ...]:
     """A possibly multi-valued string element as an upper-case tuple."""
     value = ds.get(keyword)
@@ -161,10 +170,11 @@ def read_instance(found: FoundFile, max_pixel_bytes: int = DEFAULT_MAX_PIXEL_BYT
     """Read one file's header into an :class:`Instance`.
 
     Raises:
-        DicomReadError: unreadable file or header, a missing UID, or truncated pixel data
-            (``reason`` says which).
-        SizeLimitError: the header claims more than ``max_pixel_bytes`` of pixel data; raised
-            before anything but the header is read.
+        DicomReadError: unreadable file or header, or a missing UID (``reason`` says which).
+        IndexedFileError: the header was read but the file is refused: truncated pixel data
+            (a ``DicomReadError``) or more than ``max_pixel_bytes`` of declared pixel data (a
+            ``SizeLimitError``, raised before anything but the header is read). It carries the
+            instance, so the file still counts in its study.
     """
     try:
         with open(found.path, "rb") as handle, warnings.catch_warnings():
@@ -223,16 +233,16 @@ def read_instance(found: FoundFile, max_pixel_bytes: int = DEFAULT_MAX_PIXEL_BYT
         has_pixel_data=present,
     )
     if present and instance.pixel_bytes > max_pixel_bytes:
-        raise SizeLimitError(
+        raise IndexedFileError(instance, SizeLimitError(
             f"header claims {instance.rows}x{instance.columns}x{instance.frames} frames "
             f"x{instance.samples_per_pixel} samples at {instance.bits_allocated} bits = "
             f"{instance.pixel_bytes:,} bytes, above the limit of {max_pixel_bytes:,} bytes "
             "(raise max_pixel_bytes to allow it)"
-        )
+        ))
     if truncated:
-        raise DicomReadError(
+        raise IndexedFileError(instance, DicomReadError(
             "file ends before the end of its Pixel Data", reason="truncated-pixel-data"
-        )
+        ))
     return instance
 
 

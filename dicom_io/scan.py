@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from dicom_io.discover import FoundFile, discover
 from dicom_io.errors import DicomIOError, SizeLimitError
-from dicom_io.index import Instance, Study, group_studies, header_fields, read_instance
+from dicom_io.index import IndexedFileError, Instance, Study, group_studies, header_fields, read_instance
 from dicom_io.pixels import PixelPolicy, Radiograph, load_radiograph
 from dicom_io.select import SelectionRules, select_instance
 from dicom_io.workers import run_tasks
@@ -94,8 +94,17 @@ class _IndexTask:
     max_pixel_bytes: int
 
 
-def _index_one(task: _IndexTask) -> Instance:
-    return read_instance(task.found, task.max_pixel_bytes)
+@dataclass(frozen=True)
+class _Indexed:
+    instance: Instance
+    refusal: tuple[str, str] | None = None  # (reason, message) when the file is refused
+
+
+def _index_one(task: _IndexTask) -> _Indexed:
+    try:
+        return _Indexed(read_instance(task.found, task.max_pixel_bytes))
+    except IndexedFileError as exc:
+        return _Indexed(exc.instance, (exc.reason, str(exc)))
 
 
 @dataclass(frozen=True)
@@ -160,7 +169,12 @@ def scan_archive(
             status = SKIPPED if failure.reason in SKIP_REASONS else FAILED
             rows.append(ScanRow(found.path, status, failure.reason, failure.message, file_size=found.size))
             continue
-        instance = outcome.result
+        instance = outcome.result.instance
+        if outcome.result.refusal is not None:
+            reason, message = outcome.result.refusal
+            status = SKIPPED if reason in SKIP_REASONS else FAILED
+            rows.append(ScanRow(found.path, status, reason, message, instance, found.size))
+            continue
         first = seen_sops.get(instance.sop_instance_uid)
         if first is not None and rules.deduplicate:
             rows.append(

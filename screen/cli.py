@@ -93,6 +93,20 @@ def phantom_cmd(out_dir: Path, labels_csv: Path, studies: int, seed: int, positi
     click.echo(f"labels: {s.labels_csv}")
 
 
+def _add_commands() -> None:
+    """Commands that live in their own modules (imported here, at start-up, cheaply)."""
+    from screen.eval_cmd import eval_cmd
+    from screen.prepare_cmd import prepare_cmd
+    from screen.run_cmd import run_cmd
+    from screen.tune_cmd import tune_cmd
+
+    for command in (run_cmd, tune_cmd, prepare_cmd, eval_cmd):
+        cli.add_command(command)
+
+
+_add_commands()
+
+
 def main() -> None:
     """Console-script entry point (``screen`` and ``fracture-screen``)."""
     name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""

@@ -31,4 +31,10 @@ def domain_errors() -> tuple[type[Exception], ...]:
         pass
     else:
         families.append(EnsembleError)
+    try:
+        from train.errors import TrainError
+    except ImportError:  # pragma: no cover - train is part of the distribution
+        pass
+    else:
+        families.append(TrainError)
     return tuple(families)

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import csv
-import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Iterator
-
-from tqdm import tqdm
 
 from dicom_io.atomic import atomic_open
 from dicom_io.scan import SCAN_COLUMNS, ScanResult, scan_archive
 from dicom_io.select import SelectionRules
-
-
-def terminal_progress(iterable: Iterator[Any], description: str, total: int) -> Iterable[Any]:
-    """A tqdm bar on a terminal; nothing when stderr is not one (cron, CI, pipes)."""
-    return tqdm(iterable, desc=description, total=total, unit="file", disable=not sys.stderr.isatty(), leave=False)
+from screen.progress import progress
 
 
 def write_scan_csv(result: ScanResult, path: Path) -> Path:
@@ -55,6 +47,6 @@ def run_scan(
     rules: SelectionRules = SelectionRules(),
 ) -> tuple[ScanResult, Path]:
     """Scan ``archive`` and write ``out_dir/scan.csv``; callable without Click."""
-    result = scan_archive(archive, rules=rules, decode=decode, workers=workers, progress=terminal_progress)
+    result = scan_archive(archive, rules=rules, decode=decode, workers=workers, progress=progress)
     csv_path = write_scan_csv(result, Path(out_dir) / "scan.csv")
     return result, csv_path

@@ -77,3 +77,137 @@ def write_dicom(tmp_path: Path) -> WriteDicom:
 def dataset_factory() -> Callable[..., Dataset]:
     """:func:`make_dataset` itself, for tests that change a dataset before writing it."""
     return make_dataset
+
+
+# --- DICOM SR validation (dciodvfy, PixelMed): the `sr_validator` fixture ----------------------
+
+import re as _re
+import shutil as _shutil
+import subprocess as _subprocess
+from dataclasses import dataclass as _dataclass, field as _field
+
+_TOOLS = Path(__file__).resolve().parent / "tools"
+_PIXELMED_JAR = Path(os.environ.get("PIXELMED_JAR", "/usr/share/java/pixelmed.jar"))
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _redacted(text: str, path: Path) -> str:
+    """Validator output with the SR's patient name replaced (names never reach logs)."""
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientName"])
+        name = str(header.get("PatientName", ""))
+    except Exception:  # an unreadable file: the validators say so themselves
+        return text
+    for part in sorted({name, *name.split("^")}, key=len, reverse=True):
+        if len(part.strip()) > 1:
+            text = text.replace(part, "<patient name>")
+    return text
+
+
+@_dataclass
+class SRValidation:
+    """What the validators said about one file: ``errors`` is empty when the test passed."""
+
+    path: Path
+    dciodvfy_errors: list[str] = _field(default_factory=list)
+    dciodvfy_warnings: list[str] = _field(default_factory=list)
+    pixelmed_errors: list[str] = _field(default_factory=list)
+    pixelmed_warnings: list[str] = _field(default_factory=list)
+    pixelmed_ran: bool = False
+
+    @property
+    def errors(self) -> list[str]:
+        return self.dciodvfy_errors + self.pixelmed_errors
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.dciodvfy_warnings + self.pixelmed_warnings
+
+
+def _dciodvfy(path: Path, exe: str) -> tuple[list[str], list[str]]:
+    proc = _subprocess.run([exe, "-new", str(path)], capture_output=True, text=True, timeout=120)
+    lines = (proc.stdout + proc.stderr).splitlines()
+    errors = [line for line in lines if line.startswith("Error")]
+    warnings = [line for line in lines if line.startswith("Warning")]
+    if proc.returncode != 0 and not errors:
+        errors.append(f"dciodvfy exited with status {proc.returncode}: {' | '.join(lines[-3:])}")
+    return errors, warnings
+
+
+def _pixelmed(paths: list[Path]) -> dict[Path, tuple[list[str], list[str]]]:
+    """Run PixelMed once over ``paths``; (errors, warnings) per file."""
+    script = _TOOLS / "pixelmed-srvalidate"
+    proc = _subprocess.run(
+        ["sh", str(script), *map(str, paths)], capture_output=True, text=True, timeout=900
+    )
+    reports: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in proc.stdout.splitlines():
+        if line.startswith("==== FILE "):
+            current = reports.setdefault(line[len("==== FILE "):], [])
+        elif line.startswith("==== END "):
+            current = None
+        elif current is not None:
+            current.append(line)
+    result: dict[Path, tuple[list[str], list[str]]] = {}
+    for path in paths:
+        lines = reports.get(str(path))
+        if lines is None:
+            result[path] = ([f"PixelMed gave no report (status {proc.returncode}): {proc.stderr[-500:]}"], [])
+            continue
+        errors = [line for line in lines if _re.match(r"^(Internal )?Error", line)]
+        if not any("Root Template Validation Complete" in line for line in lines):
+            errors.append("PixelMed did not complete the template validation")
+        result[path] = (errors, [line for line in lines if line.startswith("Warning")])
+    return result
+
+
+@pytest.fixture
+def sr_validator() -> Callable[..., list[SRValidation]]:
+    """``validate(*paths, pixelmed=False) -> [SRValidation]``: fail the test on any validator error.
+
+    Every file goes through ``dciodvfy -new`` (dicom3tools, about 10 ms a file). Missing
+    ``dciodvfy`` fails the test when the ``CI`` environment variable is set (CI installs
+    dicom3tools) and skips it otherwise. ``pixelmed=True`` adds PixelMed's TID 1500 template
+    validator, in one JVM for all the paths (about 5 s plus a little per file on a quiet machine;
+    use it sparingly); it skips when Java or libpixelmed-java is missing. Warnings are returned,
+    not failed on.
+    """
+
+    def validate(*paths: str | os.PathLike[str], pixelmed: bool = False) -> list[SRValidation]:
+        files = [Path(p) for p in paths]
+        if not files:
+            raise ValueError("validate() needs at least one path")
+        exe = _shutil.which("dciodvfy")
+        if exe is None:
+            message = "dciodvfy is not installed (Debian: apt-get install dicom3tools)"
+            if _in_ci():
+                pytest.fail(f"{message}; CI must install it")
+            pytest.skip(message)
+        results = []
+        for path in files:
+            errors, warnings = _dciodvfy(path, exe)
+            results.append(SRValidation(path, errors, warnings))
+        if pixelmed:
+            if _shutil.which("java") is None or not _PIXELMED_JAR.is_file():
+                pytest.skip(
+                    "PixelMed is not installed (Debian: apt-get install default-jre-headless libpixelmed-java)"
+                )
+            reports = _pixelmed(files)
+            for result in results:
+                result.pixelmed_errors, result.pixelmed_warnings = reports[result.path]
+                result.pixelmed_ran = True
+        failed = [r for r in results if r.errors]
+        if failed:
+            report = "\n".join(
+                f"{r.path.name}:\n  " + "\n  ".join(_redacted(e, r.path) for e in r.errors) for r in failed
+            )
+            pytest.fail(f"DICOM validation errors:\n{report}")
+        return results
+
+    return validate

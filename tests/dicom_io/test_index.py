@@ -10,7 +10,7 @@ from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from dicom_io.discover import discover
 from dicom_io.errors import DicomReadError, SizeLimitError
-from dicom_io.index import group_studies, read_instance
+from dicom_io.index import IndexedFileError, group_studies, read_instance
 
 
 def _found(path: Path):  # type: ignore[no-untyped-def]
@@ -28,9 +28,11 @@ def test_truncation_is_detected_in_every_encoding(tmp_path: Path, syntax: str, d
     inst = read_instance(_found(path))
     assert inst.has_pixel_data and inst.rows == 40 and inst.pixel_bytes == 40 * 40 * 2
     path.write_bytes(path.read_bytes()[:-2])
-    with pytest.raises(DicomReadError) as info:
+    with pytest.raises(IndexedFileError) as info:
         read_instance(_found(path))
     assert info.value.reason == "truncated-pixel-data"
+    assert isinstance(info.value.cause, DicomReadError)
+    assert info.value.instance.sop_instance_uid == ds.SOPInstanceUID  # still counts in its study
 
 
 def test_headerless_file_is_read(tmp_path: Path, dataset_factory) -> None:
@@ -47,8 +49,9 @@ def test_headerless_file_is_read(tmp_path: Path, dataset_factory) -> None:
 
 def test_size_limit_refuses_from_header(write_dicom) -> None:
     path = write_dicom("big.dcm", rows=4, cols=4, Rows=65535, Columns=65535, NumberOfFrames=1000)
-    with pytest.raises(SizeLimitError, match="8,589,672,450,000 bytes, above the limit"):
+    with pytest.raises(IndexedFileError, match="8,589,672,450,000 bytes, above the limit") as info:
         read_instance(_found(path))
+    assert isinstance(info.value.cause, SizeLimitError) and info.value.reason == "too-large"
 
 
 def test_no_pixel_data_and_image_type(write_dicom) -> None:

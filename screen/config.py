@@ -1,0 +1,223 @@
+"""The site config: one TOML file that says what ``screen run`` runs, where, and what it writes.
+
+Example (``sample_data/site.toml`` is the embedded default)::
+
+    # screen run /pacs/export --config site.toml --out /srv/screen
+    operating_point = "op.json"          # relative paths are relative to this file
+
+    [run]
+    device = "cuda"                      # "cpu" | "cuda" | "cuda:1"
+    workers = 4                          # decode processes running ahead of the models
+    batch_size = 16                      # images per member forward pass (members may override)
+
+    [members.pg-cls]                     # the table name is the member's name in outputs
+    kind = "paligemma-classifier"
+    checkpoint = "/models/pg2-3b-cls"    # a local save_pretrained directory, never a hub id
+    dtype = "bfloat16"                   # optional; default bf16 on CUDA, float32 on CPU
+    quantization = "8bit"                # optional: "8bit" | "4bit"
+
+    [selection]                          # dicom_io.select.SelectionRules fields
+    modalities = ["CR", "DX", "DR"]
+
+    [output]
+    patient_id = "hash"                  # "include" | "hash" (salted SHA-256) | "omit"
+    write_sr = true
+
+Every key is checked: an unknown key or a bad value raises :class:`ConfigError` naming the key,
+the value and the fix.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from dicom_io.select import SelectionConfigError, SelectionRules
+from screen.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: The embedded default: demo members and operating point committed in ``sample_data/``.
+DEFAULT_CONFIG = PROJECT_ROOT / "sample_data" / "site.toml"
+
+PATIENT_ID_MODES = ("include", "hash", "omit")
+QUANTIZATIONS = ("8bit", "4bit")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class MemberConfig:
+    """One ensemble member to load.
+
+    Attributes:
+        name: the member's name in outputs, thresholds and the operating point.
+        kind: registry kind (``screen models`` lists them).
+        checkpoint: local checkpoint directory (``save_pretrained`` + ``member.json``).
+        batch_size: images per forward pass; ``None`` uses ``[run] batch_size``.
+        dtype: ``None`` for the policy default (bf16 on CUDA, float32 on CPU).
+        quantization: ``None``, ``"8bit"`` or ``"4bit"`` (bitsandbytes; PaliGemma members).
+        options: further keyword options passed to the member's ``from_checkpoint``.
+    """
+
+    name: str
+    kind: str
+    checkpoint: Path
+    batch_size: int | None = None
+    dtype: str | None = None
+    quantization: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """``[run]``: how the batch runner uses the machine.
+
+    Attributes:
+        device: torch device for the members.
+        workers: decode worker processes (1 decodes in the main process).
+        batch_size: default images per forward pass.
+        decode_timeout_s: seconds one image may take to decode before it is failed.
+    """
+
+    device: str = "cpu"
+    workers: int = 2
+    batch_size: int = 8
+    decode_timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """``[output]``: what the outputs may contain.
+
+    Attributes:
+        patient_id: PatientID in ``studies.csv``: ``"include"``, ``"hash"`` (salted SHA-256;
+            the salt comes from ``$FRACTURE_SCREEN_SALT`` or is made once per output folder
+            and kept in its ledger) or ``"omit"``. Patient names are never written to CSV or logs.
+        accession: include AccessionNumber in ``studies.csv``.
+        write_sr: write a DICOM SR per screened study.
+        sr_series_number: SeriesNumber of the SR series (one new series per run).
+        institution_name: optional InstitutionName for the SR's equipment module.
+    """
+
+    patient_id: str = "hash"
+    accession: bool = True
+    write_sr: bool = True
+    sr_series_number: int = 9901
+    institution_name: str | None = None
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """The whole site config, with paths resolved against the config file's folder."""
+
+    members: tuple[MemberConfig, ...]
+    operating_point: Path
+    run: RunSettings = RunSettings()
+    selection: SelectionRules = SelectionRules()
+    output: OutputSettings = OutputSettings()
+    source: Path | None = None
+
+
+_TOP_KEYS = ("operating_point", "run", "members", "selection", "output")
+
+
+def _check_keys(where: str, data: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: {', '.join(allowed)}")
+
+
+def _typed(where: str, key: str, value: Any, kind: type | tuple[type, ...], expected: str) -> Any:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ConfigError(f"{where}.{key} must be {expected}, got {value!r}")
+    return value
+
+
+def _dataclass_from(where: str, cls: type, data: Mapping[str, Any]) -> Any:
+    """Build a flat settings dataclass, checking keys and the type of each value."""
+    names = tuple(f.name for f in fields(cls))
+    _check_keys(f"[{where}]", data, names)
+    defaults = cls()
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        default = getattr(defaults, key)
+        if isinstance(default, bool):
+            kwargs[key] = _typed(where, key, value, bool, "true or false")
+        elif isinstance(default, int):
+            kwargs[key] = _typed(where, key, value, int, "an integer")
+        elif isinstance(default, float):
+            kwargs[key] = float(_typed(where, key, value, (int, float), "a number"))
+        else:
+            kwargs[key] = _typed(where, key, value, str, "a string")
+    return cls(**kwargs)
+
+
+def _member(name: str, data: Any, base: Path) -> MemberConfig:
+    where = f"[members.{name}]"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a table with kind and checkpoint")
+    _check_keys(where, data, ("kind", "checkpoint", "batch_size", "dtype", "quantization", "options"))
+    for required in ("kind", "checkpoint"):
+        if required not in data:
+            raise ConfigError(f"{where} needs {required!r} (e.g. kind = \"detr\", checkpoint = \"models/detr\")")
+    kind = _typed(where, "kind", data["kind"], str, "a member kind")
+    checkpoint = Path(_typed(where, "checkpoint", data["checkpoint"], str, "a local directory path"))
+    if not checkpoint.is_absolute():
+        checkpoint = base / checkpoint
+    if not checkpoint.is_dir():
+        raise ConfigError(
+            f"{where} checkpoint {str(checkpoint)!r} is not a directory; give the local folder holding "
+            "member.json and the safetensors weights (hub ids are never used at run time)"
+        )
+    batch_size = data.get("batch_size")
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+        raise ConfigError(f"{where}.batch_size must be a positive integer, got {batch_size!r}")
+    dtype = data.get("dtype")
+    if dtype is not None and dtype not in DTYPES:
+        raise ConfigError(f"{where}.dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    quantization = data.get("quantization")
+    if quantization is not None and quantization not in QUANTIZATIONS:
+        raise ConfigError(f"{where}.quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
+    options = data.get("options", {})
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"{where}.options must be a table")
+    return MemberConfig(name, kind, checkpoint, batch_size, dtype, quantization, dict(options))
+
+
+def parse_site_config(data: Mapping[str, Any], base: Path, source: Path | None = None) -> SiteConfig:
+    """Validate a parsed TOML mapping; relative paths resolve against ``base``."""
+    _check_keys("the site config", data, _TOP_KEYS)
+    members_data = data.get("members")
+    if not isinstance(members_data, Mapping) or not members_data:
+        raise ConfigError("the site config needs at least one [members.NAME] table with kind and checkpoint")
+    members = tuple(_member(name, value, base) for name, value in members_data.items())
+    if "operating_point" not in data:
+        raise ConfigError("the site config needs operating_point = \"PATH\" (a JSON written by screen tune)")
+    op_path = Path(_typed("site config", "operating_point", data["operating_point"], str, "a path"))
+    if not op_path.is_absolute():
+        op_path = base / op_path
+    run = _dataclass_from("run", RunSettings, data.get("run", {}))
+    if run.workers < 1 or run.batch_size < 1:
+        raise ConfigError(f"[run] workers and batch_size must be at least 1, got {run.workers} and {run.batch_size}")
+    output = _dataclass_from("output", OutputSettings, data.get("output", {}))
+    if output.patient_id not in PATIENT_ID_MODES:
+        raise ConfigError(f"[output].patient_id must be one of {', '.join(PATIENT_ID_MODES)}, got {output.patient_id!r}")
+    try:
+        selection = SelectionRules.from_mapping(data.get("selection", {}))
+    except SelectionConfigError as exc:
+        raise ConfigError(f"[selection]: {exc}") from None
+    return SiteConfig(members, op_path, run, selection, output, source)
+
+
+def load_site_config(path: str | Path | None = None) -> SiteConfig:
+    """Read and validate a site config; ``None`` loads the embedded default."""
+    config_path = Path(path) if path is not None else DEFAULT_CONFIG
+    if not config_path.is_file():
+        hint = "" if path is not None else " (the embedded default ships in sample_data/ of a source checkout)"
+        raise ConfigError(f"site config {str(config_path)!r} not found{hint}; pass --config FILE")
+    try:
+        data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"site config {str(config_path)!r} is not valid TOML: {exc}") from None
+    return parse_site_config(data, config_path.parent, config_path)

@@ -1,0 +1,77 @@
+"""Loading the site's members and naming what was run (versions, the model key)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ensembles.checkpoint import MemberSpec, read_member_spec
+from ensembles.registry import Member, create_member
+from screen.config import MemberConfig, SiteConfig
+
+
+@dataclass
+class LoadedMember:
+    """A member ready to run, with what the outputs need to say about it."""
+
+    config: MemberConfig
+    spec: MemberSpec
+    member: Member
+    version: str  # "<kind>:<fingerprint>" of its checkpoint
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def letterbox_size(self) -> int | None:
+        """Input side when the member letterboxes (its boxes need mapping before fusion)."""
+        return self.spec.image_size if self.spec.resize == "letterbox" else None
+
+
+def checkpoint_fingerprint(checkpoint: Path) -> str:
+    """A cheap identity of a checkpoint folder: ``member.json`` bytes plus every file's name and size.
+
+    Weights are not hashed (a 10B checkpoint is 20 GB); a retrained member changes its
+    ``member.json`` or the size of its files, and its folder should be a new one anyway.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(p for p in checkpoint.rglob("*") if p.is_file()):
+        relative = path.relative_to(checkpoint).as_posix()
+        digest.update(relative.encode())
+        digest.update(str(path.stat().st_size).encode())
+        if path.name == "member.json":
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def load_members(config: SiteConfig, *, device: str | None = None, batch_size: int | None = None) -> list[LoadedMember]:
+    """Load every configured member (CLI overrides for device and batch size win)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would fill the nightly log
+    loaded: list[LoadedMember] = []
+    for member_config in config.members:
+        spec = read_member_spec(member_config.checkpoint)
+        member = create_member(
+            member_config.kind,
+            member_config.checkpoint,
+            device=device or config.run.device,
+            dtype=member_config.dtype,
+            quantization=member_config.quantization,
+            batch_size=batch_size or member_config.batch_size or config.run.batch_size,
+            **dict(member_config.options),
+        )
+        member.name = member_config.name  # outputs, thresholds and CSV columns use the site's name
+        version = f"{spec.kind}:{checkpoint_fingerprint(member_config.checkpoint)}"
+        loaded.append(LoadedMember(member_config, spec, member, version))
+    return loaded
+
+
+def model_key(members: Sequence[LoadedMember], operating_point_id: str) -> str:
+    """What a ledger row was screened with: member names and versions plus the operating point."""
+    payload = json.dumps({"members": [[m.name, m.version] for m in members], "op": operating_point_id})
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]

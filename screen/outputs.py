@@ -1,0 +1,83 @@
+"""The run's tabular outputs: ``studies.csv``, ``findings.csv`` and ``run.json``.
+
+All three are views written atomically from the ledger (``studies.csv`` holds one row per study
+the folder has seen, its latest state), so a killed run never leaves a partial or duplicated
+row. Patient identifiers follow ``[output] patient_id``; patient names are never written.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from dicom_io.atomic import atomic_open, atomic_write_text
+
+#: Columns of ``studies.csv`` before the per-member ``score:``/``vote:`` columns.
+STUDY_COLUMNS: tuple[str, ...] = (
+    "study_instance_uid", "patient_id", "accession_number", "study_date", "status", "reason",
+    "decision", "level", "fused_score", "n_images", "n_boxes", "sr_path", "sr_sop_instance_uid",
+    "model_version", "operating_point_id", "run_id", "screened_at",
+)
+#: Columns of ``findings.csv``: one fused box (or image-level finding) per row, source pixels.
+FINDING_COLUMNS: tuple[str, ...] = (
+    "study_instance_uid", "series_instance_uid", "sop_instance_uid", "col0", "row0", "col1", "row1",
+    "score", "level", "members", "run_id",
+)
+
+
+def patient_id_value(patient_id: str, mode: str, salt: str) -> str | None:
+    """The PatientID as ``[output] patient_id`` allows: itself, a salted hash, or ``None``."""
+    if mode == "include":
+        return patient_id
+    if mode == "hash":
+        if not patient_id:
+            return ""
+        return hashlib.sha256(f"{salt}:{patient_id}".encode()).hexdigest()[:16]
+    return None
+
+
+def study_columns(member_names: Sequence[str], *, patient_id: bool, accession: bool) -> list[str]:
+    """The header of ``studies.csv`` for these members and identifier settings."""
+    columns = [c for c in STUDY_COLUMNS
+               if (c != "patient_id" or patient_id) and (c != "accession_number" or accession)]
+    for name in member_names:
+        columns += [f"score:{name}", f"vote:{name}"]
+    return columns
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> Path:
+    with atomic_open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(v) for k, v in row.items()})
+    return path
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    return value
+
+
+def write_studies_csv(path: Path, rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> Path:
+    """Write ``studies.csv`` (atomically)."""
+    return _write_csv(path, columns, rows)
+
+
+def write_findings_csv(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
+    """Write ``findings.csv`` (atomically)."""
+    return _write_csv(path, FINDING_COLUMNS, rows)
+
+
+def write_run_json(path: Path, summary: dict[str, Any]) -> Path:
+    """Write ``run.json`` (atomically)."""
+    atomic_write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return path

@@ -1,0 +1,434 @@
+"""``screen run``: scan → select → decode (workers) → members (batched across studies) → fuse → write.
+
+The data's path of ARCHITECTURE.md. Decoding runs in worker processes ahead of the models;
+images of several studies share a forward pass; each study is finished (fusion, SR, ledger)
+as soon as its last image is scored. The ledger entry is written last, so a run can be killed
+at any moment and the next run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Hashable, Iterator
+
+from pydicom.uid import generate_uid
+
+import screen
+from dicom_io.pixels import PixelPolicy, Radiograph
+from dicom_io.scan import DecodeTask, decode_one, scan_archive
+from dicom_io.sr import AlgorithmInfo
+from dicom_io.workers import Outcome, run_tasks
+from ensembles.op_levels import finding_level
+from ensembles.operating_point import OperatingPoint
+from ensembles.types import MemberOutput
+from screen.config import SiteConfig, load_site_config
+from screen.errors import ConfigError
+from screen.ledger import Ledger, OutputLock, now_iso
+from screen.members import LoadedMember, load_members, model_key
+from screen.operating_points import load_points, op_id
+from screen.outputs import patient_id_value, study_columns, write_findings_csv, write_run_json, write_studies_csv
+from screen.plan import FAILED_STUDY, SCREENED, SKIPPED, StudyPlan, plan_studies
+from screen.scan import write_scan_csv
+from screen.study import box_levels, finding_rows, member_columns, to_pixels, write_study_sr
+
+log = logging.getLogger("screen.run")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Command-line choices of one run (``None`` keeps the site config's value)."""
+
+    workers: int | None = None
+    batch_size: int | None = None
+    device: str | None = None
+    limit: int | None = None
+    since: date | None = None
+    dry_run: bool = False
+    force: bool = False
+    operating_point: Path | None = None
+    send_to: str | None = None
+
+
+@dataclass
+class RunSummary:
+    """What a run did; written to ``run.json`` and printed as the closing table."""
+
+    run_id: str
+    out_dir: Path
+    counts: Counter[str] = field(default_factory=Counter)
+    positives: int = 0
+    images: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    would_screen: list[str] = field(default_factory=list)
+    sent: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.counts.get(FAILED_STUDY, 0) or self.sent.get("failed", 0) else 0
+
+
+@dataclass
+class _Pending:
+    """A study whose images are being decoded and scored."""
+
+    plan: StudyPlan
+    radiographs: dict[str, Radiograph] = field(default_factory=dict)
+    outputs: dict[Hashable, dict[str, MemberOutput]] = field(default_factory=dict)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    waiting: int = 0
+
+
+class _Clock:
+    """Wall time spent in named phases (the benchmark reads the share outside the members)."""
+
+    def __init__(self) -> None:
+        self.seconds: defaultdict[str, float] = defaultdict(float)
+
+    def timed(self, phase: str) -> "_Timer":
+        return _Timer(self, phase)
+
+
+class _Timer:
+    def __init__(self, clock: _Clock, phase: str) -> None:
+        self.clock, self.phase = clock, phase
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.clock.seconds[self.phase] += time.perf_counter() - self.start
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def run_screen(
+    archive: Path,
+    out_dir: Path,
+    *,
+    config: SiteConfig | None = None,
+    config_path: Path | None = None,
+    options: RunOptions = RunOptions(),
+    progress: Callable[[Iterator[Any], str, int], Any] | None = None,
+) -> RunSummary:
+    """Screen ``archive`` into ``out_dir``; callable without Click (see module docstring)."""
+    started = time.perf_counter()
+    site = config or load_site_config(config_path)
+    points = load_points(options.operating_point or site.operating_point)
+    if options.send_to:
+        from dicom_io.send import parse_destination
+
+        parse_destination(options.send_to)  # a bad destination is a usage error before any work
+    if options.dry_run:
+        return _dry_run(archive, out_dir, site, points, options)
+    lock = OutputLock(out_dir)
+    lock.acquire()  # before anything slow, so a second run is refused at once
+    try:
+        return _run_locked(archive, out_dir, site, points, options, progress, started)
+    finally:
+        lock.release()
+
+
+def _prepare(site: SiteConfig, points: list[OperatingPoint], options: RunOptions,
+             clock: _Clock) -> tuple[list[LoadedMember], str]:
+    with clock.timed("load-members"):
+        members = load_members(site, device=options.device, batch_size=options.batch_size)
+    names = [m.name for m in members]
+    for point in points:
+        point.check_members(names)
+    return members, model_key(members, op_id(points[0]))
+
+
+def _dry_run(archive: Path, out_dir: Path, site: SiteConfig, points: list[OperatingPoint],
+             options: RunOptions) -> RunSummary:
+    """Scan and select, compare with the ledger, write nothing."""
+    summary = RunSummary(new_run_id(), out_dir)
+    members, key = _prepare(site, points, options, _Clock())
+    scan = scan_archive(archive, rules=site.selection, workers=options.workers or site.run.workers)
+    ledger = Ledger(out_dir, read_only=True)
+    todo = _to_screen(plan_studies(scan, since=options.since), ledger, key, options)
+    ledger.close()
+    summary.would_screen = [p.study_instance_uid for p in todo]
+    summary.counts["would-screen"] = len(todo)
+    return summary
+
+
+def _run_locked(archive: Path, out_dir: Path, site: SiteConfig, points: list[OperatingPoint], options: RunOptions,
+                progress: Callable[[Iterator[Any], str, int], Any] | None, started: float) -> RunSummary:
+    summary = RunSummary(new_run_id(), out_dir)
+    clock = _Clock()
+    members, key = _prepare(site, points, options, clock)
+    workers = options.workers or site.run.workers
+    with clock.timed("scan"):
+        scan = scan_archive(archive, rules=site.selection, workers=workers, progress=progress or _quiet)
+    plans = plan_studies(scan, since=options.since)
+    ledger = Ledger(out_dir)
+    try:
+        sr_dir = out_dir / "sr"
+        removed = ledger.sweep_orphans(sr_dir)
+        if removed:
+            log.info("removed %d partial or orphan files left by an interrupted run", len(removed))
+        write_scan_csv(scan, out_dir / "scan.csv")
+        ledger.start_run(summary.run_id, str(archive), key, op_id(points[0]))
+        batch_size = options.batch_size or site.run.batch_size
+        context = _RunContext(site, members, points, key, summary, ledger, out_dir, sr_dir, clock, batch_size)
+        todo = _to_screen(plans, ledger, key, options)
+        chosen = {p.study_instance_uid for p in todo}
+        for plan in plans:
+            if plan.study_instance_uid in chosen:
+                continue
+            if plan.images or plan.failed:
+                summary.counts["already-screened"] += 1
+            else:
+                context.record_unscreenable(plan)
+        context.screen(todo, workers, progress)
+        if options.send_to:
+            with clock.timed("send"):
+                summary.sent = _send(ledger, options.send_to)
+        _write_views(context)
+        summary.timings = {k: round(v, 3) for k, v in clock.seconds.items()}
+        summary.timings["wall"] = round(time.perf_counter() - started, 3)
+        ledger.finish_run(summary.run_id, "failed" if summary.exit_code else "ok", summary_dict(summary))
+        write_run_json(out_dir / "run.json", summary_dict(summary) | {
+            "archive": str(archive), "model_key": key, "operating_point_id": op_id(points[0]),
+            "members": {m.name: m.version for m in members}, "finished_at": now_iso(),
+        })
+    finally:
+        ledger.close()
+    return summary
+
+
+def _quiet(iterable: Iterator[Any], description: str, total: int) -> Iterator[Any]:
+    return iterable
+
+
+def _to_screen(plans: list[StudyPlan], ledger: Ledger, key: str, options: RunOptions) -> list[StudyPlan]:
+    """Studies with something to screen that the ledger does not have done (all with --force)."""
+    todo = []
+    for plan in plans:
+        if not plan.images and not plan.failed:
+            continue
+        state = ledger.study_state(plan.study_instance_uid)
+        done = (state is not None and state.status == SCREENED and state.content_hash == plan.content_hash()
+                and state.model_key == key)
+        if options.force or not done:
+            todo.append(plan)
+    if options.limit is not None:
+        todo = todo[: options.limit]
+    return todo
+
+
+@dataclass
+class _RunContext:
+    site: SiteConfig
+    members: list[LoadedMember]
+    points: list[OperatingPoint]
+    key: str
+    summary: RunSummary
+    ledger: Ledger
+    out_dir: Path
+    sr_dir: Path
+    clock: _Clock
+    batch_size: int
+    sr_series_uid: str = field(default_factory=generate_uid)
+
+    # -- rows -------------------------------------------------------------------------------
+    def base_row(self, plan: StudyPlan, status: str, reason: str = "") -> dict[str, Any]:
+        first = plan.first
+        row: dict[str, Any] = {
+            "study_instance_uid": plan.study_instance_uid, "study_date": first.study_date,
+            "status": status, "reason": reason, "n_images": len(plan.images),
+            "model_version": self.key, "operating_point_id": op_id(self.points[0]),
+            "run_id": self.summary.run_id, "screened_at": now_iso(),
+        }
+        patient = patient_id_value(first.patient_id, self.site.output.patient_id, self.ledger.salt())
+        if patient is not None:
+            row["patient_id"] = patient
+        if self.site.output.accession:
+            row["accession_number"] = first.accession_number
+        return row
+
+    def record_unscreenable(self, plan: StudyPlan) -> None:
+        row = self.base_row(plan, SKIPPED, plan.skip_reason())
+        self.ledger.record_study(row=row, content_hash=plan.content_hash(), model_key=self.key,
+                                 run_id=self.summary.run_id)
+        self.summary.counts[SKIPPED] += 1
+
+    def record_failed(self, plan: StudyPlan, reason: str) -> None:
+        row = self.base_row(plan, FAILED_STUDY, reason)
+        self.ledger.record_study(row=row, content_hash=plan.content_hash(), model_key=self.key,
+                                 run_id=self.summary.run_id)
+        self.summary.counts[FAILED_STUDY] += 1
+        log.warning("study %s failed: %s", plan.study_instance_uid, reason)
+
+    # -- the pipeline -----------------------------------------------------------------------
+    def screen(self, todo: list[StudyPlan], workers: int, progress: Callable[..., Any] | None) -> None:
+        policy = PixelPolicy(max_pixel_bytes=self.site.selection.max_pixel_bytes)
+        pending: dict[str, _Pending] = {}
+        tasks: list[DecodeTask] = []
+        owner: dict[Path, str] = {}
+        for plan in todo:
+            if plan.failed:
+                self.record_failed(plan, plan.failure_reason())
+                continue
+            pending[plan.study_instance_uid] = _Pending(plan, waiting=len(plan.images))
+            for inst in plan.images:
+                tasks.append(DecodeTask(inst.path, policy))
+                owner[inst.path] = plan.study_instance_uid
+        batch_size = self.batch_size
+        queue: list[tuple[str, str, Radiograph]] = []
+        decoded: Iterator[Outcome[DecodeTask, Radiograph]] = run_tasks(
+            decode_one, tasks, workers=workers, prefetch=max(2 * batch_size, 4 * workers),
+            timeout_s=self.site.run.decode_timeout_s)
+        stream = progress(decoded, "screen", len(tasks)) if progress else decoded
+        wait_start = time.perf_counter()
+        for outcome in stream:
+            self.clock.seconds["decode-wait"] += time.perf_counter() - wait_start
+            uid = owner[outcome.item.path]
+            state = pending[uid]
+            sop = _sop_of(state.plan, outcome.item.path)
+            if outcome.result is None:
+                assert outcome.failure is not None
+                state.failures.append((outcome.failure.reason, outcome.failure.message))
+                state.waiting -= 1
+            else:
+                queue.append((uid, sop, outcome.result))
+                self.summary.images += 1
+            if len(queue) >= batch_size:
+                self._score(queue, pending)
+                queue = []
+            self._finish_ready(pending)
+            wait_start = time.perf_counter()
+        if queue:
+            self._score(queue, pending)
+        self._finish_ready(pending)
+
+    def _score(self, queue: list[tuple[str, str, Radiograph]], pending: dict[str, _Pending]) -> None:
+        images = [r.pixels for _, _, r in queue]
+        for loaded in self.members:
+            with self.clock.timed("members"):
+                outputs = loaded.member.predict(images)
+            for (uid, sop, _), output in zip(queue, outputs):
+                pending[uid].outputs.setdefault(sop, {})[loaded.name] = output
+        for uid, sop, radiograph in queue:
+            pending[uid].radiographs[sop] = radiograph
+            pending[uid].waiting -= 1
+
+    def _finish_ready(self, pending: dict[str, _Pending]) -> None:
+        for uid in [u for u, s in pending.items() if s.waiting == 0]:
+            state = pending.pop(uid)
+            if state.failures:
+                counts = Counter(reason for reason, _ in state.failures)
+                detail = ", ".join(f"{r} ({n})" for r, n in counts.most_common())
+                self.record_failed(state.plan, f"{len(state.failures)} of {len(state.plan.images)} images failed to decode: {detail}")
+                continue
+            try:
+                with self.clock.timed("write"):
+                    self._finish(state)
+            except Exception as exc:  # noqa: BLE001 - one study's failure must not stop the run
+                self.record_failed(state.plan, f"{type(exc).__name__}: {exc}")
+
+    def _finish(self, state: _Pending) -> None:
+        plan = state.plan
+        shapes = {sop: (r.rows, r.cols) for sop, r in state.radiographs.items()}
+        letterboxed = {m.name: m.letterbox_size for m in self.members if m.letterbox_size}
+        decisions = [p.decide(state.outputs, letterboxed=letterboxed, image_shapes=shapes) for p in self.points]
+        decision = decisions[0]
+        levels = box_levels(decision, self.points, decisions)
+        level = finding_level(self.points, decisions) if len(self.points) > 1 else None
+        images = {inst.sop_instance_uid: inst for inst in plan.images}
+        placed = to_pixels(decision, images, levels)
+        previous = self.ledger.study_state(plan.study_instance_uid)
+        sr_path = sr_uid = None
+        supersedes = None
+        if self.site.output.write_sr:
+            old = self.ledger.sr_datasets_of(plan.study_instance_uid) if previous is not None else []
+            sr_path, sr_uid = write_study_sr(
+                images=plan.images, decision=decision, placed=placed, algorithm=self._algorithm(),
+                sr_dir=self.sr_dir, out_dir=self.out_dir, series_instance_uid=self.sr_series_uid,
+                series_number=self.site.output.sr_series_number, supersedes=old[-1:],
+                institution_name=self.site.output.institution_name,
+            )
+            supersedes = previous.sr_sop_instance_uid if previous is not None else None
+        row = self.base_row(plan, SCREENED)
+        row.update({
+            "decision": "positive" if decision.positive else "negative",
+            "level": level or "", "fused_score": decision.score,
+            "n_boxes": sum(1 for f in placed if f.box is not None), "sr_path": sr_path or "",
+            "sr_sop_instance_uid": sr_uid or "",
+        })
+        row.update(member_columns(state.outputs, decision, [m.name for m in self.members]))
+        self.ledger.record_study(
+            row=row, content_hash=plan.content_hash(), model_key=self.key, run_id=self.summary.run_id,
+            findings=finding_rows(plan.study_instance_uid, placed, self.summary.run_id),
+            sr_path=sr_path, sr_sop_instance_uid=sr_uid, supersedes=supersedes,
+        )
+        self.summary.counts[SCREENED] += 1
+        self.summary.positives += int(decision.positive)
+
+    def _algorithm(self) -> AlgorithmInfo:
+        point = self.points[0]
+        parameters = {f"threshold:{name}": f"{value:.6g}" for name, value in point.thresholds.items()}
+        parameters["vote"] = point.vote.label
+        return AlgorithmInfo(
+            name="fracture-screen", version=screen.__version__, operating_point_id=op_id(point),
+            members=tuple((m.name, m.version) for m in self.members), parameters=parameters,
+        )
+
+
+def _sop_of(plan: StudyPlan, path: Path) -> str:
+    for inst in plan.images:
+        if inst.path == path:
+            return inst.sop_instance_uid
+    raise KeyError(path)
+
+
+def _send(ledger: Ledger, destination: str) -> dict[str, int]:
+    """C-STORE every SR of this folder not yet stored at ``destination``; record each result."""
+    from dicom_io.send import parse_destination, send_files
+
+    target = parse_destination(destination)
+    unsent = ledger.unsent_srs(destination)
+    if not unsent:
+        return {"sent": 0, "failed": 0}
+    results = send_files([path for _, path in unsent], target)
+    counts = Counter[str]()
+    for (uid, _), result in zip(unsent, results):
+        ledger.record_send(uid, destination, ok=result.ok, status=result.status, attempts=result.attempts,
+                           error=result.error)
+        counts["sent" if result.ok else "failed"] += 1
+    return {"sent": counts["sent"], "failed": counts["failed"]}
+
+
+def _write_views(context: _RunContext) -> None:
+    site = context.site
+    columns = study_columns([m.name for m in context.members], patient_id=site.output.patient_id != "omit",
+                            accession=site.output.accession)
+    write_studies_csv(context.out_dir / "studies.csv", context.ledger.study_rows(), columns)
+    write_findings_csv(context.out_dir / "findings.csv", context.ledger.finding_rows())
+
+
+def summary_dict(summary: RunSummary) -> dict[str, Any]:
+    """The JSON-able part of a summary."""
+    return {
+        "run_id": summary.run_id, "counts": dict(summary.counts), "positives": summary.positives,
+        "images": summary.images, "timings_s": summary.timings, "sent": summary.sent,
+        "exit_code": summary.exit_code,
+    }
+
+
+def parse_since(value: str) -> date:
+    """``--since`` as YYYY-MM-DD or YYYYMMDD."""
+    for fmt in ("%Y-%m-%d", "%Y%m%d"):
+        try:
+            return datetime.strptime(value, fmt).date()
+        except ValueError:
+            continue
+    raise ConfigError(f"--since {value!r} is not a date; use YYYY-MM-DD (e.g. 2026-11-26)")
