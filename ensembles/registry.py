@@ -100,7 +100,7 @@ def list_members() -> list[str]:
 
 def missing_requirements(kind: str) -> list[str]:
     """Modules ``kind`` needs that cannot be imported here (empty when it can run)."""
-    info = _get_kind(kind)
+    info = member_kind(kind)
     return [name for name in info.requires if importlib.util.find_spec(name) is None]
 
 
@@ -109,7 +109,8 @@ def member_availability() -> dict[str, list[str]]:
     return {kind: missing_requirements(kind) for kind in list_members()}
 
 
-def _get_kind(kind: str) -> MemberKind:
+def member_kind(kind: str) -> MemberKind:
+    """The registered :class:`MemberKind` (factory, requirements, description) of ``kind``."""
     _load_member_modules()
     try:
         return _REGISTRY[kind]
@@ -125,7 +126,7 @@ def create_member(kind: str, checkpoint_dir: str | Path, **options: Any) -> Memb
         EnsembleError: the kind is unknown.
         MemberUnavailableError: a module the member needs is missing here.
     """
-    info = _get_kind(kind)
+    info = member_kind(kind)
     missing = missing_requirements(kind)
     if missing:
         raise MemberUnavailableError(
