@@ -6,7 +6,6 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from ensembles.checkpoint import MemberSpec, read_member_spec
 from ensembles.registry import Member, create_member
@@ -66,12 +65,21 @@ def load_members(config: SiteConfig, *, device: str | None = None, batch_size: i
             **dict(member_config.options),
         )
         member.name = member_config.name  # outputs, thresholds and CSV columns use the site's name
-        version = f"{spec.kind}:{checkpoint_fingerprint(member_config.checkpoint)}"
-        loaded.append(LoadedMember(member_config, spec, member, version))
+        loaded.append(LoadedMember(member_config, spec, member, member_version(member_config)))
     return loaded
 
 
-def model_key(members: Sequence[LoadedMember], operating_point_id: str) -> str:
-    """What a ledger row was screened with: member names and versions plus the operating point."""
-    payload = json.dumps({"members": [[m.name, m.version] for m in members], "op": operating_point_id})
+def member_version(member: MemberConfig) -> str:
+    """``<kind>:<checkpoint fingerprint>``: what outputs and the ledger call this member."""
+    return f"{member.kind}:{checkpoint_fingerprint(member.checkpoint)}"
+
+
+def model_key(config: SiteConfig, operating_point_id: str) -> str:
+    """What a ledger row was screened with: member names and versions plus the operating point.
+
+    Computed from the checkpoints alone, so a dry run can compare with the ledger without
+    loading any model.
+    """
+    versions = [[m.name, member_version(m)] for m in config.members]
+    payload = json.dumps({"members": versions, "op": operating_point_id})
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -122,6 +122,8 @@ def run_screen(
     started = time.perf_counter()
     site = config or load_site_config(config_path)
     points = load_points(options.operating_point or site.operating_point)
+    for point in points:
+        point.check_members([m.name for m in site.members])
     if options.send_to:
         from dicom_io.send import parse_destination
 
@@ -140,17 +142,14 @@ def _prepare(site: SiteConfig, points: list[OperatingPoint], options: RunOptions
              clock: _Clock) -> tuple[list[LoadedMember], str]:
     with clock.timed("load-members"):
         members = load_members(site, device=options.device, batch_size=options.batch_size)
-    names = [m.name for m in members]
-    for point in points:
-        point.check_members(names)
-    return members, model_key(members, op_id(points[0]))
+    return members, model_key(site, op_id(points[0]))
 
 
 def _dry_run(archive: Path, out_dir: Path, site: SiteConfig, points: list[OperatingPoint],
              options: RunOptions) -> RunSummary:
     """Scan and select, compare with the ledger, write nothing."""
     summary = RunSummary(new_run_id(), out_dir)
-    members, key = _prepare(site, points, options, _Clock())
+    key = model_key(site, op_id(points[0]))
     scan = scan_archive(archive, rules=site.selection, workers=options.workers or site.run.workers)
     ledger = Ledger(out_dir, read_only=True)
     todo = _to_screen(plan_studies(scan, since=options.since), ledger, key, options)

@@ -157,3 +157,16 @@ def test_config_errors_exit_2_naming_the_key(archive: Path, site: Path, tmp_path
     bad.write_text(missing, encoding="utf-8")
     result = CliRunner().invoke(cli, ["run", str(archive), "--config", str(bad), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "is not a directory" in result.output and "[members.pg-cls]" in result.output
+
+
+def test_operating_point_naming_another_member_is_refused(archive: Path, site: Path, tmp_path: Path) -> None:
+    import json
+
+    op = json.loads((site.parent / "op.json").read_text(encoding="utf-8"))
+    op["thresholds"]["pg-xl"] = op["thresholds"].pop("pg-cls")
+    bad = tmp_path / "other-op.json"
+    bad.write_text(json.dumps(op), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["run", str(archive), "--config", str(site), "--out", str(tmp_path / "o"),
+                                      "--operating-point", str(bad), "--dry-run"])
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: ") and "pg-xl" in result.output
