@@ -1,0 +1,267 @@
+"""The demo members: tiny PaliGemma classifier, PaliGemma detector and DETR, trained on the CPU.
+
+What :func:`train_demo` does, seeded end to end (every step is the project's own code):
+
+1. writes a phantom training archive (:mod:`dicom_io.phantom`, ``train_seed``) and its labels;
+2. prepares it (:func:`train.prepare.prepare_dataset`: the pixel pipeline, JSONL, a patient
+   split into train and val, the manifest);
+3. trains each member with its recipe and its example config (``train/configs/demo-*.toml``,
+   each sized in optimizer *steps*, so a busy machine takes longer but learns the same);
+4. copies each best checkpoint into ``<models_dir>/<name>/`` and writes a site config naming
+   them (``site.toml`` beside ``models_dir``).
+
+Choosing the operating point and measuring the members on a fresh phantom set need the
+screener's member loading and tuning (:mod:`screen`), so that part lives in
+:mod:`screen.demo_cmd`; the one documented command runs both::
+
+    python -m screen.demo_cmd --out sample_data        # or: screen train-demo --out sample_data
+
+Work files (archives, prepared data, run folders with metrics and curves) go to ``work_dir``;
+an interrupted demo resumes: finished members are kept, and a run resumes from its ``last/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from dicom_io.phantom import PhantomConfig, write_phantom_archive
+from train.config import load_train_config
+from train.errors import TrainError
+from train.prepare import PrepareOptions, prepare_dataset
+
+logger = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+DONE_FILE = "demo-run.json"
+
+
+@dataclass(frozen=True)
+class DemoMember:
+    """One demo member: its site name, recipe, member kind and example config file."""
+
+    name: str
+    recipe: str
+    kind: str
+    config: str
+
+
+DEMO_MEMBERS: tuple[DemoMember, ...] = (
+    DemoMember("pg-cls", "classifier", "paligemma-classifier", "demo-classifier.toml"),
+    DemoMember("pg-det", "detector", "paligemma-detector", "demo-detector.toml"),
+    DemoMember("detr", "detr", "detr", "demo-detr.toml"),
+)
+
+
+class DemoError(TrainError):
+    """The demo cannot run as asked; the message says the fix."""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """Everything the demo chooses (the defaults are the committed demo's).
+
+    Attributes:
+        models_dir: where the member checkpoints go (``<models_dir>/<name>/``).
+        work_dir: archives, prepared data and run folders.
+        train_studies: studies in the phantom training archive.
+        train_seed: seed of the training archive and of the patient split.
+        eval_studies: studies in the fresh phantom evaluation archive.
+        eval_seed: its seed (must differ from ``train_seed``).
+        val_fraction: share of patients held out for validation (early stopping, tuning).
+        phantom_size: inclusive range of the phantom images' rows and columns.
+        members: names of the members to train (of :data:`DEMO_MEMBERS`).
+        configs_dir: where the ``demo-*.toml`` configs are.
+        overrides: per member name, dotted config overrides (``{"detr": {"train.max_steps": 2}}``).
+        workers: decode processes for phantom preparation and evaluation.
+        retrain: train again even when ``models_dir`` already holds a member from this demo.
+    """
+
+    models_dir: Path = Path("sample_data/models")
+    work_dir: Path = Path("demo-work")
+    train_studies: int = 800
+    train_seed: int = 20261203
+    eval_studies: int = 300
+    eval_seed: int = 20261204
+    val_fraction: float = 0.15
+    phantom_size: tuple[int, int] = (384, 768)
+    members: tuple[str, ...] = tuple(m.name for m in DEMO_MEMBERS)
+    configs_dir: Path = CONFIG_DIR
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    workers: int = 2
+    retrain: bool = False
+
+    def __post_init__(self) -> None:
+        known = {m.name for m in DEMO_MEMBERS}
+        unknown = sorted(set(self.members) - known)
+        if unknown or not self.members:
+            raise DemoError(f"demo members must be among {', '.join(sorted(known))}, got {list(self.members)}")
+        for name in ("train_studies", "eval_studies"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 4:
+                raise DemoError(f"{name} must be an integer >= 4, got {value!r}")
+        if self.train_seed == self.eval_seed:
+            raise DemoError(
+                f"eval_seed must differ from train_seed ({self.train_seed}): the members are "
+                "judged on a phantom set they never saw"
+            )
+        if not 0.0 < self.val_fraction < 1.0:
+            raise DemoError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+
+    def selected(self) -> list[DemoMember]:
+        return [m for m in DEMO_MEMBERS if m.name in self.members]
+
+
+def make_phantom(folder: Path, studies: int, seed: int,
+                 size: tuple[int, int] = (384, 768)) -> tuple[Path, Path]:
+    """A phantom archive and labels CSV in ``folder`` (reused when the same one is there)."""
+    archive, labels = folder / "archive", folder / "labels.csv"
+    config = PhantomConfig(n_studies=studies, seed=seed, size_range=size)
+    stamp = folder / "phantom.json"
+    wanted = {"fingerprint": config.fingerprint()}
+    if stamp.is_file() and labels.is_file() and json.loads(stamp.read_text()) == wanted:
+        return archive, labels
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = write_phantom_archive(archive, labels, config, overwrite=True)
+    stamp.write_text(json.dumps(wanted), encoding="utf-8")
+    logger.info("phantom seed %d: %d images in %d studies (%d positive)", seed, summary.n_images,
+                summary.n_studies, summary.n_positive_studies)
+    return archive, labels
+
+
+def prepare_demo_data(options: DemoOptions) -> Path:
+    """The prepared training data (train and val splits) of the demo's training archive."""
+    archive, labels = make_phantom(options.work_dir / "train-phantom", options.train_studies,
+                                   options.train_seed, options.phantom_size)
+    data = options.work_dir / "data"
+    if (data / "manifest.json").is_file():
+        manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
+        same_labels = manifest.get("labels_sha256") == hashlib.sha256(labels.read_bytes()).hexdigest()
+        if same_labels and manifest.get("seed") == options.train_seed and (data / "train" / "boxes.jsonl").is_file():
+            return data
+    summary = prepare_dataset(archive, labels, data, PrepareOptions(
+        seed=options.train_seed, val=options.val_fraction, test=0.0, workers=options.workers,
+        overwrite=True))
+    logger.info("prepared %s: %s", data, summary.splits)
+    return data
+
+
+def _replace_tree(source: Path, target: Path) -> None:
+    """Copy ``source`` over ``target`` (a temporary sibling renamed into place)."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(source, tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+
+
+def train_member(member: DemoMember, data: Path, options: DemoOptions) -> dict[str, Any]:
+    """Train one member with its demo config; copy its best checkpoint to ``models_dir``.
+
+    Returns:
+        What the run did: name, recipe, checkpoint, seconds, steps and its best metric.
+    """
+    from train.recipes import get_recipe
+
+    config_file = options.configs_dir / member.config
+    overrides: dict[str, Any] = {"data": str(data), "out": str(options.work_dir / "runs" / member.name)}
+    overrides.update(options.overrides.get(member.name, {}))
+    config = load_train_config(config_file, recipe=member.recipe, overrides=overrides)
+    started = time.monotonic()
+    best = get_recipe(member.recipe)(config)
+    seconds = time.monotonic() - started
+    target = options.models_dir / member.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _replace_tree(best, target)
+    history = _history(config.out / "metrics.csv")
+    record = {
+        "name": member.name, "recipe": member.recipe, "kind": member.kind,
+        "config": str(config_file), "checkpoint": str(target), "seconds": round(seconds, 1),
+        "steps": int(history[-1]["step"]) if history else 0, "epochs": len(history),
+        "monitor": config.train.monitor,
+        "best": _best(history, config.train.monitor, config.train.monitor_mode),
+    }
+    (target.parent / f".{member.name}.{DONE_FILE}").write_text(json.dumps(record, indent=2),
+                                                                 encoding="utf-8")
+    return record
+
+
+def _best(history: list[dict[str, str]], monitor: str, mode: str) -> float | None:
+    """The best value of the monitored metric over the run's epochs (``None`` if never measured)."""
+    values = [float(r[monitor]) for r in history if r.get(monitor) not in (None, "")]
+    values = [v for v in values if v == v]  # drop NaN
+    if not values:
+        return None
+    return min(values) if mode == "min" else max(values)
+
+
+def _history(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def site_config_text(members: Sequence[DemoMember], models_dir: Path, site_dir: Path,
+                     operating_point: str = "op.json") -> str:
+    """The site config TOML that runs the demo members (paths relative to ``site_dir``)."""
+    lines = [
+        "# The embedded demo: tiny members trained on the phantom by",
+        "#   python -m screen.demo_cmd --out sample_data     (or: screen train-demo --out sample_data)",
+        "# Run it with: screen run sample_data/archive --config sample_data/site.toml --out OUT",
+        f'operating_point = "{operating_point}"',
+        "",
+        "[run]",
+        'device = "cpu"',
+        "workers = 2",
+        "batch_size = 8",
+    ]
+    relative = Path(_relative(models_dir, site_dir))
+    for member in members:
+        lines += ["", f"[members.{member.name}]", f'kind = "{member.kind}"',
+                  f'checkpoint = "{(relative / member.name).as_posix()}"']
+    return "\n".join(lines) + "\n"
+
+
+def _relative(path: Path, start: Path) -> str:
+    import os
+
+    return os.path.relpath(Path(path).resolve(), Path(start).resolve())
+
+
+def train_demo(options: DemoOptions, *, on_member: Callable[[dict[str, Any]], None] | None = None
+               ) -> tuple[Path, list[dict[str, Any]]]:
+    """Steps 1-4 of the module docstring.
+
+    Returns:
+        The prepared data folder and one record per member (see :func:`train_member`); a member
+        whose checkpoint this demo already wrote is kept unless ``retrain``.
+    """
+    data = prepare_demo_data(options)
+    records = []
+    for member in options.selected():
+        done = options.models_dir / f".{member.name}.{DONE_FILE}"
+        if not options.retrain and done.is_file() and (options.models_dir / member.name / "member.json").is_file():
+            record = json.loads(done.read_text(encoding="utf-8"))
+            logger.info("keeping %s trained earlier (%s)", member.name, record.get("checkpoint"))
+        else:
+            logger.info("training %s (%s recipe, %s)", member.name, member.recipe, member.config)
+            record = train_member(member, data, options)
+        records.append(record)
+        if on_member is not None:
+            on_member(record)
+    return data, records
+
+
+__all__ = ["CONFIG_DIR", "DEMO_MEMBERS", "DemoError", "DemoMember", "DemoOptions", "make_phantom",
+           "prepare_demo_data", "site_config_text", "train_demo", "train_member"]
