@@ -120,7 +120,8 @@ def test_training_steps_write_a_member_the_screener_loads(box_data: Path, tmp_pa
     for name in ("metrics.csv", "loss.png", "f1.png", "config.json"):
         assert (tmp_path / "run" / name).is_file()
     header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0].split(",")
-    for column in ("train_loss_ce", "train_heatmap_loss", "f1", "study_auc", "map", "box_recall"):
+    for column in ("train_loss_ce", "train_heatmap_loss", "f1", "study_auc", "map", "box_recall",
+                   "auc_box"):
         assert column in header
     spec = json.loads((best / "member.json").read_text())
     assert spec["kind"] == "detr" and spec["resize"] == "letterbox" and spec["image_size"] == 64
@@ -160,10 +161,11 @@ def test_validation_reports_member_style_metrics(box_data: Path, tmp_path: Path)
     with torch.inference_mode():
         metrics = task.evaluate()
     for key in ("f1", "precision", "recall", "accuracy", "auc", "study_auc", "val_loss", "map",
-                "map_50", "f1_50", "box_recall", "mean_score"):
+                "map_50", "f1_50", "box_recall", "box_recall_any", "auc_box", "mean_score"):
         assert key in metrics
     assert 0.0 <= metrics["mean_score"] <= 1.0 and metrics["val_loss"] > 0
     assert 0.0 <= metrics["auc"] <= 1.0
+    assert metrics["auc_box"] == pytest.approx((metrics["auc"] + metrics["box_recall_any"]) / 2)
 
 
 def test_resumed_run_continues_where_it_stopped(box_data: Path, tmp_path: Path) -> None:

@@ -36,6 +36,17 @@ def test_example_configs_load_with_the_papers_defaults(name: str) -> None:
     assert (config.paligemma.lora_r, config.paligemma.lora_alpha, config.paligemma.lora_dropout) == (16, 32, 0.05)
 
 
+@pytest.mark.parametrize("name, recipe", [("tiny-classifier", "classifier"), ("tiny-detector", "detector")])
+def test_tiny_cpu_configs_load(name: str, recipe: str) -> None:
+    path = REPO / "train" / "configs" / f"{name}.toml"
+    if not path.is_file():
+        pytest.skip(f"{path.name} not written")
+    assert f"screen train {recipe} --config train/configs/{name}.toml" in path.read_text()
+    config = load_train_config(path, recipe=recipe)
+    assert config.paligemma is not None and config.paligemma.tiny
+    assert config.paligemma.siglip_unfreeze == -1 and config.device == "cpu"
+
+
 def test_defaults_are_the_paper_recipe() -> None:
     config = config_from_dict(BASE)
     assert config.train.batch_size == 2 and config.train.grad_accum == 8

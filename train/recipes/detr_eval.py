@@ -5,6 +5,13 @@ decode_detr_outputs`: softmax, best real class, boxes above ``box_floor``, at mo
 and its score is the best box score, as :class:`~ensembles.members.detr.DetrMember` reports it.
 Box metrics come from :mod:`train.box_metrics` (pycocotools for mAP), in the letterboxed input
 frame, where IoU is the same as in the source image (a uniform scale and a shift).
+
+Keys: ``f1``, ``precision``, ``recall``, ``accuracy`` (at the member threshold), ``auc`` and
+``study_auc``, ``val_loss``, ``mean_score``, ``map``, ``map_50``, ``f1_50``, ``box_recall``
+(truth boxes matched at IoU >= 0.3 by a box at the member threshold), ``box_recall_any`` (by
+any reported box, whatever its score: threshold-free, since the operating point sets the real
+threshold later) and ``auc_box``, the mean of ``auc`` and ``box_recall_any``: a model-selection
+metric that wants both a member that ranks images and boxes that land on fractures.
 """
 
 from __future__ import annotations
@@ -67,13 +74,21 @@ def detr_validation(task: "DetrTask") -> dict[str, float]:
     conf = confusion_at([bool(v) for v in labels], scores, s.threshold)
     study_labels, study_values = study_scores(studies, labels, scores)
     boxes = box_metrics(s.name, images, score_threshold=s.threshold)
+    reported = box_metrics(s.name, images, score_threshold=s.box_floor).recall_30
+    auc = _auc(labels, scores)
     return {
         "f1": conf.f1, "precision": conf.precision, "recall": conf.recall,
-        "accuracy": conf.accuracy, "auc": _auc(labels, scores),
+        "accuracy": conf.accuracy, "auc": auc,
         "study_auc": _auc(study_labels, study_values), "val_loss": loss_sum / len(scores),
         "mean_score": float(np.mean(scores)), "map": boxes.map, "map_50": boxes.map_50,
         "f1_50": boxes.at_50.f1, "box_recall": boxes.recall_30,
+        "box_recall_any": reported, "auc_box": _mean_finite(auc, reported),
     }
+
+
+def _mean_finite(*values: float) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
 
 
 __all__ = ["detr_validation", "study_scores"]
