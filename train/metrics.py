@@ -30,7 +30,7 @@ from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 __all__ = [
     "METRIC_NAMES", "Confusion", "Curve", "Interval", "average_precision", "bootstrap_auc",
     "bootstrap_counts", "bootstrap_metrics", "confusion", "confusion_at", "percentile_interval",
-    "pr_curve", "roc_auc", "roc_curve_points",
+    "pr_curve", "roc_auc", "roc_curve_points", "study_scores",
 ]
 
 #: Metrics :class:`Confusion` computes, in report order.
@@ -393,3 +393,14 @@ def bootstrap_auc(
     return Interval(value=value, low=low, high=high, level=level, n=n,
                     method=f"percentile bootstrap over studies ({n_resamples} resamples, "
                            f"seed {seed})")
+
+
+def study_scores(studies: list[str], labels: list[int], scores: list[float]) -> tuple[list[int], list[float]]:
+    """Per study: positive if any image is, score = max over its images (as ``screen eval`` and the training validations)."""
+    label_of: dict[str, int] = {}
+    score_of: dict[str, float] = {}
+    for study, label, score in zip(studies, labels, scores):
+        label_of[study] = max(label_of.get(study, 0), label)
+        score_of[study] = max(score_of.get(study, 0.0), score)
+    keys = sorted(label_of)
+    return [label_of[k] for k in keys], [score_of[k] for k in keys]

@@ -126,3 +126,10 @@ def test_bootstrap_auc_matches_weighted_sklearn_for_one_resample() -> None:
     assert interval.low == pytest.approx(expected) and interval.high == pytest.approx(expected)
     full = bootstrap_auc(labels, scores, n_resamples=2000, seed=0)
     assert full.low < full.value < full.high and full.value == roc_auc(labels, scores)
+
+
+def test_study_scores_take_the_max_image_score_and_any_positive_label() -> None:
+    from train.metrics import study_scores
+
+    labels, scores = study_scores(["b", "a", "b", "a"], [0, 0, 1, 0], [0.2, 0.7, 0.1, 0.3])
+    assert (labels, scores) == ([0, 1], [0.7, 0.2])  # studies sorted: a, b

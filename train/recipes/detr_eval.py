@@ -23,7 +23,7 @@ import numpy as np
 
 from ensembles.members.detr import decode_detr_outputs
 from train.box_metrics import ImageBoxes, box_metrics
-from train.metrics import confusion_at, roc_auc
+from train.metrics import confusion_at, roc_auc, study_scores
 
 if TYPE_CHECKING:  # pragma: no cover
     from train.recipes.detr import DetrTask
@@ -31,17 +31,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def _auc(labels: list[int], scores: list[float]) -> float:
     return roc_auc(labels, scores) if len(set(labels)) == 2 else math.nan
-
-
-def study_scores(studies: list[str], labels: list[int], scores: list[float]) -> tuple[list[int], list[float]]:
-    """Per study: positive if any image is, score = max over its images (as ``screen eval``)."""
-    label_of: dict[str, int] = {}
-    score_of: dict[str, float] = {}
-    for study, label, score in zip(studies, labels, scores):
-        label_of[study] = max(label_of.get(study, 0), label)
-        score_of[study] = max(score_of.get(study, 0.0), score)
-    keys = sorted(label_of)
-    return [label_of[k] for k in keys], [score_of[k] for k in keys]
 
 
 def detr_validation(task: "DetrTask") -> dict[str, float]:
@@ -91,4 +80,4 @@ def _mean_finite(*values: float) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
-__all__ = ["detr_validation", "study_scores"]
+__all__ = ["detr_validation"]

@@ -15,7 +15,7 @@ import torch
 
 from ensembles.types import Box
 from train.datasets import collate_text
-from train.metrics import confusion_at, roc_auc
+from train.metrics import confusion_at, roc_auc, study_scores
 
 if TYPE_CHECKING:  # pragma: no cover
     from train.recipes.paligemma import PaliGemmaTask
@@ -28,19 +28,6 @@ def _auc(labels: list[int], scores: list[float]) -> float:
     if len(set(labels)) < 2:
         return math.nan
     return roc_auc(labels, scores)
-
-
-def _study_level(
-    studies: list[str], labels: list[int], scores: list[float]
-) -> tuple[list[int], list[float]]:
-    """Per study: positive if any image is, score = max over its images (as ``screen eval``)."""
-    label_of: dict[str, int] = {}
-    score_of: dict[str, float] = {}
-    for study, label, score in zip(studies, labels, scores):
-        label_of[study] = max(label_of.get(study, 0), label)
-        score_of[study] = max(score_of.get(study, 0.0), score)
-    keys = sorted(label_of)
-    return [label_of[k] for k in keys], [score_of[k] for k in keys]
 
 
 def _box_hits(detections: list[Any], truth: torch.Tensor) -> int:
@@ -104,11 +91,11 @@ def validation_metrics(task: "PaliGemmaTask") -> dict[str, float]:
     task.model.eval()  # the member switched the inner model; keep the engine's view
     threshold = float(task.spec.threshold)
     conf = confusion_at([bool(v) for v in labels], scores, threshold)
-    study_labels, study_scores = _study_level(studies, labels, scores)
+    study_labels, study_values = study_scores(studies, labels, scores)
     metrics = {
         "f1": conf.f1, "precision": conf.precision, "recall": conf.recall,
         "accuracy": conf.accuracy, "auc": _auc(labels, scores),
-        "study_auc": _auc(study_labels, study_scores), "val_loss": loss_sum / len(scores),
+        "study_auc": _auc(study_labels, study_values), "val_loss": loss_sum / len(scores),
         "mean_score": sum(scores) / len(scores),
     }
     if len(patch_scores) == len(scores):
