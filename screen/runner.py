@@ -78,7 +78,7 @@ class _Pending:
     """A study whose images are being decoded and scored."""
 
     plan: StudyPlan
-    radiographs: dict[str, Radiograph] = field(default_factory=dict)
+    shapes: dict[Hashable, tuple[int, int]] = field(default_factory=dict)  # (rows, cols) per SOP UID
     outputs: dict[Hashable, dict[str, MemberOutput]] = field(default_factory=dict)
     failures: list[tuple[str, str]] = field(default_factory=list)
     waiting: int = 0
@@ -317,7 +317,7 @@ class _RunContext:
             for (uid, sop, _), output in zip(queue, outputs):
                 pending[uid].outputs.setdefault(sop, {})[loaded.name] = output
         for uid, sop, radiograph in queue:
-            pending[uid].radiographs[sop] = radiograph
+            pending[uid].shapes[sop] = (radiograph.rows, radiograph.cols)  # pixels are not kept
             pending[uid].waiting -= 1
 
     def _finish_ready(self, pending: dict[str, _Pending]) -> None:
@@ -336,7 +336,7 @@ class _RunContext:
 
     def _finish(self, state: _Pending) -> None:
         plan = state.plan
-        shapes = {sop: (r.rows, r.cols) for sop, r in state.radiographs.items()}
+        shapes = state.shapes
         letterboxed = {m.name: m.letterbox_size for m in self.members if m.letterbox_size}
         decisions = [p.decide(state.outputs, letterboxed=letterboxed, image_shapes=shapes) for p in self.points]
         decision = decisions[0]
