@@ -262,3 +262,11 @@ def letterbox_box_to_image(box: Box, height: int, width: int, size: int) -> Box 
     if not (x0 < x1 and y0 < y1):
         return None
     return Box(x0, y0, x1, y1)
+
+
+def image_box_to_letterbox(box: Box, height: int, width: int, size: int) -> Box:
+    """The inverse of :func:`letterbox_box_to_image`: a Box normalised to the whole image,
+    placed in the letterboxed ``size`` input's frame (it lies inside the content area)."""
+    g = letterbox_geometry(height, width, size)
+    return Box((g.pad_left + box.x0 * g.new_w) / size, (g.pad_top + box.y0 * g.new_h) / size,
+               (g.pad_left + box.x1 * g.new_w) / size, (g.pad_top + box.y1 * g.new_h) / size)

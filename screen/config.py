@@ -58,6 +58,9 @@ class MemberConfig:
         dtype: ``None`` for the policy default (bf16 on CUDA, float32 on CPU).
         quantization: ``None``, ``"8bit"`` or ``"4bit"`` (bitsandbytes; PaliGemma members).
         options: further keyword options passed to the member's ``from_checkpoint``.
+        refiner: a ``refiner`` checkpoint directory whose crop regressor corrects this
+            detector's boxes before fusion (the second stage; ``None``: boxes as predicted).
+        refiner_iterations: refinement passes per box.
     """
 
     name: str
@@ -67,6 +70,8 @@ class MemberConfig:
     dtype: str | None = None
     quantization: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    refiner: Path | None = None
+    refiner_iterations: int = 1
 
 
 @dataclass(frozen=True)
@@ -157,7 +162,8 @@ def _member(name: str, data: Any, base: Path) -> MemberConfig:
     where = f"[members.{name}]"
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where} must be a table with kind and checkpoint")
-    _check_keys(where, data, ("kind", "checkpoint", "batch_size", "dtype", "quantization", "options"))
+    _check_keys(where, data, ("kind", "checkpoint", "batch_size", "dtype", "quantization", "options",
+                              "refiner", "refiner_iterations"))
     for required in ("kind", "checkpoint"):
         if required not in data:
             raise ConfigError(f"{where} needs {required!r} (e.g. kind = \"detr\", checkpoint = \"models/detr\")")
@@ -182,7 +188,19 @@ def _member(name: str, data: Any, base: Path) -> MemberConfig:
     options = data.get("options", {})
     if not isinstance(options, Mapping):
         raise ConfigError(f"{where}.options must be a table")
-    return MemberConfig(name, kind, checkpoint, batch_size, dtype, quantization, dict(options))
+    refiner: Path | None = None
+    if "refiner" in data:
+        refiner = Path(_typed(where, "refiner", data["refiner"], str, "a local directory path"))
+        refiner = refiner if refiner.is_absolute() else base / refiner
+        if not (refiner / "member.json").is_file():
+            raise ConfigError(f"{where}.refiner {str(refiner)!r} is not a refiner checkpoint (no member.json there)")
+    iterations = data.get("refiner_iterations", 1)
+    if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
+        raise ConfigError(f"{where}.refiner_iterations must be a positive integer, got {iterations!r}")
+    if "refiner_iterations" in data and refiner is None:
+        raise ConfigError(f"{where}.refiner_iterations needs a refiner = \"<checkpoint dir>\"")
+    return MemberConfig(name, kind, checkpoint, batch_size, dtype, quantization, dict(options),
+                        refiner, iterations)
 
 
 def parse_site_config(data: Mapping[str, Any], base: Path, source: Path | None = None) -> SiteConfig:

@@ -40,6 +40,10 @@ logger = logging.getLogger(__name__)
 COMMAND = "python -m screen.demo_cmd --out sample_data"
 TARGET_RECALL = 0.90
 BOX_IOU = 0.3
+BOX_MEMBER_FLOOR = 0.25
+"""A detector places boxes in the ensemble's findings only if, on the validation split, its
+(refined) boxes matched at least this share of the true boxes at IoU >= :data:`BOX_IOU`; a
+detector below it still votes at image level."""
 
 
 @dataclass
@@ -79,6 +83,37 @@ def result_figures(result: "EvalResult") -> dict[str, Any]:
 
 def _fmt(value: Any, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def choose_box_members(validation: dict[str, Any], detectors: Sequence[str],
+                       floor: float = BOX_MEMBER_FLOOR) -> list[str]:
+    """The detectors whose validation boxes are worth fusing (see :data:`BOX_MEMBER_FLOOR`)."""
+    boxes = validation.get("boxes", {})
+    return [name for name in detectors
+            if (boxes.get(name, {}).get("recall_iou_0.3") or 0.0) >= floor]
+
+
+def _restrict_box_members(op_path: Path, chosen: list[str], detectors: Sequence[str]) -> None:
+    """Rewrite the tuned point so only ``chosen`` detectors' boxes are fused (and say why)."""
+    import dataclasses
+
+    from ensembles.operating_point import load_operating_point, save_operating_point
+
+    if not chosen:
+        logger.warning("no detector matched %.0f%% of the validation boxes; every detector's boxes "
+                       "stay in the findings", 100 * BOX_MEMBER_FLOOR)
+        return
+    if set(chosen) == set(detectors):
+        return
+    op = load_operating_point(op_path)
+    left_out = [d for d in detectors if d not in chosen]
+    note = (f"boxes.members: {', '.join(chosen)}; {', '.join(left_out)} left out of box fusion "
+            f"(validation boxes matched below {BOX_MEMBER_FLOOR:.2f} of true boxes at IoU >= {BOX_IOU}); "
+            "they still vote at image level")
+    notes = "; ".join(n for n in (op.provenance.notes, note) if n)
+    save_operating_point(dataclasses.replace(
+        op, id=None, boxes=dataclasses.replace(op.boxes, members=tuple(chosen)),
+        provenance=dataclasses.replace(op.provenance, notes=notes)), op_path)
 
 
 def render_demo_report(report: DemoReport, options: "DemoOptions") -> str:
@@ -145,7 +180,7 @@ def run_demo(
     from ensembles.operating_point import save_operating_point, uniform_operating_point
     from screen.eval_cmd import run_eval
     from screen.tune import TuneSettings, run_tune
-    from train.demo import DemoOptions, make_phantom, site_config_text, train_demo
+    from train.demo import DETECTOR_MEMBERS, DemoOptions, make_phantom, site_config_text, train_demo
 
     out = Path(out)
     base = options or DemoOptions()
@@ -153,7 +188,8 @@ def run_demo(
     data, records = train_demo(opts)
     site = out / "site.toml"
     op_path = out / "op.json"
-    atomic_write_text(site, site_config_text(opts.selected(), opts.models_dir, out))
+    atomic_write_text(site, site_config_text(opts.selected(), opts.models_dir, out, refiner=opts.refiner,
+                                             refiner_iterations=opts.refiner_iterations))
     report = DemoReport(site_config=site, operating_point=op_path, members=records)
 
     # the validation predictions only feed tuning: score them under a plain any-vote point, so a
@@ -168,6 +204,8 @@ def run_demo(
                             folds=tune_folds, seed=opts.train_seed)
     run_tune(val.files["predictions"], op_path, settings,
              report_dir=opts.work_dir / "tune-report")
+    detectors = [m.name for m in opts.selected() if m.name in DETECTOR_MEMBERS]
+    _restrict_box_members(op_path, choose_box_members(report.results["validation"], detectors), detectors)
 
     archive, labels = make_phantom(opts.work_dir / "eval-phantom", opts.eval_studies, opts.eval_seed,
                                    opts.phantom_size)
@@ -188,12 +226,13 @@ def run_demo(
 def summary_lines(report: DemoReport) -> list[str]:
     """The closing lines: each model on the fresh set, then each detector's box recall."""
     fresh = report.results.get("fresh", {})
-    lines = [f"{'model':<10} {'AUC':>6} {'precision':>9} {'recall':>7} {'F1':>6}"]
+    width = max([10] + [len(n) for n in fresh.get("models", {})] + [len(n) for n in fresh.get("boxes", {})])
+    lines = [f"{'model':<{width}} {'AUC':>6} {'precision':>9} {'recall':>7} {'F1':>6}"]
     for name, row in fresh.get("models", {}).items():
-        lines.append(f"{name:<10} {_fmt(row['auc']):>6} {_fmt(row['precision']):>9} "
+        lines.append(f"{name:<{width}} {_fmt(row['auc']):>6} {_fmt(row['precision']):>9} "
                      f"{_fmt(row['recall']):>7} {_fmt(row['f1']):>6}")
     for name, row in fresh.get("boxes", {}).items():
-        lines.append(f"{name:<10} true boxes matched at IoU >= {BOX_IOU}: {_fmt(row['recall_iou_0.3'])}")
+        lines.append(f"{name:<{width}} true boxes matched at IoU >= {BOX_IOU}: {_fmt(row['recall_iou_0.3'])}")
     return lines
 
 
@@ -208,10 +247,12 @@ def summary_lines(report: DemoReport) -> list[str]:
 @click.option("--train-studies", type=click.IntRange(min=4), default=800, show_default=True)
 @click.option("--eval-studies", type=click.IntRange(min=4), default=300, show_default=True)
 @click.option("--retrain", is_flag=True, help="Train members again even if this demo already wrote them.")
+@click.option("--refiner/--no-refiner", default=True, show_default=True,
+              help="Train the box refiner stage and put it on the detectors in site.toml.")
 @click.option("--set", "overrides", multiple=True, metavar="MEMBER:KEY=VALUE",
               help="Config override for one member, e.g. detr:train.max_steps=2 (repeatable).")
 def train_demo_cmd(out: Path, work_dir: Path, members: str, train_studies: int, eval_studies: int,
-                   retrain: bool, overrides: Sequence[str]) -> None:
+                   retrain: bool, refiner: bool, overrides: Sequence[str]) -> None:
     """Train the tiny demo members on a phantom set, tune their operating point and measure them
     on a fresh phantom set from another seed (seeded; about 2 hours on 2 CPU cores)."""
     from train.config import parse_override
@@ -226,7 +267,7 @@ def train_demo_cmd(out: Path, work_dir: Path, members: str, train_studies: int, 
         per_member.setdefault(member, {})[key] = value
     options = DemoOptions(members=tuple(m.strip() for m in members.split(",") if m.strip()),
                           train_studies=train_studies, eval_studies=eval_studies, retrain=retrain,
-                          overrides=per_member)
+                          refiner=refiner, overrides=per_member)
     report = run_demo(out, work_dir=work_dir, options=options, progress=True)
     for line in summary_lines(report):
         click.echo(line)
@@ -239,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     from screen.errors import EXIT_USAGE, domain_errors
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("openjpeg").setLevel(logging.WARNING)  # one INFO line per encoded tile
     try:
         train_demo_cmd.main(args=argv, prog_name="python -m screen.demo_cmd", standalone_mode=False)
     except click.ClickException as exc:

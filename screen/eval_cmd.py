@@ -56,17 +56,20 @@ def summary_lines(result: "EvalResult") -> list[str]:
     """The closing table: each model's study metrics, then each detector's box metrics."""
     from train.eval_report import format_number as f
 
+    width = max([14] + [len(r.name) for r in result.rows] + [len(b.name) for b in result.boxes])
     lines = [f"{result.n_studies} studies ({result.n_positive} fracture), {result.n_images} images, "
              f"{result.failed_studies} failed; operating point {result.operating_point_id}",
-             f"{'model':<14} {'accuracy':>8} {'precision':>9} {'recall':>7} {'F1':>6} {'AUC':>6}"]
+             f"{'model':<{width}} {'accuracy':>8} {'precision':>9} {'recall':>7} {'F1':>6} {'AUC':>6}"]
     for row in result.rows:
         c = row.confusion
         auc = row.auc.value if row.auc else None
-        lines.append(f"{row.name:<14} {f(c.accuracy):>8} {f(c.precision):>9} {f(c.recall):>7} {f(c.f1):>6} {f(auc):>6}")
+        lines.append(f"{row.name:<{width}} {f(c.accuracy):>8} {f(c.precision):>9} {f(c.recall):>7} {f(c.f1):>6} "
+                     f"{f(auc):>6}")
     if result.boxes:
-        lines.append(f"{'boxes':<14} {'F1@0.5':>8} {'mean IoU':>9} {'@0.3':>7} {'mAP':>6}")
+        lines.append(f"{'boxes':<{width}} {'F1@0.5':>8} {'mean IoU':>9} {'@0.3':>7} {'mAP':>6}")
         for b in result.boxes:
-            lines.append(f"{b.name:<14} {f(b.at_50.f1):>8} {f(b.at_50.mean_iou):>9} {f(b.recall_30):>7} {f(b.map):>6}")
+            lines.append(f"{b.name:<{width}} {f(b.at_50.f1):>8} {f(b.at_50.mean_iou):>9} {f(b.recall_30):>7} "
+                         f"{f(b.map):>6}")
     return lines
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from ensembles.checkpoint import MemberSpec, read_member_spec
 from ensembles.registry import Member, create_member
 from screen.config import MemberConfig, SiteConfig
+from screen.errors import ConfigError
 
 
 @dataclass
@@ -64,14 +65,39 @@ def load_members(config: SiteConfig, *, device: str | None = None, batch_size: i
             batch_size=batch_size or member_config.batch_size or config.run.batch_size,
             **dict(member_config.options),
         )
+        if member_config.refiner is not None:
+            member = _with_refiner(member, spec, member_config, device or config.run.device)
         member.name = member_config.name  # outputs, thresholds and CSV columns use the site's name
         loaded.append(LoadedMember(member_config, spec, member, member_version(member_config)))
     return loaded
 
 
+def _with_refiner(member: Member, spec: MemberSpec, member_config: MemberConfig, device: str) -> Member:
+    """``member`` behind the refiner stage its site config names (boxes corrected before fusion)."""
+    from ensembles.refined import RefinedMember
+
+    assert member_config.refiner is not None
+    refiner_spec = read_member_spec(member_config.refiner)
+    if refiner_spec.kind != "refiner":
+        raise ConfigError(
+            f"[members.{member_config.name}].refiner {str(member_config.refiner)!r} holds a "
+            f"{refiner_spec.kind!r} checkpoint, not a refiner"
+        )
+    refiner = create_member("refiner", member_config.refiner, device=device)
+    letterbox = spec.image_size if spec.resize == "letterbox" else None
+    wrapped: Member = RefinedMember(member, refiner, letterbox_size=letterbox,
+                                    iterations=member_config.refiner_iterations)
+    return wrapped
+
+
 def member_version(member: MemberConfig) -> str:
-    """``<kind>:<checkpoint fingerprint>``: what outputs and the ledger call this member."""
-    return f"{member.kind}:{checkpoint_fingerprint(member.checkpoint)}"
+    """``<kind>:<checkpoint fingerprint>``: what outputs and the ledger call this member
+    (``+refiner:<fingerprint>xN`` when a refiner corrects its boxes, so a new refiner is a new
+    model key)."""
+    version = f"{member.kind}:{checkpoint_fingerprint(member.checkpoint)}"
+    if member.refiner is not None:
+        version += f"+refiner:{checkpoint_fingerprint(member.refiner)}x{member.refiner_iterations}"
+    return version
 
 
 def model_key(config: SiteConfig, operating_point_id: str) -> str:

@@ -6,9 +6,10 @@ What :func:`train_demo` does, seeded end to end (every step is the project's own
 2. prepares it (:func:`train.prepare.prepare_dataset`: the pixel pipeline, JSONL, a patient
    split into train and val, the manifest);
 3. trains each member with its recipe and its example config (``train/configs/demo-*.toml``,
-   each sized in optimizer *steps*, so a busy machine takes longer but learns the same);
+   each sized in optimizer *steps*, so a busy machine takes longer but learns the same), then
+   the refiner stage (``demo-refiner.toml``) that corrects the detectors' boxes;
 4. copies each best checkpoint into ``<models_dir>/<name>/`` and writes a site config naming
-   them (``site.toml`` beside ``models_dir``).
+   them (``site.toml`` beside ``models_dir``), with the refiner on both detectors.
 
 Choosing the operating point and measuring the members on a fresh phantom set need the
 screener's member loading and tuning (:mod:`screen`), so that part lives in
@@ -59,6 +60,13 @@ DEMO_MEMBERS: tuple[DemoMember, ...] = (
 )
 
 
+DEMO_REFINER = DemoMember("refiner", "refiner", "refiner", "demo-refiner.toml")
+"""The second stage: a crop regressor the site config puts on the detectors' boxes."""
+
+DETECTOR_MEMBERS: tuple[str, ...] = ("pg-det", "detr")
+"""The demo members whose boxes the refiner corrects."""
+
+
 class DemoError(TrainError):
     """The demo cannot run as asked; the message says the fix."""
 
@@ -81,6 +89,8 @@ class DemoOptions:
         overrides: per member name, dotted config overrides (``{"detr": {"train.max_steps": 2}}``).
         workers: decode processes for phantom preparation and evaluation.
         retrain: train again even when ``models_dir`` already holds a member from this demo.
+        refiner: train the refiner stage and put it on the detectors in ``site.toml``.
+        refiner_iterations: refinement passes per box in ``site.toml``.
     """
 
     models_dir: Path = Path("sample_data/models")
@@ -96,6 +106,8 @@ class DemoOptions:
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     workers: int = 2
     retrain: bool = False
+    refiner: bool = True
+    refiner_iterations: int = 2
 
     def __post_init__(self) -> None:
         known = {m.name for m in DEMO_MEMBERS}
@@ -116,6 +128,10 @@ class DemoOptions:
 
     def selected(self) -> list[DemoMember]:
         return [m for m in DEMO_MEMBERS if m.name in self.members]
+
+    def stages(self) -> list[DemoMember]:
+        """What the demo trains, in order: the selected members, then the refiner if wanted."""
+        return self.selected() + ([DEMO_REFINER] if self.refiner else [])
 
 
 def make_phantom(folder: Path, studies: int, seed: int,
@@ -184,7 +200,7 @@ def train_member(member: DemoMember, data: Path, options: DemoOptions) -> dict[s
     history = _history(config.out / "metrics.csv")
     record = {
         "name": member.name, "recipe": member.recipe, "kind": member.kind,
-        "config": str(config_file), "checkpoint": str(target), "seconds": round(seconds, 1),
+        "config": _shown(config_file), "checkpoint": str(target), "seconds": round(seconds, 1),
         "steps": int(history[-1]["step"]) if history else 0, "epochs": len(history),
         "monitor": config.train.monitor,
         "best": _best(history, config.train.monitor, config.train.monitor_mode),
@@ -192,6 +208,15 @@ def train_member(member: DemoMember, data: Path, options: DemoOptions) -> dict[s
     (target.parent / f".{member.name}.{DONE_FILE}").write_text(json.dumps(record, indent=2),
                                                                  encoding="utf-8")
     return record
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the project when it is inside it (records name no machine's folders)."""
+    project = CONFIG_DIR.parents[1]
+    try:
+        return Path(path).resolve().relative_to(project).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _best(history: list[dict[str, str]], monitor: str, mode: str) -> float | None:
@@ -213,10 +238,12 @@ def _history(path: Path) -> list[dict[str, str]]:
 
 
 def site_config_text(members: Sequence[DemoMember], models_dir: Path, site_dir: Path,
-                     operating_point: str = "op.json") -> str:
-    """The site config TOML that runs the demo members (paths relative to ``site_dir``)."""
+                     operating_point: str = "op.json", *, refiner: bool = False,
+                     refiner_iterations: int = 2) -> str:
+    """The site config TOML that runs the demo members (paths relative to ``site_dir``); with
+    ``refiner``, ``<models_dir>/refiner`` corrects the detectors' boxes."""
     lines = [
-        "# The embedded demo: tiny members trained on the phantom by",
+        "# The embedded default of `screen run` (no --config): tiny members trained on the phantom by",
         "#   python -m screen.demo_cmd --out sample_data     (or: screen train-demo --out sample_data)",
         "# Run it with: screen run sample_data/archive --config sample_data/site.toml --out OUT",
         f'operating_point = "{operating_point}"',
@@ -230,6 +257,10 @@ def site_config_text(members: Sequence[DemoMember], models_dir: Path, site_dir: 
     for member in members:
         lines += ["", f"[members.{member.name}]", f'kind = "{member.kind}"',
                   f'checkpoint = "{(relative / member.name).as_posix()}"']
+        if refiner and member.name in DETECTOR_MEMBERS:
+            lines += [f'refiner = "{(relative / DEMO_REFINER.name).as_posix()}"',
+                      f"refiner_iterations = {refiner_iterations}"]
+    lines += ["", "[output]", 'patient_id = "hash"                  # salted SHA-256 in studies.csv']
     return "\n".join(lines) + "\n"
 
 
@@ -249,7 +280,7 @@ def train_demo(options: DemoOptions, *, on_member: Callable[[dict[str, Any]], No
     """
     data = prepare_demo_data(options)
     records = []
-    for member in options.selected():
+    for member in options.stages():
         done = options.models_dir / f".{member.name}.{DONE_FILE}"
         if not options.retrain and done.is_file() and (options.models_dir / member.name / "member.json").is_file():
             record = json.loads(done.read_text(encoding="utf-8"))
@@ -263,5 +294,5 @@ def train_demo(options: DemoOptions, *, on_member: Callable[[dict[str, Any]], No
     return data, records
 
 
-__all__ = ["CONFIG_DIR", "DEMO_MEMBERS", "DemoError", "DemoMember", "DemoOptions", "make_phantom",
+__all__ = ["CONFIG_DIR", "DEMO_MEMBERS", "DEMO_REFINER", "DETECTOR_MEMBERS", "DemoError", "DemoMember", "DemoOptions", "make_phantom",
            "prepare_demo_data", "site_config_text", "train_demo", "train_member"]

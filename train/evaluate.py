@@ -144,13 +144,18 @@ def _member_config(member: EvalMember, source: str) -> str:
     return f"{spec.kind} {spec.image_size}px {spec.resize}; threshold from {source}"
 
 
-def _image_frame(output: MemberOutput, member: EvalMember, rows: int, cols: int) -> list[tuple[Box, float]]:
-    """A member's boxes in the image frame (letterbox members mapped back)."""
+def _image_frame(output: MemberOutput, member: EvalMember, rows: int, cols: int, *,
+                 proposals: bool = False) -> list[tuple[Box, float]]:
+    """A member's boxes in the image frame (letterbox members mapped back); with
+    ``proposals``, the boxes before a refiner stage corrected them (``extras["proposals"]``)."""
+    boxes = [d.box for d in output.detections]
+    if proposals:
+        boxes = [Box(*b) for b in output.extras.get("proposals", [])]
     out = []
-    for d in output.detections:
-        box: Box | None = d.box
+    for raw, d in zip(boxes, output.detections):
+        box: Box | None = raw
         if member.spec.resize == "letterbox":
-            box = letterbox_box_to_image(d.box, rows, cols, member.spec.image_size)
+            box = letterbox_box_to_image(raw, rows, cols, member.spec.image_size)
         if box is not None:
             out.append((box, float(d.score)))
     return out
@@ -382,6 +387,12 @@ def evaluate(
     detectors, per_member, fused = _boxes(scored, scores, decisions, members)
     box_rows = [box_metrics(m.name, _image_boxes(scored, scores, per_member[m.name]),
                             score_threshold=op.thresholds[m.name]) for m in detectors]
+    for m in detectors:  # a refined detector: its boxes before the refiner too, for comparison
+        if any("proposals" in scores.outputs[i.sop][m.name].extras for i in scored):
+            before: Placed = {i.sop: [(_to_px(b, *scores.shapes[i.sop]), s) for b, s in _image_frame(
+                scores.outputs[i.sop][m.name], m, *scores.shapes[i.sop], proposals=True)] for i in scored}
+            box_rows.append(box_metrics(f"{m.name} (before refiner)", _image_boxes(scored, scores, before),
+                                        score_threshold=op.thresholds[m.name]))
     if detectors:
         box_rows.append(box_metrics("ensemble", _image_boxes(scored, scores, fused), score_threshold=0.0))
     if scores.failures:

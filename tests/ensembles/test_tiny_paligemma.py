@@ -128,6 +128,33 @@ def test_seed_decides_the_weights() -> None:
     assert not torch.equal(wa, c.model.language_model.layers[0].self_attn.q_proj.weight)
 
 
+def test_sincos_init_gives_neighbouring_loc_bins_and_patches_alike_codes() -> None:
+    kwargs = dict(image_size=64, patch=16, siglip_layers=1, text_layers=1, seed=0)
+    model, processor = build_tiny_paligemma(position_init="sincos", **kwargs)
+    plain, _ = build_tiny_paligemma(**kwargs)
+    table = model.get_input_embeddings().weight.detach()
+    loc = processor.tokenizer.convert_tokens_to_ids(["<loc0500>", "<loc0501>", "<loc0600>", "<loc0900>"])
+    rows = torch.nn.functional.normalize(table[loc], dim=1)
+    similarity = (rows @ rows[0]).tolist()
+    assert similarity[1] > 0.99 > similarity[2] > similarity[3]  # alike by bin distance
+    # the rest of the vocabulary and every other weight are transformers' random ones
+    other = processor.tokenizer.convert_tokens_to_ids(["Fracture", "Normal", "<eos>"])
+    assert torch.equal(table[other], plain.get_input_embeddings().weight.detach()[other])
+    q = lambda m: m.model.language_model.layers[0].self_attn.q_proj.weight  # noqa: E731
+    assert torch.equal(q(model), q(plain))
+    # SigLIP positions: a 4 x 4 grid, row-major; the patch right of patch 0 is closer than the
+    # one two rows down, which is closer than the far corner
+    pos = model.model.vision_tower.embeddings.position_embedding.weight.detach()
+    unit = torch.nn.functional.normalize(pos, dim=1)
+    near, down, corner = (unit[[1, 8, 15]] @ unit[0]).tolist()
+    assert near > down > corner
+    # the replaced rows keep the scale of the random rows
+    old = plain.model.vision_tower.embeddings.position_embedding.weight.detach()
+    assert abs(float(pos.pow(2).mean().sqrt()) / float(old.pow(2).mean().sqrt()) - 1) < 1e-4
+    with pytest.raises(CheckpointError, match="position_init"):
+        build_tiny_paligemma(position_init="learned", **kwargs)
+
+
 def test_bad_sizes_are_refused() -> None:
     with pytest.raises(CheckpointError, match="multiple of patch"):
         build_tiny_paligemma(image_size=100, patch=16)

@@ -32,9 +32,14 @@ def _options() -> DemoOptions:
     detr = {**QUICK, "detr.backbone": "test_resnet", "detr.image_size": 64, "detr.d_model": 32,
             "detr.ffn_dim": 64, "detr.encoder_layers": 1, "detr.decoder_layers": 1,
             "detr.attention_heads": 2}
+    refiner = {**QUICK, "refiner.architecture": "test_resnet", "refiner.crop_size": 32,
+               "refiner.samples_per_box": 1}
     return DemoOptions(train_studies=14, eval_studies=6, train_seed=101, eval_seed=202,
                        val_fraction=0.3, phantom_size=(96, 128), workers=1,
-                       overrides={"pg-cls": pg, "pg-det": {**pg, "paligemma.eval_boxes": False}, "detr": detr})
+                       overrides={"pg-cls": pg, "detr": detr,
+                                  "refiner": refiner,
+                                  "pg-det": {**pg, "paligemma.eval_boxes": False,
+                                             "paligemma.tiny": {**TINY_PG, "position_init": "sincos"}}})
 
 
 def test_demo_trains_members_the_screener_runs_and_measures_them(tmp_path: Path) -> None:
@@ -43,6 +48,9 @@ def test_demo_trains_members_the_screener_runs_and_measures_them(tmp_path: Path)
 
     site = load_site_config(out / "site.toml")
     assert [m.name for m in site.members] == ["pg-cls", "pg-det", "detr"]
+    # the refiner stage corrects both detectors' boxes, twice
+    assert [m.refiner for m in site.members] == [None, out / "models" / "refiner", out / "models" / "refiner"]
+    assert site.members[2].refiner_iterations == 2
     assert site.operating_point == (out / "op.json")
     loaded = load_members(site)
     assert [m.spec.kind for m in loaded] == ["paligemma-classifier", "paligemma-detector", "detr"]
@@ -57,9 +65,10 @@ def test_demo_trains_members_the_screener_runs_and_measures_them(tmp_path: Path)
     assert set(fresh["models"]) == {"pg-cls", "pg-det", "detr", "ensemble"}
     for row in fresh["models"].values():
         assert {"auc", "precision", "recall", "f1"} <= set(row)
-    assert {"pg-det", "detr"} <= set(fresh["boxes"])
+    assert {"pg-det", "detr", "detr (before refiner)", "pg-det (before refiner)"} <= set(fresh["boxes"])
     assert "recall_iou_0.3" in fresh["boxes"]["detr"]
     assert (work / "eval-phantom" / "labels.csv").is_file()
+    assert [m["name"] for m in summary["members"]] == ["pg-cls", "pg-det", "detr", "refiner"]
     for member in summary["members"]:
         assert member["steps"] == 1 and Path(member["checkpoint"]).is_dir()
     text = (out / "models" / "DEMO.md").read_text()

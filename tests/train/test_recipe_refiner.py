@@ -24,6 +24,7 @@ from train.recipes.refiner import (
     build_task,
     dihedral_crops,
     jitter_box,
+    proposal_box,
     target_corrections,
 )
 
@@ -107,6 +108,29 @@ def test_jitter_moves_each_edge_at_most_jitter_of_the_side() -> None:
         assert abs(box.x0 - truth.x0) <= 0.2 * 0.2 + 1e-12
         assert abs(box.y1 - truth.y1) <= 0.2 * 0.4 + 1e-12
     assert jitter_box(truth, np.full(4, 0.5), 0.2) == truth
+
+
+def test_proposal_shift_and_scale_move_the_centre_and_sides_within_their_bounds() -> None:
+    truth = Box(0.4, 0.4, 0.5, 0.6)  # 0.1 wide, 0.2 high, centre (0.45, 0.5)
+    # middle draws: no edge jitter, no shift, no scaling
+    assert proposal_box(truth, np.full(8, 0.5), 0.2, 1.5, 0.5) == truth
+    # extreme draws: centre moved 1.5 sides right and down, sides 1.5 times as long
+    moved = proposal_box(truth, np.array([0.5] * 4 + [1.0, 1.0, 1.0, 1.0]), 0.2, 1.5, 0.5)
+    assert moved.x0 + moved.x1 == pytest.approx(2 * (0.45 + 0.15))
+    assert moved.y0 + moved.y1 == pytest.approx(2 * (0.5 + 0.3))
+    assert moved.x1 - moved.x0 == pytest.approx(0.15) and moved.y1 - moved.y0 == pytest.approx(0.3)
+    rng = np.random.default_rng(1)
+    for draws in rng.random((300, 8)):
+        box = proposal_box(truth, draws, 0.1, 2.0, 0.5)
+        assert 0 <= box.x0 < box.x1 <= 1 and 0 <= box.y0 < box.y1 <= 1
+        assert abs((box.x0 + box.x1) / 2 - 0.45) <= 2.0 * 0.1 + 0.1 * 0.1 * 1.5 + 1e-9
+    # without shift or scale it is the edge jitter alone
+    draws = rng.random(8)
+    assert proposal_box(truth, draws, 0.2) == jitter_box(truth, draws[:4], 0.2)
+    with pytest.raises(ValueError, match="8 draws"):
+        proposal_box(truth, np.full(4, 0.5), 0.2)
+    with pytest.raises(TrainConfigError, match="must not exceed pad_ratio"):
+        RefinerSection(shift=1.0, pad_ratio=0.5)
 
 
 @pytest.mark.parametrize("flip", ["transpose", "horizontal", "vertical"])

@@ -47,6 +47,25 @@ def test_tiny_cpu_configs_load(name: str, recipe: str) -> None:
     assert config.paligemma.siglip_unfreeze == -1 and config.device == "cpu"
 
 
+def test_every_demo_config_loads_with_its_section_and_names_its_command() -> None:
+    from train.demo import DEMO_MEMBERS, DEMO_REFINER
+    from train.recipes.detr import DetrSection
+    from train.recipes.refiner import RefinerSection
+
+    for member in DEMO_MEMBERS + (DEMO_REFINER,):
+        path = REPO / "train" / "configs" / member.config
+        assert f"screen train {member.recipe} --config train/configs/{member.config}" in path.read_text()
+        config = load_train_config(path, recipe=member.recipe)
+        assert config.device == "cpu" and config.train.max_steps > 0
+        if member.recipe == "detr":
+            assert config.section("detr", DetrSection).name == member.name
+        elif member.recipe == "refiner":
+            section = config.section("refiner", RefinerSection)
+            assert section.name == member.name and section.refiner_config().pad_ratio >= section.shift
+        else:
+            assert config.paligemma is not None and config.paligemma.name == member.name
+
+
 def test_defaults_are_the_paper_recipe() -> None:
     config = config_from_dict(BASE)
     assert config.train.batch_size == 2 and config.train.grad_accum == 8

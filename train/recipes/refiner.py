@@ -70,6 +70,11 @@ class RefinerSection:
         pad_ratio: context around the box on each side, as a fraction of its size.
         max_delta: largest correction per corner, as a fraction of the crop window's side.
         jitter: training proposals move each edge by up to this fraction of the box's side.
+        shift: before the edge jitter, proposals move their centre by up to this many box
+            sides on each axis (0: off): what a coarse detector's misses look like (the demo
+            DETR's centres were off by about one box side, often two).
+        scale: before the edge jitter, each side is scaled by a log-uniform factor in
+            ``[1 / (1 + scale), 1 + scale]`` (0: off).
         samples_per_box: jittered proposals per truth box per epoch.
         loss: ``smooth_l1`` or ``l1`` on the corner corrections.
         smooth_l1_beta: where the smooth L1 turns linear (window units).
@@ -86,6 +91,8 @@ class RefinerSection:
     pad_ratio: float = 0.25
     max_delta: float = 0.25
     jitter: float = 0.2
+    shift: float = 0.0
+    scale: float = 0.0
     samples_per_box: int = 4
     loss: str = "smooth_l1"
     smooth_l1_beta: float = 0.02
@@ -97,6 +104,12 @@ class RefinerSection:
     def __post_init__(self) -> None:
         _check(self.loss in LOSSES, f"[refiner] loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         _check(0 < self.jitter <= 1, f"[refiner] jitter must be in (0, 1], got {self.jitter}")
+        for key in ("shift", "scale"):
+            value = getattr(self, key)
+            _check(0 <= value <= 4 and math.isfinite(value), f"[refiner] {key} must be in [0, 4], got {value}")
+        _check(self.shift <= self.pad_ratio,
+               f"[refiner] shift ({self.shift}) must not exceed pad_ratio ({self.pad_ratio}): a proposal "
+               "moved further than the crop's padding leaves the true box outside its crop")
         _check(self.samples_per_box >= 1, f"[refiner] samples_per_box must be >= 1, got {self.samples_per_box}")
         _check(self.smooth_l1_beta > 0, f"[refiner] smooth_l1_beta must be > 0, got {self.smooth_l1_beta}")
         _check(self.max_val_boxes >= 0, f"[refiner] max_val_boxes must be >= 0, got {self.max_val_boxes}")
@@ -124,6 +137,33 @@ def jitter_box(truth: Box, draws: np.ndarray, jitter: float) -> Box:
     x1 = max(min(truth.x1 + moves[2] * w, 1.0), x0 + 0.01)
     y1 = max(min(truth.y1 + moves[3] * h, 1.0), y0 + 0.01)
     return Box(x0, y0, min(x1, 1.0), min(y1, 1.0))
+
+
+DRAWS = 8
+"""Random numbers per training proposal: 4 for the edges, 2 for the shift, 2 for the scale."""
+
+
+def proposal_box(truth: Box, draws: np.ndarray, jitter: float, shift: float = 0.0,
+                 scale: float = 0.0) -> Box:
+    """A training proposal around ``truth``: centre shift and side scaling, then edge jitter.
+
+    ``draws`` are :data:`DRAWS` numbers in ``[0, 1)``: edges x0, y0, x1, y1 (see
+    :func:`jitter_box`), then the centre's x and y shift (``(2 * d - 1) * shift`` box sides),
+    then the width and height factors (``(1 + scale) ** (2 * d - 1)``).
+    """
+    d = np.asarray(draws, dtype=np.float64)
+    if d.shape != (DRAWS,):
+        raise ValueError(f"proposal_box needs {DRAWS} draws, got shape {d.shape}")
+    base = truth
+    if shift or scale:
+        w, h = truth.x1 - truth.x0, truth.y1 - truth.y0
+        cx = (truth.x0 + truth.x1) / 2 + (2 * d[4] - 1) * shift * w
+        cy = (truth.y0 + truth.y1) / 2 + (2 * d[5] - 1) * shift * h
+        nw, nh = w * (1 + scale) ** (2 * d[6] - 1), h * (1 + scale) ** (2 * d[7] - 1)
+        x0, y0 = min(max(cx - nw / 2, 0.0), 0.99), min(max(cy - nh / 2, 0.0), 0.99)
+        x1, y1 = max(min(cx + nw / 2, 1.0), x0 + 0.01), max(min(cy + nh / 2, 1.0), y0 + 0.01)
+        base = Box(x0, y0, min(x1, 1.0), min(y1, 1.0))
+    return jitter_box(base, d[:4], jitter)
 
 
 def target_corrections(proposal: Box, truth: Box, height: int, width: int, pad_ratio: float,
@@ -217,7 +257,7 @@ class RefinerTask:
         for (record, truth), draw in zip(items, draws):
             image = self._image(record)
             height, width = image.shape
-            proposal = jitter_box(truth, draw, s.jitter)
+            proposal = proposal_box(truth, draw, s.jitter, s.shift, s.scale)
             inputs, _ = self.cropper.crop_inputs(image, [proposal])
             crops.append(torch.from_numpy(inputs[0]))
             targets.append(torch.from_numpy(target_corrections(
@@ -241,7 +281,7 @@ class RefinerTask:
         size = self.config.train.batch_size
         for start in range(0, len(order), size):
             items = [self.train_boxes[i] for i in order[start : start + size]]
-            draws = torch.rand((len(items), 4), generator=generator, dtype=torch.float64).numpy()
+            draws = torch.rand((len(items), DRAWS), generator=generator, dtype=torch.float64).numpy()
             batch = self._samples(items, draws)
             if self.section.augment:
                 flips = torch.rand((len(items), 3), generator=generator)
@@ -268,7 +308,7 @@ class RefinerTask:
         """The fixed validation proposals (the same every epoch and every run)."""
         if self._val_batches is None:
             rng = np.random.default_rng(VAL_SEED)
-            draws = rng.random((len(self.val_boxes), 4))
+            draws = rng.random((len(self.val_boxes), DRAWS))
             size = self.config.train.eval_batch_size
             self._val_batches = [
                 self._samples(self.val_boxes[i : i + size], draws[i : i + size])
@@ -287,13 +327,15 @@ class RefinerTask:
             loss_sum += float(self._loss(pred, batch["deltas"])) * len(pred)
             for (record, truth), draw, delta in zip(batch["items"], batch["draws"].numpy(), pred.cpu().numpy()):
                 height, width = int(record["rows"]), int(record["cols"])
-                proposal = jitter_box(truth, draw, self.section.jitter)
+                s = self.section
+                proposal = proposal_box(truth, draw, s.jitter, s.shift, s.scale)
                 refined = _refined(proposal, delta, height, width, self.geometry.pad_ratio)
                 before.append(proposal.iou(truth))
                 after.append(refined.iou(truth))
         b, a = np.asarray(before), np.asarray(after)
         return {"iou_before": float(b.mean()), "mean_iou": float(a.mean()),
                 "iou_gain": float(a.mean() - b.mean()), "improved": float((a > b).mean()),
+                "recall_30_before": float((b >= 0.3).mean()), "recall_30": float((a >= 0.3).mean()),
                 "val_loss": loss_sum / len(a)}
 
     def save_member(self, directory: Path) -> None:
@@ -323,5 +365,5 @@ def train_refiner(config: TrainConfig) -> Path:
     return result.best_dir
 
 
-__all__ = ["RefinerSection", "RefinerTask", "build_task", "dihedral_crops", "jitter_box",
+__all__ = ["DRAWS", "RefinerSection", "RefinerTask", "build_task", "dihedral_crops", "jitter_box", "proposal_box",
            "target_corrections", "train_refiner"]
