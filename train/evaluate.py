@@ -278,6 +278,17 @@ def _boxes(scored: list[EvalImage], scores: _Scores, decisions: dict[str, StudyD
     return detectors, per_member, fused
 
 
+def _placed_proposals(scored: list[EvalImage], scores: _Scores, member: EvalMember) -> Placed:
+    """A refined detector's boxes as it proposed them, before the refiner, in source pixels."""
+    placed: Placed = {}
+    for image in scored:
+        rows, cols = scores.shapes[image.sop]
+        output = scores.outputs[image.sop][member.name]
+        placed[image.sop] = [(_to_px(b, rows, cols), s)
+                             for b, s in _image_frame(output, member, rows, cols, proposals=True)]
+    return placed
+
+
 def _image_boxes(scored: list[EvalImage], scores: _Scores, found: Placed) -> list[ImageBoxes]:
     items = []
     for image in scored:
@@ -389,8 +400,7 @@ def evaluate(
                             score_threshold=op.thresholds[m.name]) for m in detectors]
     for m in detectors:  # a refined detector: its boxes before the refiner too, for comparison
         if any("proposals" in scores.outputs[i.sop][m.name].extras for i in scored):
-            before: Placed = {i.sop: [(_to_px(b, *scores.shapes[i.sop]), s) for b, s in _image_frame(
-                scores.outputs[i.sop][m.name], m, *scores.shapes[i.sop], proposals=True)] for i in scored}
+            before = _placed_proposals(scored, scores, m)
             box_rows.append(box_metrics(f"{m.name} (before refiner)", _image_boxes(scored, scores, before),
                                         score_threshold=op.thresholds[m.name]))
     if detectors:
