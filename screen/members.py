@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ensembles.checkpoint import MemberSpec, read_member_spec
+from ensembles.errors import CheckpointError
 from ensembles.registry import Member, create_member
 from screen.config import MemberConfig, SiteConfig
 from screen.errors import ConfigError
@@ -77,13 +78,13 @@ def _with_refiner(member: Member, spec: MemberSpec, member_config: MemberConfig,
     from ensembles.refined import RefinedMember
 
     assert member_config.refiner is not None
-    refiner_spec = read_member_spec(member_config.refiner)
-    if refiner_spec.kind != "refiner":
+    try:  # the refiner's own loader checks the kind, the geometry and the weights
+        refiner = create_member("refiner", member_config.refiner, device=device)
+    except CheckpointError as exc:
         raise ConfigError(
-            f"[members.{member_config.name}].refiner {str(member_config.refiner)!r} holds a "
-            f"{refiner_spec.kind!r} checkpoint, not a refiner"
-        )
-    refiner = create_member("refiner", member_config.refiner, device=device)
+            f"[members.{member_config.name}].refiner {str(member_config.refiner)!r} is not a refiner "
+            f"checkpoint that loads: {exc}"
+        ) from None
     letterbox = spec.image_size if spec.resize == "letterbox" else None
     wrapped: Member = RefinedMember(member, refiner, letterbox_size=letterbox,
                                     iterations=member_config.refiner_iterations)

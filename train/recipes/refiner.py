@@ -132,10 +132,14 @@ def jitter_box(truth: Box, draws: np.ndarray, jitter: float) -> Box:
     """
     w, h = truth.x1 - truth.x0, truth.y1 - truth.y0
     moves = (2.0 * np.asarray(draws, dtype=np.float64) - 1.0) * jitter
-    x0 = min(max(truth.x0 + moves[0] * w, 0.0), 0.99)
-    y0 = min(max(truth.y0 + moves[1] * h, 0.0), 0.99)
-    x1 = max(min(truth.x1 + moves[2] * w, 1.0), x0 + 0.01)
-    y1 = max(min(truth.y1 + moves[3] * h, 1.0), y0 + 0.01)
+    return _clipped(truth.x0 + moves[0] * w, truth.y0 + moves[1] * h,
+                    truth.x1 + moves[2] * w, truth.y1 + moves[3] * h)
+
+
+def _clipped(x0: float, y0: float, x1: float, y1: float) -> Box:
+    """Corners clipped to the image, the box kept at least 1 % wide and high."""
+    x0, y0 = min(max(x0, 0.0), 0.99), min(max(y0, 0.0), 0.99)
+    x1, y1 = max(min(x1, 1.0), x0 + 0.01), max(min(y1, 1.0), y0 + 0.01)
     return Box(x0, y0, min(x1, 1.0), min(y1, 1.0))
 
 
@@ -160,9 +164,7 @@ def proposal_box(truth: Box, draws: np.ndarray, jitter: float, shift: float = 0.
         cx = (truth.x0 + truth.x1) / 2 + (2 * d[4] - 1) * shift * w
         cy = (truth.y0 + truth.y1) / 2 + (2 * d[5] - 1) * shift * h
         nw, nh = w * (1 + scale) ** (2 * d[6] - 1), h * (1 + scale) ** (2 * d[7] - 1)
-        x0, y0 = min(max(cx - nw / 2, 0.0), 0.99), min(max(cy - nh / 2, 0.0), 0.99)
-        x1, y1 = max(min(cx + nw / 2, 1.0), x0 + 0.01), max(min(cy + nh / 2, 1.0), y0 + 0.01)
-        base = Box(x0, y0, min(x1, 1.0), min(y1, 1.0))
+        base = _clipped(cx - nw / 2, cy - nh / 2, cx + nw / 2, cy + nh / 2)
     return jitter_box(base, d[:4], jitter)
 
 
@@ -252,7 +254,7 @@ class RefinerTask:
 
     def _samples(self, items: list[tuple[dict[str, Any], Box]], draws: np.ndarray
                  ) -> dict[str, Any]:
-        crops, targets, ious = [], [], []
+        crops, targets, ious, proposals = [], [], [], []
         s = self.section
         for (record, truth), draw in zip(items, draws):
             image = self._image(record)
@@ -263,9 +265,10 @@ class RefinerTask:
             targets.append(torch.from_numpy(target_corrections(
                 proposal, truth, height, width, self.geometry.pad_ratio, self.geometry.max_delta)))
             ious.append(proposal.iou(truth))
+            proposals.append(proposal)
         return {"crops": torch.stack(crops), "deltas": torch.stack(targets),
                 "iou_before": torch.tensor(ious, dtype=torch.float64),
-                "items": items, "draws": torch.from_numpy(np.asarray(draws))}
+                "items": items, "proposals": proposals}
 
     # --- engine protocol -------------------------------------------------------------------
     def param_groups(self, optim: OptimConfig) -> list[dict[str, Any]]:
@@ -325,12 +328,10 @@ class RefinerTask:
         for batch in self.val_batches():
             pred = self._predict(batch["crops"])
             loss_sum += float(self._loss(pred, batch["deltas"])) * len(pred)
-            for (record, truth), draw, delta in zip(batch["items"], batch["draws"].numpy(), pred.cpu().numpy()):
+            before.extend(batch["iou_before"].tolist())
+            for (record, truth), proposal, delta in zip(batch["items"], batch["proposals"], pred.cpu().numpy()):
                 height, width = int(record["rows"]), int(record["cols"])
-                s = self.section
-                proposal = proposal_box(truth, draw, s.jitter, s.shift, s.scale)
                 refined = _refined(proposal, delta, height, width, self.geometry.pad_ratio)
-                before.append(proposal.iou(truth))
                 after.append(refined.iou(truth))
         b, a = np.asarray(before), np.asarray(after)
         return {"iou_before": float(b.mean()), "mean_iou": float(a.mean()),
