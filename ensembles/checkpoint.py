@@ -25,7 +25,14 @@ from typing import Any
 from ensembles.errors import CheckpointError
 
 MEMBER_JSON = "member.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2 added ``intended_use``; a version-1 file (without it) reads as ``research``."""
+
+INTENDED_USES: tuple[str, ...] = ("clinical", "research", "demo")
+"""What a site declares a member fit for: ``clinical`` (validated for screening patients at
+this site), ``research`` (not validated for patient care; the default), ``demo`` (phantom-trained
+examples that mean nothing on real radiographs)."""
+DEFAULT_INTENDED_USE = "research"
 
 RESIZE_MODES: tuple[str, ...] = ("squash", "letterbox")
 """``squash``: resize each axis to the square side (PaliGemma's own); ``letterbox``: keep aspect."""
@@ -60,6 +67,8 @@ class MemberSpec:
             model to always answering "Normal".
         threshold: the member's own image-level decision threshold in ``[0, 1]``; the detector
             decodes boxes only above it.
+        intended_use: what the site declares the member fit for, one of
+            :data:`INTENDED_USES`; never ``clinical`` unless someone said so.
         code_version: fracture-screen version that wrote the checkpoint.
         format_version: version of this JSON layout.
         options: kind-specific settings (``task_head``, ``quantization``, ``max_new_tokens``...);
@@ -77,6 +86,7 @@ class MemberSpec:
     canny_blend: float = 0.0
     clahe: bool = False
     threshold: float = 0.5
+    intended_use: str = DEFAULT_INTENDED_USE
     code_version: str = field(default_factory=_code_version)
     format_version: int = FORMAT_VERSION
     options: dict[str, Any] = field(default_factory=dict)
@@ -130,6 +140,11 @@ class MemberSpec:
                 f"member spec field 'clahe' must be true or false, got {self.clahe!r}"
             )
         object.__setattr__(self, "threshold", _unit_float("threshold", self.threshold))
+        if self.intended_use not in INTENDED_USES:
+            raise CheckpointError(
+                f"member spec field 'intended_use' must be one of {', '.join(INTENDED_USES)}, "
+                f"got {self.intended_use!r}"
+            )
         if not isinstance(self.code_version, str) or not self.code_version:
             raise CheckpointError(
                 f"member spec field 'code_version' must be a non-empty string, "
@@ -277,7 +292,9 @@ def write_member_spec(checkpoint_dir: Path, spec: MemberSpec) -> Path:
     directory = Path(checkpoint_dir)
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / MEMBER_JSON
-    text = json.dumps(spec.to_dict(), sort_keys=True, indent=2, allow_nan=False) + "\n"
+    data = spec.to_dict()
+    data["format_version"] = FORMAT_VERSION  # what this writer writes, whatever was read
+    text = json.dumps(data, sort_keys=True, indent=2, allow_nan=False) + "\n"
     atomic_write_text(target, text)
     return target
 

@@ -207,13 +207,86 @@ def quantization_config(
 def from_pretrained_kwargs(
     device: torch.device, dtype: torch.dtype, quantization: str | None
 ) -> dict[str, Any]:
-    """Keyword arguments for ``from_pretrained`` under the policy (always local files only)."""
-    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
+    """Keyword arguments for ``from_pretrained`` under the policy: local files only, and
+    safetensors only (a pickled ``pytorch_model.bin`` runs code when loaded: never)."""
+    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True, "use_safetensors": True}
     config = quantization_config(quantization, device, dtype)
     if config is not None:
         kwargs["quantization_config"] = config
         kwargs["device_map"] = {"": device.index if device.type == "cuda" else device.type}
     return kwargs
+
+
+QUANT_WIDTH_MULTIPLE: dict[str, int] = {"4bit": 128}
+"""Width (in and out features) every quantised ``nn.Linear`` must be a multiple of, per mode.
+
+4-bit: bitsandbytes 0.50's CPU kernel on AVX-512 BF16 machines packs weights in blocks of 32
+output rows and 64-wide input blocks and asserts both (``N must be divisible by block_n``, then
+``shape '[32, 0]' is invalid``); other machines pick other kernels. Multiples of 128 pass every
+bitsandbytes CPU and GPU 4-bit kernel, and every PaliGemma 2 size has them, so the rule is the
+same on every machine: a checkpoint refused here is refused everywhere. 8-bit has no such rule
+(its kernels fall back for odd shapes).
+"""
+
+
+def _skipped(name: str, skip_modules: tuple[str, ...]) -> bool:
+    return any(name == skip or name.startswith(skip + ".") for skip in skip_modules)
+
+
+def quantizable_linears(
+    model: torch.nn.Module, skip_modules: tuple[str, ...] = SKIP_MODULES
+) -> list[tuple[str, int, int]]:
+    """``(name, in_features, out_features)`` of each ``nn.Linear`` quantisation would replace.
+
+    Works on a model built on the ``meta`` device (no memory), which is how
+    :func:`unsupported_quantized_shapes` is used before a load.
+    """
+    found: list[tuple[str, int, int]] = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and not _skipped(name, skip_modules):
+            found.append((name, int(module.in_features), int(module.out_features)))
+    return found
+
+
+def unsupported_quantized_shapes(
+    model: torch.nn.Module, quantization: str | None,
+    skip_modules: tuple[str, ...] = SKIP_MODULES,
+) -> list[str]:
+    """Layers whose widths the ``quantization`` kernels refuse, as ``"name (in->out)"``.
+
+    Empty when every layer fits :data:`QUANT_WIDTH_MULTIPLE` (or the mode has no rule).
+    """
+    mode = normalise_quantization(quantization)
+    multiple = QUANT_WIDTH_MULTIPLE.get(mode or "")
+    if multiple is None:
+        return []
+    return [
+        f"{name} ({fan_in}->{fan_out})"
+        for name, fan_in, fan_out in quantizable_linears(model, skip_modules)
+        if fan_in % multiple or fan_out % multiple
+    ]
+
+
+def check_quantizable_shapes(
+    model: torch.nn.Module, quantization: str | None, *, what: str
+) -> None:
+    """Refuse, before any weight is read, a model whose layers ``quantization`` cannot run.
+
+    Raises:
+        PolicyError: naming the first offending layers and what to do instead.
+    """
+    bad = unsupported_quantized_shapes(model, quantization)
+    if not bad:
+        return
+    mode = normalise_quantization(quantization)
+    multiple = QUANT_WIDTH_MULTIPLE[str(mode)]
+    shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+    raise PolicyError(
+        f"cannot load {what} in {mode}: bitsandbytes' {mode} kernels need every quantised "
+        f"layer's input and output widths to be multiples of {multiple}, and {len(bad)} "
+        f"layer(s) are not: {shown}; load it without quantization or in 8bit, or use a model "
+        f"whose language-model widths are multiples of {multiple} (every PaliGemma 2 size is)"
+    )
 
 
 def quantized_module_names(model: torch.nn.Module) -> list[str]:

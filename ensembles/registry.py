@@ -2,8 +2,9 @@
 
 A member kind registers a factory with :func:`register_member`; :func:`create_member` builds
 one from a local checkpoint directory. Heavy backends (torch, transformers, bitsandbytes) are
-imported by the member modules themselves, so importing this registry stays cheap, and
-:func:`member_availability` can tell what can run on this machine and what is missing.
+imported by the member modules themselves, and the built-in kinds are described statically
+(:data:`BUILTIN_KINDS`), so listing kinds and :func:`member_availability` (what can run on this
+machine, what is missing) never import torch: they work where torch is not installed.
 """
 
 from __future__ import annotations
@@ -53,70 +54,114 @@ class MemberKind:
     module: str
 
 
-_REGISTRY: dict[str, MemberKind] = {}
+@dataclass(frozen=True)
+class KindInfo:
+    """What is known about a member kind without importing its module (no torch needed).
 
-# Modules that register member kinds when imported. Listed here so the registry can be
-# filled lazily without importing torch at ``import ensembles`` time.
-_MEMBER_MODULES: tuple[str, ...] = (
-    "ensembles.members.paligemma_classifier",
-    "ensembles.members.paligemma_detector",
-    "ensembles.members.detr",
-    "ensembles.members.refiner",
+    Attributes:
+        kind: registry key.
+        module: the module that registers it (imported only to build a member).
+        requires: importable module names the member needs at run time.
+        description: one line for ``screen models``.
+    """
+
+    kind: str
+    module: str
+    requires: tuple[str, ...]
+    description: str
+
+
+BUILTIN_KINDS: tuple[KindInfo, ...] = (
+    KindInfo("paligemma-classifier", "ensembles.members.paligemma_classifier",
+             ("torch", "transformers"),
+             "PaliGemma classifier: P(fracture) vs P(normal) from the first answer token"),
+    KindInfo("paligemma-detector", "ensembles.members.paligemma_detector",
+             ("torch", "transformers"),
+             "PaliGemma detector: loc-vs-Normal score, then grammar-forced box decoding"),
+    KindInfo("detr", "ensembles.members.detr", ("torch", "transformers", "timm"),
+             "DETR detector (transformers DetrForObjectDetection, timm backbone)"),
+    KindInfo("refiner", "ensembles.members.refiner", ("torch", "timm", "safetensors"),
+             "box refiner stage (timm crop regressor); use refine(), not predict()"),
 )
+"""The kinds this package ships, described statically so listing them never imports torch
+(a test holds each module's ``register_member`` call equal to its entry here)."""
+
+_REGISTRY: dict[str, MemberKind] = {}
+_KNOWN: dict[str, KindInfo] = {info.kind: info for info in BUILTIN_KINDS}
 
 
 def register_member(
-    kind: str, *, requires: Sequence[str] = (), description: str = ""
+    kind: str, *, requires: Sequence[str] | None = None, description: str | None = None
 ) -> Callable[[Callable[..., Member]], Callable[..., Member]]:
-    """Class or function decorator registering a member factory under ``kind``."""
+    """Class or function decorator registering a member factory under ``kind``.
+
+    A built-in kind takes its requirements and description from :data:`BUILTIN_KINDS` (one
+    place); another kind states them here.
+    """
+    known = _KNOWN.get(kind)
+    needs = tuple(requires) if requires is not None else (known.requires if known else ())
+    text = description if description is not None else (known.description if known else "")
 
     def decorator(factory: Callable[..., Member]) -> Callable[..., Member]:
         if kind in _REGISTRY and _REGISTRY[kind].factory is not factory:
             raise EnsembleError(f"member kind {kind!r} is registered twice")
+        module = getattr(factory, "__module__", "")
         _REGISTRY[kind] = MemberKind(
-            kind=kind,
-            factory=factory,
-            requires=tuple(requires),
-            description=description,
-            module=getattr(factory, "__module__", ""),
+            kind=kind, factory=factory, requires=needs, description=text, module=module
         )
+        _KNOWN.setdefault(kind, KindInfo(kind, module, needs, text))
         return factory
 
     return decorator
 
 
-def _load_member_modules() -> None:
-    for module in _MEMBER_MODULES:
-        if importlib.util.find_spec(module) is None:
-            continue
-        importlib.import_module(module)
-
-
 def list_members() -> list[str]:
-    """Every registered member kind, sorted."""
-    _load_member_modules()
-    return sorted(_REGISTRY)
+    """Every known member kind, sorted (built-in and registered; imports nothing)."""
+    return sorted(_KNOWN)
+
+
+def kind_info(kind: str) -> KindInfo:
+    """What is known about ``kind`` without importing it.
+
+    Raises:
+        EnsembleError: the kind is unknown (the message lists the valid ones).
+    """
+    try:
+        return _KNOWN[kind]
+    except KeyError:
+        valid = ", ".join(sorted(_KNOWN)) or "(none registered)"
+        raise EnsembleError(f"unknown member kind {kind!r}; valid kinds: {valid}") from None
 
 
 def missing_requirements(kind: str) -> list[str]:
     """Modules ``kind`` needs that cannot be imported here (empty when it can run)."""
-    info = member_kind(kind)
-    return [name for name in info.requires if importlib.util.find_spec(name) is None]
+    return [name for name in kind_info(kind).requires if importlib.util.find_spec(name) is None]
 
 
 def member_availability() -> dict[str, list[str]]:
-    """``{kind: missing modules}`` for every registered kind."""
+    """``{kind: missing modules}`` for every known kind (imports nothing heavy)."""
     return {kind: missing_requirements(kind) for kind in list_members()}
 
 
 def member_kind(kind: str) -> MemberKind:
-    """The registered :class:`MemberKind` (factory, requirements, description) of ``kind``."""
-    _load_member_modules()
-    try:
-        return _REGISTRY[kind]
-    except KeyError:
-        valid = ", ".join(sorted(_REGISTRY)) or "(none registered)"
-        raise EnsembleError(f"unknown member kind {kind!r}; valid kinds: {valid}") from None
+    """The registered :class:`MemberKind` of ``kind`` (imports its module, hence torch).
+
+    Raises:
+        EnsembleError: the kind is unknown.
+        MemberUnavailableError: a module it needs is missing here.
+    """
+    info = kind_info(kind)
+    if kind not in _REGISTRY:
+        missing = missing_requirements(kind)
+        if missing:
+            raise MemberUnavailableError(
+                f"member {kind!r} cannot run here: missing {', '.join(missing)}; "
+                f"install them (pip install {' '.join(missing)})"
+            )
+        importlib.import_module(info.module)
+    if kind not in _REGISTRY:  # pragma: no cover - a built-in module that does not register
+        raise EnsembleError(f"module {info.module} did not register member kind {kind!r}")
+    return _REGISTRY[kind]
 
 
 def create_member(kind: str, checkpoint_dir: str | Path, **options: Any) -> Member:
@@ -126,11 +171,4 @@ def create_member(kind: str, checkpoint_dir: str | Path, **options: Any) -> Memb
         EnsembleError: the kind is unknown.
         MemberUnavailableError: a module the member needs is missing here.
     """
-    info = member_kind(kind)
-    missing = missing_requirements(kind)
-    if missing:
-        raise MemberUnavailableError(
-            f"member {kind!r} cannot run here: missing {', '.join(missing)}; "
-            f"install them (pip install {' '.join(missing)})"
-        )
-    return info.factory(Path(checkpoint_dir), **options)
+    return member_kind(kind).factory(Path(checkpoint_dir), **options)

@@ -63,6 +63,8 @@ DETECTOR_LABELS: tuple[str, ...] = ("Fracture",)
 TEXT_MODELS: tuple[str, ...] = ("gemma", "gemma2")
 POSITION_INITS: tuple[str, ...] = ("random", "sincos")
 MEMBER_KINDS: tuple[str, ...] = ("paligemma-classifier", "paligemma-detector")
+QUANTIZABLE_TEXT: dict[str, int] = {"text_hidden": 128, "text_heads": 1, "head_dim": 128}
+"""Tiny Gemma widths every bitsandbytes 4-bit kernel accepts (all projections 128 or 256 wide)."""
 
 
 def build_tiny_tokenizer(extra_words: tuple[str, ...] = ()) -> GemmaTokenizer:
@@ -126,8 +128,16 @@ def tiny_paligemma_config(
     text_hidden: int = 128,
     text_layers: int = 2,
     task_head: bool | int | dict[str, Any] | None = False,
+    text_heads: int | None = None,
+    head_dim: int | None = None,
 ) -> PaliGemmaConfig:
-    """A PaliGemma config of the real architecture at toy width and depth."""
+    """A PaliGemma config of the real architecture at toy width and depth.
+
+    ``text_heads`` defaults to 4 (1 when ``text_hidden`` is not divisible by 4) and ``head_dim``
+    to ``text_hidden // text_heads``; Gemma has one key/value head here. For a model that
+    bitsandbytes must quantise in 4-bit, every language-model projection must be a multiple of
+    128 wide: use :data:`QUANTIZABLE_TEXT` (one head of 128, so q/k/v/o are 128 wide).
+    """
     if text_model not in TEXT_MODELS:
         raise CheckpointError(
             f"text_model must be one of {', '.join(TEXT_MODELS)}, got {text_model!r}"
@@ -136,6 +146,8 @@ def tiny_paligemma_config(
         ("image_size", image_size), ("patch", patch), ("siglip_hidden", siglip_hidden),
         ("siglip_layers", siglip_layers), ("text_hidden", text_hidden),
         ("text_layers", text_layers),
+        *((name, v) for name, v in (("text_heads", text_heads), ("head_dim", head_dim))
+          if v is not None),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise CheckpointError(f"{name} must be a positive integer, got {value!r}")
@@ -153,8 +165,10 @@ def tiny_paligemma_config(
         patch_size=patch,
         vision_use_head=False,
     )
-    text_heads = 4 if text_hidden % 4 == 0 else 1
-    head_dim = text_hidden // text_heads
+    if text_heads is None:
+        text_heads = 4 if text_hidden % 4 == 0 else 1
+    if head_dim is None:
+        head_dim = max(1, text_hidden // text_heads)
     common: dict[str, Any] = dict(
         hidden_size=text_hidden,
         intermediate_size=2 * text_hidden,
@@ -198,6 +212,8 @@ def build_tiny_paligemma(
     task_head: bool | int | dict[str, Any] | None = False,
     seed: int = 0,
     position_init: str = "random",
+    text_heads: int | None = None,
+    head_dim: int | None = None,
 ) -> tuple[TaskHeadPaliGemmaForConditionalGeneration, PaliGemmaProcessor]:
     """A random-init tiny PaliGemma (float32, eval mode) and its processor.
 
@@ -215,6 +231,8 @@ def build_tiny_paligemma(
             left as it was.
         position_init: ``"random"`` (transformers' initialisation) or ``"sincos"``: see
             :func:`sincos_position_init`.
+        text_heads: Gemma attention heads (see :func:`tiny_paligemma_config`).
+        head_dim: Gemma head width (see :func:`tiny_paligemma_config`).
     """
     if position_init not in POSITION_INITS:
         raise CheckpointError(
@@ -233,6 +251,8 @@ def build_tiny_paligemma(
         text_hidden=text_hidden,
         text_layers=text_layers,
         task_head=task_head,
+        text_heads=text_heads,
+        head_dim=head_dim,
     )
     count = image_token_count(config)
     processor.image_seq_length = count

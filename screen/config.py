@@ -117,7 +117,7 @@ class SiteConfig:
     """The whole site config, with paths resolved against the config file's folder."""
 
     members: tuple[MemberConfig, ...]
-    operating_point: Path
+    operating_point: Path | None  # None before tuning: screen eval uses member.json thresholds
     run: RunSettings = RunSettings()
     selection: SelectionRules = SelectionRules()
     output: OutputSettings = OutputSettings()
@@ -210,11 +210,11 @@ def parse_site_config(data: Mapping[str, Any], base: Path, source: Path | None =
     if not isinstance(members_data, Mapping) or not members_data:
         raise ConfigError("the site config needs at least one [members.NAME] table with kind and checkpoint")
     members = tuple(_member(name, value, base) for name, value in members_data.items())
-    if "operating_point" not in data:
-        raise ConfigError("the site config needs operating_point = \"PATH\" (a JSON written by screen tune)")
-    op_path = Path(_typed("site config", "operating_point", data["operating_point"], str, "a path"))
-    if not op_path.is_absolute():
-        op_path = base / op_path
+    op_path: Path | None = None
+    if "operating_point" in data:  # optional until tuned; screen run refuses to screen without one
+        op_path = Path(_typed("site config", "operating_point", data["operating_point"], str, "a path"))
+        if not op_path.is_absolute():
+            op_path = base / op_path
     run = _dataclass_from("run", RunSettings, data.get("run", {}))
     if run.workers < 1 or run.batch_size < 1:
         raise ConfigError(f"[run] workers and batch_size must be at least 1, got {run.workers} and {run.batch_size}")

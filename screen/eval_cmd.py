@@ -31,8 +31,8 @@ def run_eval(
 ) -> "EvalResult":
     """Load the site's members as ``screen run`` does and evaluate them on ``source``.
 
-    The operating point is ``operating_point``, else the site config's when that file exists,
-    else every member's ``member.json`` threshold with the any-vote (the report says which).
+    The operating point is ``operating_point``, else the site config's, else (before any tuning)
+    every member's ``member.json`` threshold with the any-vote (the summary and report say so).
     Callable without Click.
     """
     from screen.config import load_site_config
@@ -40,9 +40,12 @@ def run_eval(
     from train.evaluate import EvalOptions, evaluate
 
     site = load_site_config(config_path)
-    point = operating_point
-    if point is None and site.operating_point.is_file():
-        point = site.operating_point
+    point = operating_point or site.operating_point  # None before tuning: member.json thresholds
+    if point is not None and not point.is_file():
+        from screen.errors import ConfigError
+
+        raise ConfigError(f"operating point {str(point)!r} not found; fix the site config's "
+                          "operating_point, or remove it to evaluate with each member's own threshold")
     members = load_members(site, device=device, batch_size=batch_size)
     options = EvalOptions(split=split, batch_size=batch_size or site.run.batch_size,
                           workers=workers or site.run.workers, rules=site.selection, bootstrap=bootstrap, seed=seed)
@@ -55,10 +58,12 @@ def run_eval(
 def summary_lines(result: "EvalResult") -> list[str]:
     """The closing table: each model's study metrics, then each detector's box metrics."""
     from train.eval_report import format_number as f
+    from train.evaluate import UNTUNED_NOTE, UNTUNED_POINT_ID
 
     width = max([14] + [len(r.name) for r in result.rows] + [len(b.name) for b in result.boxes])
     lines = [f"{result.n_studies} studies ({result.n_positive} fracture), {result.n_images} images, "
-             f"{result.failed_studies} failed; operating point {result.operating_point_id}",
+             f"{result.failed_studies} failed; operating point {result.operating_point_id}"
+             + (f" ({UNTUNED_NOTE})" if result.operating_point_id == UNTUNED_POINT_ID else ""),
              f"{'model':<{width}} {'accuracy':>8} {'precision':>9} {'recall':>7} {'F1':>6} {'AUC':>6}"]
     for row in result.rows:
         c = row.confusion

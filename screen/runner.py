@@ -30,7 +30,7 @@ from ensembles.types import MemberOutput
 from screen.config import SiteConfig, load_site_config
 from screen.errors import ConfigError
 from screen.ledger import Ledger, OutputLock, now_iso
-from screen.members import LoadedMember, load_members, model_key
+from screen.members import LoadedMember, load_members, member_version, model_key
 from screen.operating_points import load_points, op_id
 from screen.outputs import patient_id_value, study_columns, write_findings_csv, write_run_json, write_studies_csv
 from screen.plan import FAILED_STUDY, SCREENED, SKIPPED, StudyPlan, plan_studies
@@ -121,7 +121,13 @@ def run_screen(
     """Screen ``archive`` into ``out_dir``; callable without Click (see module docstring)."""
     started = time.perf_counter()
     site = config or load_site_config(config_path)
-    points = load_points(options.operating_point or site.operating_point)
+    point_file = options.operating_point or site.operating_point
+    if point_file is None:
+        raise ConfigError(
+            "screen run needs an operating point: set operating_point = \"op.json\" in the site "
+            "config or pass --operating-point FILE (make one with screen eval, then screen tune)"
+        )
+    points = load_points(point_file)
     for point in points:
         point.check_members([m.name for m in site.members])
     if options.send_to:
@@ -138,11 +144,6 @@ def run_screen(
         lock.release()
 
 
-def _prepare(site: SiteConfig, points: list[OperatingPoint], options: RunOptions,
-             clock: _Clock) -> tuple[list[LoadedMember], str]:
-    with clock.timed("load-members"):
-        members = load_members(site, device=options.device, batch_size=options.batch_size)
-    return members, model_key(site, op_id(points[0]))
 
 
 def _dry_run(archive: Path, out_dir: Path, site: SiteConfig, points: list[OperatingPoint],
@@ -163,7 +164,7 @@ def _run_locked(archive: Path, out_dir: Path, site: SiteConfig, points: list[Ope
                 progress: Callable[[Iterator[Any], str, int], Any] | None, started: float) -> RunSummary:
     summary = RunSummary(new_run_id(), out_dir)
     clock = _Clock()
-    members, key = _prepare(site, points, options, clock)
+    key = model_key(site, op_id(points[0]))
     workers = options.workers or site.run.workers
     with clock.timed("scan"):
         scan = scan_archive(archive, rules=site.selection, workers=workers, progress=progress or _quiet)
@@ -177,8 +178,8 @@ def _run_locked(archive: Path, out_dir: Path, site: SiteConfig, points: list[Ope
         write_scan_csv(scan, out_dir / "scan.csv")
         ledger.start_run(summary.run_id, str(archive), key, op_id(points[0]))
         batch_size = options.batch_size or site.run.batch_size
-        context = _RunContext(site, members, points, key, summary, ledger, out_dir, sr_dir, clock, batch_size)
         todo = _to_screen(plans, ledger, key, options)
+        context = _RunContext(site, options, points, key, summary, ledger, out_dir, sr_dir, clock, batch_size)
         chosen = {p.study_instance_uid for p in todo}
         for plan in plans:
             if plan.study_instance_uid in chosen:
@@ -197,7 +198,7 @@ def _run_locked(archive: Path, out_dir: Path, site: SiteConfig, points: list[Ope
         ledger.finish_run(summary.run_id, "failed" if summary.exit_code else "ok", summary_dict(summary))
         write_run_json(out_dir / "run.json", summary_dict(summary) | {
             "archive": str(archive), "model_key": key, "operating_point_id": op_id(points[0]),
-            "members": {m.name: m.version for m in members}, "finished_at": now_iso(),
+            "members": {m.name: member_version(m) for m in site.members}, "finished_at": now_iso(),
         })
     finally:
         ledger.close()
@@ -227,7 +228,7 @@ def _to_screen(plans: list[StudyPlan], ledger: Ledger, key: str, options: RunOpt
 @dataclass
 class _RunContext:
     site: SiteConfig
-    members: list[LoadedMember]
+    options: RunOptions
     points: list[OperatingPoint]
     key: str
     summary: RunSummary
@@ -237,6 +238,17 @@ class _RunContext:
     clock: _Clock
     batch_size: int
     sr_series_uid: str = field(default_factory=generate_uid)
+    loaded: list[LoadedMember] | None = None
+
+    @property
+    def members(self) -> list[LoadedMember]:
+        """The members, loaded when the first decoded image needs them: a night with nothing
+        new, or whose new studies all fail to decode, loads no model (a 10B takes minutes)."""
+        if self.loaded is None:
+            with self.clock.timed("load-members"):
+                self.loaded = load_members(self.site, device=self.options.device,
+                                           batch_size=self.options.batch_size)
+        return self.loaded
 
     # -- rows -------------------------------------------------------------------------------
     def base_row(self, plan: StudyPlan, status: str, reason: str = "") -> dict[str, Any]:
@@ -408,7 +420,7 @@ def _send(ledger: Ledger, destination: str) -> dict[str, int]:
 
 def _write_views(context: _RunContext) -> None:
     site = context.site
-    columns = study_columns([m.name for m in context.members], patient_id=site.output.patient_id != "omit",
+    columns = study_columns([m.name for m in site.members], patient_id=site.output.patient_id != "omit",
                             accession=site.output.accession)
     write_studies_csv(context.out_dir / "studies.csv", context.ledger.study_rows(), columns)
     write_findings_csv(context.out_dir / "findings.csv", context.ledger.finding_rows())

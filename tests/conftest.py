@@ -211,3 +211,17 @@ def sr_validator() -> Callable[..., list[SRValidation]]:
         return results
 
     return validate
+
+
+@pytest.fixture(scope="session")
+def stock() -> Any:
+    """``tests/stock_checkpoints.py``: stock-format PaliGemma checkpoints not made by the
+    project's factory (loaded by path: the tests folder is not a package)."""
+    import importlib.util
+
+    path = Path(__file__).with_name("stock_checkpoints.py")
+    spec = importlib.util.spec_from_file_location("stock_checkpoints", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

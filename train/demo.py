@@ -23,6 +23,7 @@ an interrupted demo resumes: finished members are kept, and a run resumes from i
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from dicom_io.phantom import PhantomConfig, write_phantom_archive
+from ensembles.checkpoint import read_member_spec, write_member_spec
 from train.config import load_train_config
 from train.errors import TrainError
 from train.prepare import PrepareOptions, prepare_dataset
@@ -179,6 +181,12 @@ def _replace_tree(source: Path, target: Path) -> None:
     tmp.rename(target)
 
 
+def _declare_demo(checkpoint: Path) -> None:
+    """Mark a demo checkpoint ``intended_use = "demo"``: phantom-trained, never for patients."""
+    spec = read_member_spec(checkpoint)
+    write_member_spec(checkpoint, dataclasses.replace(spec, intended_use="demo"))
+
+
 def train_member(member: DemoMember, data: Path, options: DemoOptions) -> dict[str, Any]:
     """Train one member with its demo config; copy its best checkpoint to ``models_dir``.
 
@@ -197,6 +205,7 @@ def train_member(member: DemoMember, data: Path, options: DemoOptions) -> dict[s
     target = options.models_dir / member.name
     target.parent.mkdir(parents=True, exist_ok=True)
     _replace_tree(best, target)
+    _declare_demo(target)
     history = _history(config.out / "metrics.csv")
     record = {
         "name": member.name, "recipe": member.recipe, "kind": member.kind,

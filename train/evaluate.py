@@ -325,10 +325,18 @@ def _image_rows(images: list[EvalImage], scores: _Scores, decisions: dict[str, S
     return out
 
 
+UNTUNED_POINT_ID = "member-thresholds"
+"""The id of the point :func:`evaluate` uses when none is given (before any tuning)."""
+UNTUNED_NOTE = ("no operating point given: each member's own member.json threshold with the "
+                "any-vote (tune one with screen tune on this evaluation's predictions.csv)")
+
+
 def _resolve_point(members: Sequence[EvalMember], operating_point: OperatingPoint | str | Path | None
                    ) -> tuple[OperatingPoint, str]:
     if operating_point is None:
-        return OperatingPoint(thresholds={m.name: m.spec.threshold for m in members}), "member.json"
+        untuned = OperatingPoint(thresholds={m.name: m.spec.threshold for m in members},
+                                 id=UNTUNED_POINT_ID)
+        return untuned, "member.json"
     if isinstance(operating_point, OperatingPoint):
         op = operating_point
     else:
@@ -430,7 +438,7 @@ def evaluate(
         ("operating point", f"{op.id}, vote {op.vote.label}"),
         ("members", ", ".join(f"{m.name} ({m.version})" for m in members)),
     ]
-    notes = ["no operating point given: member.json thresholds with the any-vote"] if operating_point is None else []
+    notes = [UNTUNED_NOTE] if operating_point is None else []
     if skipped:
         notes.append("not evaluated: " + ", ".join(f"{r} {n}" for r, n in sorted(skipped.items())))
     result.files["report"] = out_dir / "report.md"

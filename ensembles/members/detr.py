@@ -229,11 +229,7 @@ class DetrMember:
         )
 
 
-@register_member(
-    KIND,
-    requires=("torch", "transformers", "timm"),
-    description="DETR detector (transformers DetrForObjectDetection, timm backbone)",
-)
+@register_member(KIND)  # requirements and description: ensembles.registry.BUILTIN_KINDS
 def from_checkpoint(
     checkpoint_dir: Path,
     *,
@@ -276,11 +272,9 @@ def from_checkpoint(
             f"checkpoint {str(directory)!r} is of kind {spec.kind!r}, not {KIND!r}; "
             f"load it with create_member({spec.kind!r}, ...)"
         )
-    if not (directory / "config.json").is_file() or not any(directory.glob("*.safetensors")):
-        raise CheckpointError(
-            f"checkpoint {str(directory)!r} has no config.json or safetensors weights; write it "
-            "with DetrForObjectDetection.save_pretrained (ensembles.tiny_detr does)"
-        )
+    from ensembles.member_check.detr import check_detr
+
+    check_detr(directory, spec).raise_for_problems()  # files, classes, shapes: before loading
     torch_device, torch_dtype = resolve_device_dtype(device, dtype)
     try:
         model = DetrForObjectDetection.from_pretrained(

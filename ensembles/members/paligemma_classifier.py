@@ -92,11 +92,7 @@ class PaliGemmaClassifier(PaliGemmaMemberBase):
         return outputs
 
 
-@register_member(
-    KIND,
-    requires=("torch", "transformers"),
-    description="PaliGemma classifier: P(fracture) vs P(normal) from the first answer token",
-)
+@register_member(KIND)  # requirements and description: ensembles.registry.BUILTIN_KINDS
 def from_checkpoint(
     checkpoint_dir: Path,
     *,

@@ -34,6 +34,7 @@ from ensembles.checkpoint import MemberSpec, read_member_spec
 from ensembles.errors import CheckpointError
 from ensembles.preprocess import PreprocessConfig, preprocess_batch
 from ensembles.quant import (
+    check_quantizable_shapes,
     from_pretrained_kwargs,
     normalise_quantization,
     resolve_device,
@@ -114,6 +115,9 @@ def load_paligemma(
     """
     directory = Path(checkpoint_dir)
     spec = spec if spec is not None else read_member_spec(directory)
+    from ensembles.member_check.paligemma import check_paligemma
+
+    check_paligemma(directory, spec).raise_for_problems()  # before any weight is read
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(torch_device, dtype)
     mode = normalise_quantization(quantization)
@@ -137,6 +141,10 @@ def load_paligemma(
     if requested is not None and present is None:
         config.task_head = requested.to_dict()
 
+    if mode is not None:
+        with torch.device("meta"):  # the layer shapes, without memory, before any weight is read
+            skeleton = TaskHeadPaliGemmaForConditionalGeneration(config)
+        check_quantizable_shapes(skeleton, mode, what=f"checkpoint {str(weights_dir)!r}")
     kwargs = from_pretrained_kwargs(torch_device, torch_dtype, mode)
     loaded: Any = TaskHeadPaliGemmaForConditionalGeneration.from_pretrained(
         weights_dir, config=config, output_loading_info=True, **kwargs

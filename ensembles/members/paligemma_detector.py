@@ -223,11 +223,7 @@ class PaliGemmaDetector(PaliGemmaMemberBase):
         return text, detections, extras
 
 
-@register_member(
-    KIND,
-    requires=("torch", "transformers"),
-    description="PaliGemma detector: loc-vs-Normal score, then grammar-forced box decoding",
-)
+@register_member(KIND)  # requirements and description: ensembles.registry.BUILTIN_KINDS
 def from_checkpoint(
     checkpoint_dir: Path,
     *,

@@ -373,11 +373,7 @@ def load_refiner_model(checkpoint_dir: Path, config: RefinerConfig) -> "torch.nn
     return model.eval()
 
 
-@register_member(
-    KIND,
-    requires=("torch", "timm", "safetensors"),
-    description="box refiner stage (timm crop regressor); use refine(), not predict()",
-)
+@register_member(KIND)  # requirements and description: ensembles.registry.BUILTIN_KINDS
 def from_checkpoint(
     checkpoint_dir: Path,
     *,

@@ -19,10 +19,17 @@ from ensembles.errors import CheckpointError, MemberUnavailableError  # noqa: E4
 from ensembles.members.paligemma_classifier import PaliGemmaClassifier  # noqa: E402
 from ensembles.members.paligemma_common import load_paligemma  # noqa: E402
 from ensembles.registry import create_member  # noqa: E402
-from ensembles.tiny import save_paligemma_checkpoint, write_tiny_paligemma_checkpoint  # noqa: E402
+from ensembles.tiny import (  # noqa: E402
+    QUANTIZABLE_TEXT,
+    save_paligemma_checkpoint,
+    write_tiny_paligemma_checkpoint,
+)
 
-SMALL = dict(image_size=32, patch=16, siglip_hidden=32, siglip_layers=1, text_hidden=64,
-             text_layers=2)
+# Language-model widths at multiples of 128: what every bitsandbytes 4-bit kernel accepts.
+SMALL = dict(image_size=32, patch=16, siglip_hidden=32, siglip_layers=1, text_layers=2,
+             **QUANTIZABLE_TEXT)
+NARROW = dict(image_size=32, patch=16, siglip_hidden=32, siglip_layers=1, text_hidden=64,
+              text_layers=1)  # k/v projections 16 wide: refused in 4-bit on every machine
 CPU_QUANT_PROBLEM = quant.bitsandbytes_problem(torch.device("cpu"))
 needs_cpu_bnb = pytest.mark.skipif(
     CPU_QUANT_PROBLEM is not None, reason=f"bitsandbytes cannot quantise here: {CPU_QUANT_PROBLEM}"
@@ -135,6 +142,38 @@ def test_quantised_cpu_load_leaves_siglip_projector_head_unquantised(
     )
 
 
+def test_4bit_refuses_widths_its_kernels_cannot_take_on_every_machine(tmp_path: Path) -> None:
+    """Refused before loading, whatever this CPU's bitsandbytes kernel would have done."""
+    write_tiny_paligemma_checkpoint(tmp_path / "narrow", "paligemma-classifier", **NARROW)
+    with pytest.raises(quant.PolicyError, match=r"4bit: .*multiples of 128.*self_attn\.k_proj "
+                                                r"\(64->16\).*without quantization or in 8bit"):
+        load_paligemma(tmp_path / "narrow", quantization="4bit")
+
+
+def test_predicted_quantised_layers_are_the_ones_bitsandbytes_replaces(
+    checkpoints: dict[str, Path]
+) -> None:
+    """The shape check looks at exactly the layers a quantised load replaces."""
+    from transformers import PaliGemmaConfig
+
+    from ensembles.task_head import TaskHeadPaliGemmaForConditionalGeneration
+
+    config = PaliGemmaConfig.from_pretrained(checkpoints["base"])
+    with torch.device("meta"):
+        skeleton = TaskHeadPaliGemmaForConditionalGeneration(config)
+    predicted = [name for name, _, _ in quant.quantizable_linears(skeleton)]
+    assert quant.unsupported_quantized_shapes(skeleton, "4bit") == []
+    assert quant.unsupported_quantized_shapes(skeleton, "8bit") == []
+    if CPU_QUANT_PROBLEM is None:
+        loaded = load_paligemma(checkpoints["base"], quantization="8bit")
+        assert predicted == quant.quantized_module_names(loaded.model)
+    config.text_config.head_dim = 32
+    with torch.device("meta"):
+        odd = TaskHeadPaliGemmaForConditionalGeneration(config)
+    assert quant.unsupported_quantized_shapes(odd, "4bit")
+    assert quant.unsupported_quantized_shapes(odd, "8bit") == []  # 8-bit kernels take any width
+
+
 def test_lora_targets_only_the_language_model(checkpoints: dict[str, Path]) -> None:
     from peft import get_peft_model
 
@@ -179,7 +218,7 @@ def test_adapter_needs_its_base(checkpoints: dict[str, Path], tmp_path: Path) ->
     with pytest.raises(CheckpointError, match="options.base"):
         load_paligemma(broken)
     write_member_spec(broken, dataclasses.replace(spec, options={"base": "../nowhere"}))
-    with pytest.raises(CheckpointError, match="not a save_pretrained directory"):
+    with pytest.raises(CheckpointError, match="nowhere. has no config.json"):
         load_paligemma(broken)
 
 

@@ -170,3 +170,72 @@ def test_operating_point_naming_another_member_is_refused(archive: Path, site: P
                                       "--operating-point", str(bad), "--dry-run"])
     assert result.exit_code == 2
     assert result.output.startswith("Error: ") and "pg-xl" in result.output
+
+
+def test_members_load_only_when_something_is_to_be_scored(archive: Path, site: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A night with nothing new, a dry run, or only failed studies loads no model."""
+    import screen.runner as runner
+
+    loads: list[int] = []
+    real = runner.load_members
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        loads.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "load_members", counting)
+    out = tmp_path / "out"
+    config = load_site_config(site)
+    dry = run_screen(archive, out, config=config, options=RunOptions(dry_run=True))
+    assert dry.counts["would-screen"] == len(_study_uids(archive)) and loads == []
+    first = run_screen(archive, out, config=config)
+    assert first.counts["screened"] == len(_study_uids(archive)) and loads == [1]
+    quiet = run_screen(archive, out, config=config)  # nothing new tonight
+    assert quiet.counts["screened"] == 0 and loads == [1]
+    assert "members" not in quiet.timings and "load-members" not in quiet.timings
+    columns = open(out / "studies.csv", encoding="utf-8").readline()  # a loaded-nothing night keeps
+    assert "score:pg-cls" in columns and "score:detr" in columns      # every member's columns
+    study = sorted(archive.rglob("*.dcm"))[0].parent.parent
+    for victim in study.rglob("*.dcm"):  # the only new work: a study none of whose views decode
+        victim.write_bytes(victim.read_bytes()[:-500])
+    broken = run_screen(archive, out, config=config)
+    assert broken.counts["failed"] == 1 and loads == [1]
+
+
+def test_run_without_an_operating_point_is_refused(archive: Path, site: Path, tmp_path: Path) -> None:
+    text = site.read_text(encoding="utf-8").replace('operating_point = "op.json"\n', "")
+    untuned = site.with_name("untuned.toml")
+    untuned.write_text(text, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["run", str(archive), "--config", str(untuned), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert result.output == ("Error: screen run needs an operating point: set operating_point = \"op.json\" "
+                             "in the site config or pass --operating-point FILE (make one with screen eval, "
+                             "then screen tune)\n")
+    assert not (tmp_path / "o").exists()
+    tuned = CliRunner().invoke(cli, ["run", str(archive), "--config", str(untuned), "--out", str(tmp_path / "o"),
+                                     "--operating-point", str(site.parent / "op.json"), "--dry-run"])
+    assert tuned.exit_code == 0, tuned.output
+
+
+def test_eval_before_any_tuning_uses_member_thresholds(small_archive: Path, site: Path, tmp_path: Path) -> None:
+    """A member just imported or trained can be measured: eval needs no operating point."""
+    text = site.read_text(encoding="utf-8").replace('operating_point = "op.json"\n', "")
+    untuned = site.with_name("untuned.toml")
+    untuned.write_text(text, encoding="utf-8")
+    labels = small_archive.parent / "labels.csv"
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(cli, ["eval", str(small_archive), "--labels", str(labels), "--config",
+                                      str(untuned), "--out", str(out), "--bootstrap", "0"])
+    assert result.exit_code == 0, result.output
+    assert ("operating point member-thresholds (no operating point given: each member's own member.json "
+            "threshold with the any-vote") in result.output
+    assert (out / "predictions.csv").is_file()
+    tune = CliRunner().invoke(cli, ["tune", str(out / "predictions.csv"), "--target-recall", "0.5",
+                                    "--out", str(tmp_path / "op.json")])
+    assert tune.exit_code in (0, 2), tune.output  # the chain works; a 5-study set may be refused
+    missing = text.replace("[run]", 'operating_point = "gone.json"\n[run]', 1)
+    untuned.write_text(missing, encoding="utf-8")
+    gone = CliRunner().invoke(cli, ["eval", str(small_archive), "--labels", str(labels), "--config",
+                                    str(untuned), "--out", str(out)])
+    assert gone.exit_code == 2 and "gone.json' not found" in gone.output

@@ -181,7 +181,7 @@ def test_default_point_is_member_thresholds(tmp_path: Path) -> None:
     members[0].spec = MemberSpec(kind="paligemma-classifier", name="cls", image_size=32, threshold=0.35)
     result = evaluate(data, tmp_path / "out", members=members, options=EvalOptions(bootstrap=0))
     assert result.row("cls").threshold == 0.35 and result.row("cls").confusion.tp == 2
-    assert "member.json thresholds" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "member.json threshold with the any-vote" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
 
 
 def test_labels_csv_overrides_a_data_folders_truth(tmp_path: Path) -> None:

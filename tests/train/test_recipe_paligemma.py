@@ -24,6 +24,8 @@ from ensembles.loc_tokens import format_detections
 from ensembles.quant import quantized_module_names
 from ensembles.registry import create_member
 from ensembles.types import Box, Detection
+from ensembles.tiny import QUANTIZABLE_TEXT
+from screen.cli import cli
 from screen.errors import ScreenError
 from screen.train_cmd import TrainFailedError, run_train, train_cmd
 from train.config import config_from_dict
@@ -161,7 +163,8 @@ def test_unfreeze_n_leaves_exactly_the_last_n_siglip_layers_trainable(
 @pytest.mark.parametrize("bits", ["4bit", "8bit"])
 def test_qlora_touches_only_the_language_model(data_dir: Path, tmp_path: Path, bits: str) -> None:
     config = _config(data_dir, tmp_path / "run", "classifier",
-                     paligemma={"method": "qlora", "quantization": bits, "siglip_unfreeze": 2})
+                     paligemma={"method": "qlora", "quantization": bits, "siglip_unfreeze": 2,
+                                "tiny": {**TINY, **QUANTIZABLE_TEXT}})
     task = build_task("classifier", config)
     trainable = [n for n, p in task.built.model.named_parameters() if p.requires_grad]
     lora = [n for n in trainable if "lora_" in n]
@@ -238,6 +241,24 @@ def test_screen_train_command(data_dir: Path, tmp_path: Path) -> None:
     assert isinstance(info.value, ScreenError)
     bad = CliRunner().invoke(train_cmd, ["classifier", "--config", str(path), "--set", "train.epochs=0"])
     assert bad.exit_code != 0 and "[train] epochs must be >= 1" in str(bad.exception)
+
+
+def test_qlora_4bit_on_widths_the_kernels_refuse_is_an_error_line(data_dir: Path, tmp_path: Path) -> None:
+    """A tiny model 32 wide cannot be quantised in 4-bit on any machine: exit 2, no traceback."""
+    path = tmp_path / "cls.toml"
+    path.write_text(
+        f'recipe = "classifier"\ndata = "{data_dir}"\nout = "{tmp_path / "run"}"\ndevice = "cpu"\n'
+        '[train]\nbatch_size = 4\ngrad_accum = 1\nepochs = 1\nmax_steps = 1\nprogress = "off"\n'
+        '[paligemma]\nmethod = "qlora"\nquantization = "4bit"\n'
+        "tiny = { image_size = 32, patch = 8, siglip_hidden = 32, siglip_layers = 2, "
+        "text_hidden = 32, text_layers = 1 }\n"
+    )
+    result = CliRunner().invoke(cli, ["train", "classifier", "--config", str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1].startswith("Error: cannot load checkpoint ")
+    assert "in 4bit: bitsandbytes' 4bit kernels need every quantised layer's input and output " \
+           "widths to be multiples of 128" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_augmentation_moves_pixels_and_boxes_together() -> None:
