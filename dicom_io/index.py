@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Literal
 
@@ -46,7 +47,7 @@ HEADER_KEYWORDS: tuple[str, ...] = (
     "ViewPosition", "Laterality", "ImageLaterality", "Rows", "Columns", "NumberOfFrames",
     "SamplesPerPixel", "BitsAllocated", "BitsStored", "PhotometricInterpretation",
     "PixelSpacing", "ImagerPixelSpacing", "EstimatedRadiographicMagnificationFactor",
-    "ConversionType", "SpecificCharacterSet",
+    "ConversionType", "SpecificCharacterSet", "IssuerOfPatientID", "PatientAge", "PatientBirthDate",
 )
 
 
@@ -54,8 +55,9 @@ HEADER_KEYWORDS: tuple[str, ...] = (
 class Instance:
     """What the index knows about one DICOM file, from its header alone.
 
-    Patient names are deliberately not kept: nothing downstream of the index needs them,
-    and writers that copy patient attributes (the SR) read them from the source file.
+    Patient names and birth dates are deliberately not kept: nothing downstream of the index
+    needs them (the age is kept as a number, for the intended-use scope), and writers that
+    copy patient attributes (the SR) read them from the source file.
     """
 
     path: Path
@@ -66,6 +68,8 @@ class Instance:
     series_instance_uid: str
     transfer_syntax_uid: str
     patient_id: str = ""
+    issuer_of_patient_id: str = ""
+    patient_age_years: float | None = None  # PatientAge, else StudyDate - PatientBirthDate
     accession_number: str = ""
     study_date: str = ""
     study_time: str = ""
@@ -94,6 +98,14 @@ class Instance:
         """Bytes the header claims the decoded pixel data takes."""
         bits = self.bits_allocated or 8
         return self.rows * self.columns * self.frames * self.samples_per_pixel * bits // 8
+
+    @property
+    def patient_key(self) -> tuple[str, str]:
+        """Who the instance belongs to: PatientID and IssuerOfPatientID, padding stripped.
+
+        Two instances of one study with different keys are two patients (a UID collision).
+        """
+        return (" ".join(self.patient_id.split()), " ".join(self.issuer_of_patient_id.split()))
 
     @property
     def sop_class_name(self) -> str:
@@ -209,6 +221,8 @@ def read_instance(found: FoundFile, max_pixel_bytes: int = DEFAULT_MAX_PIXEL_BYT
         series_instance_uid=_text(ds, "SeriesInstanceUID"),
         transfer_syntax_uid=syntax,
         patient_id=_text(ds, "PatientID"),
+        issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
+        patient_age_years=patient_age_years(ds),
         accession_number=_text(ds, "AccessionNumber"),
         study_date=_text(ds, "StudyDate"),
         study_time=_text(ds, "StudyTime"),
@@ -244,6 +258,44 @@ def read_instance(found: FoundFile, max_pixel_bytes: int = DEFAULT_MAX_PIXEL_BYT
             "file ends before the end of its Pixel Data", reason="truncated-pixel-data"
         ))
     return instance
+
+
+_AGE_UNITS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}
+
+
+def patient_age_years(ds: Dataset) -> float | None:
+    """Age at the study in years: PatientAge (``nnnD/W/M/Y``), else StudyDate minus
+    PatientBirthDate; ``None`` when neither is a valid value (never an error: the raw values
+    are not kept or shown anywhere)."""
+    age = _raw_text(ds, "PatientAge").upper()
+    if len(age) == 4 and age[:3].isdigit() and age[3] in _AGE_UNITS:
+        return int(age[:3]) * _AGE_UNITS[age[3]]
+    born, seen = _date(_raw_text(ds, "PatientBirthDate")), _date(_raw_text(ds, "StudyDate"))
+    if born is None or seen is None or seen < born:
+        return None
+    return (seen - born).days / 365.25
+
+
+def _raw_text(ds: Dataset, keyword: str) -> str:
+    """An element's bytes as text *without* pydicom's value conversion, which warns and logs
+    an invalid value (a malformed birth date would otherwise reach the log verbatim)."""
+    if keyword not in ds:
+        return ""
+    element = ds.get_item(keyword)
+    value = getattr(element, "value", None)
+    if isinstance(value, bytes):
+        return value.decode("latin-1", "replace").strip(" \x00")
+    return "" if value is None else str(value).strip()
+
+
+def _date(value: str) -> "date | None":
+    """A DICOM DA (``YYYYMMDD``), or ``None`` for anything else (``1970-01-31`` included)."""
+    if len(value) != 8 or not value.isdigit():
+        return None
+    try:
+        return date(int(value[:4]), int(value[4:6]), int(value[6:]))
+    except ValueError:
+        return None
 
 
 def _spacing_source(ds: Dataset) -> str:

@@ -20,7 +20,7 @@ that skips an instance, so every skip carries exactly one reason code:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
 from dicom_io.errors import DicomIOError
@@ -126,6 +126,15 @@ SELECTED = Selection(True)
 
 def _skip(reason: str, message: str) -> Selection:
     return Selection(False, reason, message)
+
+
+def is_screenable_image(inst: Instance, rules: SelectionRules = SelectionRules()) -> bool:
+    """Whether ``inst`` is a radiograph ``rules`` would screen, were its pixel data readable.
+
+    A view refused for its pixel data (too large, truncated, cut short before Pixel Data) is
+    part of what must be screened: its study cannot be screened whole without it.
+    """
+    return select_instance(replace(inst, has_pixel_data=True), rules).selected
 
 
 def select_instance(inst: Instance, rules: SelectionRules = SelectionRules()) -> Selection:

@@ -21,7 +21,10 @@
                      "objective": "precision", "target_specificity": null,
                      "ppv": {...}, "npv": {...}, "f1": {...},
                      "out_of_fold": {"folds": 5, "sensitivity": {...}, "specificity": {...},
-                                     "ppv": {...}, "npv": {...}, "f1": {...}}}
+                                     "ppv": {...}, "npv": {...}, "f1": {...}},
+                     "guard": {"guard": "oof", "free_parameters": 3, "fitted_recall": 0.92,
+                               "positives": 51, "positives_needed": 36,
+                               "allowed_small": false}}
     }
 
 A file may also hold several points, ``{"schema_version": 1, "points": [point, ...]}``
@@ -134,7 +137,7 @@ class Estimate:
 
 _PROVENANCE_STR_KEYS = ("source_sha256", "tuning_set", "created_by", "created_at", "notes")
 _PROVENANCE_EXTRA_KEYS = (
-    "objective", "target_specificity", "ppv", "npv", "f1", "out_of_fold",
+    "objective", "target_specificity", "ppv", "npv", "f1", "out_of_fold", "guard",
 )
 
 
@@ -158,6 +161,8 @@ class Provenance:
         f1: achieved F1 with CI on the tuning set.
         out_of_fold: the same figures measured out of fold (chosen on k-1 folds, measured on
             the held-out one), so the reported sensitivity is not the one it was chosen on.
+        guard: how the point was guarded against over-fitting its tuning set, how many free
+            parameters its rule has and whether the set was too small to show the target.
 
     The keys after ``notes`` are optional in the JSON and left out of :meth:`to_dict` when
     unset, so files written before they existed read back unchanged.
@@ -177,6 +182,7 @@ class Provenance:
     npv: Estimate | None = None
     f1: Estimate | None = None
     out_of_fold: OutOfFold | None = None
+    guard: TuneGuard | None = None
 
     @classmethod
     def from_dict(cls, data: Any) -> "Provenance":
@@ -233,6 +239,7 @@ class Provenance:
                 None if data.get("out_of_fold") is None
                 else OutOfFold.from_dict(data["out_of_fold"])
             ),
+            guard=None if data.get("guard") is None else TuneGuard.from_dict(data["guard"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -299,6 +306,85 @@ class OutOfFold:
             if value is not None:
                 out[key] = value.to_dict()
         return out
+
+
+GUARDS = ("oof", "lower-ci", "none")
+_GUARD_KEYS = (
+    "guard", "free_parameters", "fitted_recall", "positives", "positives_needed", "allowed_small",
+)
+
+
+def _optional_count(key: str, value: Any, least: int = 0) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < least):
+        raise OperatingPointError(
+            f"operating point key {key!r} must be an integer >= {least} or null, got {value!r}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class TuneGuard:
+    """How ``screen tune`` guarded a point against over-fitting its tuning set.
+
+    Optional in the JSON (files written before it existed have none and read back unchanged).
+
+    Attributes:
+        guard: ``oof`` (the way the point was chosen met the target out of fold), ``lower-ci``
+            (the exact 95 % lower bound of its in-sample sensitivity met the target) or
+            ``none`` (chosen on in-sample figures only: unguarded).
+        free_parameters: values the search fitted for the rule (one threshold per member,
+            plus ``k`` for k-of-n; ``n - 1`` weights and one threshold for a weighted mean).
+        fitted_recall: the in-sample sensitivity the rule was fitted to (the target, or more
+            where guard ``oof`` needed a margin); ``None`` for a high-specificity point.
+        positives: fracture studies in the tuning set.
+        positives_needed: the fewest fracture studies ``n`` whose ``n/n`` has a two-sided
+            exact 95 % lower bound >= the target (``None``: no number is enough).
+        allowed_small: the set had fewer than ``positives_needed`` and ``--allow-small`` tuned
+            it anyway.
+    """
+
+    guard: str
+    free_parameters: int
+    fitted_recall: float | None = None
+    positives: int | None = None
+    positives_needed: int | None = None
+    allowed_small: bool = False
+
+    def __post_init__(self) -> None:
+        if self.guard not in GUARDS:
+            raise OperatingPointError(
+                f"operating point key 'provenance.guard.guard' must be one of "
+                f"{', '.join(GUARDS)}, got {self.guard!r}"
+            )
+        free = self.free_parameters
+        if isinstance(free, bool) or not isinstance(free, int) or free < 0:
+            raise OperatingPointError(
+                "operating point key 'provenance.guard.free_parameters' must be an integer >= 0, "
+                f"got {free!r}"
+            )
+        _optional_unit("provenance.guard.fitted_recall", self.fitted_recall)
+        _optional_count("provenance.guard.positives", self.positives)
+        _optional_count("provenance.guard.positives_needed", self.positives_needed, least=1)
+        if not isinstance(self.allowed_small, bool):
+            raise OperatingPointError(
+                "operating point key 'provenance.guard.allowed_small' must be true or false, "
+                f"got {self.allowed_small!r}"
+            )
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "TuneGuard":
+        """Validate the ``provenance.guard`` object."""
+        data = _mapping("provenance.guard", data)
+        _unknown("provenance.guard", data, _GUARD_KEYS)
+        missing = [key for key in ("guard", "free_parameters") if key not in data]
+        if missing:
+            raise OperatingPointError(f"operating point key 'provenance.guard.{missing[0]}' is "
+                                      "missing")
+        return cls(**{key: data[key] for key in _GUARD_KEYS if key in data})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in _GUARD_KEYS}
 
 
 def _vote_from_dict(data: Any) -> VoteRule:

@@ -135,7 +135,15 @@ def kind_info(kind: str) -> KindInfo:
 
 def missing_requirements(kind: str) -> list[str]:
     """Modules ``kind`` needs that cannot be imported here (empty when it can run)."""
-    return [name for name in kind_info(kind).requires if importlib.util.find_spec(name) is None]
+    return [name for name in kind_info(kind).requires if not _installed(name)]
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be found (``find_spec`` raises, not returns None, for some misses)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def member_availability() -> dict[str, list[str]]:

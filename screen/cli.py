@@ -97,13 +97,14 @@ def _add_commands() -> None:
     """Commands that live in their own modules (imported here, at start-up, cheaply)."""
     from screen.demo_cmd import train_demo_cmd
     from screen.eval_cmd import eval_cmd
+    from screen.ledger_cmd import ledger_cmd
     from screen.models_cmd import models_cmd
     from screen.prepare_cmd import prepare_cmd
     from screen.run_cmd import run_cmd
     from screen.train_cmd import train_cmd
     from screen.tune_cmd import tune_cmd
 
-    for command in (run_cmd, tune_cmd, prepare_cmd, train_cmd, eval_cmd, models_cmd, train_demo_cmd):
+    for command in (run_cmd, tune_cmd, prepare_cmd, train_cmd, eval_cmd, models_cmd, train_demo_cmd, ledger_cmd):
         cli.add_command(command)
 
 

@@ -23,6 +23,11 @@ Example (``sample_data/site.toml`` is the embedded default)::
     patient_id = "hash"                  # "include" | "hash" (salted SHA-256) | "omit"
     write_sr = true
 
+    [scope]                              # the studies the members are fit for (intended use)
+    body_parts = ["SHOULDER", "ARM"]     # others are "out-of-scope", never "negative"
+    require_body_part = true
+    min_patient_age = 18                 # years; 0 = no minimum
+
 Every key is checked: an unknown key or a bad value raises :class:`ConfigError` naming the key,
 the value and the fix.
 """
@@ -83,12 +88,37 @@ class RunSettings:
         workers: decode worker processes (1 decodes in the main process).
         batch_size: default images per forward pass.
         decode_timeout_s: seconds one image may take to decode before it is failed.
+        max_attempts: nights a failed study is tried with the same content; after that it is
+            not retried silently but listed as needing attention every night (exit 1).
     """
 
     device: str = "cpu"
     workers: int = 2
     batch_size: int = 8
     decode_timeout_s: float = 300.0
+    max_attempts: int = 3
+
+
+DEFAULT_SCOPE_BODY_PARTS: tuple[str, ...] = ("SHOULDER", "ARM")
+"""What the demo members (and the method's shoulder radiographs) cover."""
+
+
+@dataclass(frozen=True)
+class ScopeSettings:
+    """``[scope]``: the studies the members are fit for (their intended use). A study outside
+    it is ``out-of-scope`` with the reason, never screened and never called negative.
+
+    Attributes:
+        body_parts: BodyPartExamined values (upper case) the members were trained on; every
+            screenable view must have one. Empty: any body part.
+        require_body_part: a view without BodyPartExamined makes its study out of scope.
+        min_patient_age: youngest patient age in years (PatientAge, else StudyDate minus
+            PatientBirthDate); 0: no minimum. With a minimum, an unknown age is out of scope.
+    """
+
+    body_parts: tuple[str, ...] = DEFAULT_SCOPE_BODY_PARTS
+    require_body_part: bool = True
+    min_patient_age: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -122,9 +152,10 @@ class SiteConfig:
     selection: SelectionRules = SelectionRules()
     output: OutputSettings = OutputSettings()
     source: Path | None = None
+    scope: ScopeSettings = ScopeSettings()
 
 
-_TOP_KEYS = ("operating_point", "run", "members", "selection", "output")
+_TOP_KEYS = ("operating_point", "run", "members", "selection", "output", "scope")
 
 
 def _check_keys(where: str, data: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
@@ -216,8 +247,9 @@ def parse_site_config(data: Mapping[str, Any], base: Path, source: Path | None =
         if not op_path.is_absolute():
             op_path = base / op_path
     run = _dataclass_from("run", RunSettings, data.get("run", {}))
-    if run.workers < 1 or run.batch_size < 1:
-        raise ConfigError(f"[run] workers and batch_size must be at least 1, got {run.workers} and {run.batch_size}")
+    if run.workers < 1 or run.batch_size < 1 or run.max_attempts < 1:
+        raise ConfigError(f"[run] workers, batch_size and max_attempts must be at least 1, got {run.workers}, "
+                          f"{run.batch_size} and {run.max_attempts}")
     output = _dataclass_from("output", OutputSettings, data.get("output", {}))
     if output.patient_id not in PATIENT_ID_MODES:
         raise ConfigError(f"[output].patient_id must be one of {', '.join(PATIENT_ID_MODES)}, got {output.patient_id!r}")
@@ -225,7 +257,24 @@ def parse_site_config(data: Mapping[str, Any], base: Path, source: Path | None =
         selection = SelectionRules.from_mapping(data.get("selection", {}))
     except SelectionConfigError as exc:
         raise ConfigError(f"[selection]: {exc}") from None
-    return SiteConfig(members, op_path, run, selection, output, source)
+    return SiteConfig(members, op_path, run, selection, output, source, _scope(data.get("scope", {})))
+
+
+def _scope(data: Any) -> ScopeSettings:
+    if not isinstance(data, Mapping):
+        raise ConfigError("[scope] must be a table")
+    plain = {k: v for k, v in data.items() if k != "body_parts"}
+    settings = _dataclass_from("scope", ScopeSettings, plain)
+    if "body_parts" in data:
+        parts = data["body_parts"]
+        if isinstance(parts, str) or not isinstance(parts, list) or not all(isinstance(p, str) and p.strip()
+                                                                            for p in parts):
+            raise ConfigError(f"[scope].body_parts must be a list of BodyPartExamined values, got {parts!r}")
+        settings = ScopeSettings(tuple(p.strip().upper() for p in parts), settings.require_body_part,
+                                 settings.min_patient_age)
+    if settings.min_patient_age < 0:
+        raise ConfigError(f"[scope].min_patient_age must be >= 0 years, got {settings.min_patient_age}")
+    return settings
 
 
 def load_site_config(path: str | Path | None = None) -> SiteConfig:

@@ -163,6 +163,8 @@ def run_demo(
     options: "DemoOptions | None" = None,
     bootstrap: int = 2000,
     tune_folds: int = 5,
+    tune_guard: str = "oof",
+    allow_small: bool = False,
     progress: bool = False,
 ) -> DemoReport:
     """The whole demo (see the module docstring); callable without Click.
@@ -172,7 +174,10 @@ def run_demo(
         work_dir: scratch folder (archives, prepared data, runs, evaluations).
         options: demo options; ``models_dir`` and ``work_dir`` are set from ``out``/``work_dir``.
         bootstrap: bootstrap resamples of the AUC intervals (0: none).
-        tune_folds: out-of-fold folds of the tuning estimate (0: skip).
+        tune_folds: out-of-fold folds of the tuning estimate (0: skip; needs a guard other
+            than ``oof``).
+        tune_guard: ``screen tune --guard`` (the tuned point must hold out of fold by default).
+        allow_small: ``screen tune --allow-small`` (a smoke run's tiny validation split).
         progress: show progress bars.
     """
     import dataclasses
@@ -201,7 +206,7 @@ def run_demo(
                    split="val", workers=opts.workers, bootstrap=0, progress=progress)
     report.results["validation"] = result_figures(val)
     settings = TuneSettings(target_recall=TARGET_RECALL, objective="precision",
-                            folds=tune_folds, seed=opts.train_seed)
+                            folds=tune_folds, seed=opts.train_seed, guard=tune_guard, allow_small=allow_small)
     run_tune(val.files["predictions"], op_path, settings,
              report_dir=opts.work_dir / "tune-report")
     detectors = [m.name for m in opts.selected() if m.name in DETECTOR_MEMBERS]

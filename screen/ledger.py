@@ -7,14 +7,19 @@ debris that :meth:`Ledger.sweep_orphans` removes. ``studies.csv`` and ``findings
 views of the ledger, rewritten atomically, so a study appears in them exactly once.
 
 A study counts as done when its row has status ``screened`` for the same content hash (its
-instances) and the same model key (member checkpoints + operating point): a rerun skips it, a
-study that gained images has a new content hash and is screened again (its new SR supersedes
-the old one), and a new model or operating point re-screens everything.
+instances): a rerun skips it, and a study that gained images has a new content hash and is
+screened again (its new SR supersedes the old one). The model key (member checkpoints +
+operating point) is recorded with each row; a new one applies to studies not yet screened
+(:mod:`screen.triage` says when screened studies are screened again). The ledger also keeps
+each study's patient (a salted hash) and instances, for UID collisions across nights, and how
+often a failed study failed. Its schema, migrations and the refusal of a ledger that cannot be
+the folder's memory are in :mod:`screen.ledger_schema`.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -24,32 +29,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from screen.errors import OutputLockedError, ScreenError
+from screen.errors import OutputLockedError
+from screen.ledger_schema import (
+    LEDGER_NAME,
+    SCHEMA,
+    SCHEMA_VERSION,
+    check_usable,
+    migrate,
+    read_or_make_salt,
+)
 
-SCHEMA_VERSION = 1
-LEDGER_NAME = "ledger.sqlite"
 LOCK_NAME = ".screen.lock"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT, archive TEXT,
-    model_key TEXT, operating_point_id TEXT, status TEXT NOT NULL, summary_json TEXT);
-CREATE TABLE IF NOT EXISTS studies (
-    study_instance_uid TEXT PRIMARY KEY, content_hash TEXT NOT NULL, model_key TEXT NOT NULL,
-    run_id TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
-    row_json TEXT NOT NULL, sr_path TEXT, sr_sop_instance_uid TEXT, updated_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS findings (
-    study_instance_uid TEXT NOT NULL, idx INTEGER NOT NULL, row_json TEXT NOT NULL,
-    PRIMARY KEY (study_instance_uid, idx));
-CREATE TABLE IF NOT EXISTS srs (
-    sr_sop_instance_uid TEXT PRIMARY KEY, study_instance_uid TEXT NOT NULL, sr_path TEXT NOT NULL,
-    run_id TEXT NOT NULL, supersedes TEXT, created_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS sends (
-    sr_sop_instance_uid TEXT NOT NULL, destination TEXT NOT NULL, ok INTEGER NOT NULL,
-    status INTEGER, attempts INTEGER NOT NULL, error TEXT NOT NULL DEFAULT '', sent_at TEXT NOT NULL,
-    PRIMARY KEY (sr_sop_instance_uid, destination));
-"""
 
 
 def now_iso() -> str:
@@ -67,6 +57,9 @@ class StudyState:
     status: str
     sr_path: str | None
     sr_sop_instance_uid: str | None
+    patient_key: str | None = None
+    attempts: int = 0
+    reason: str = ""
 
 
 class OutputLock:
@@ -109,29 +102,53 @@ class OutputLock:
 class Ledger:
     """The SQLite ledger of one output folder."""
 
-    def __init__(self, out_dir: Path, *, read_only: bool = False) -> None:
+    def __init__(self, out_dir: Path, *, read_only: bool = False, rebuilding: bool = False) -> None:
+        """Open (or start) the folder's ledger; see :mod:`screen.ledger_schema` for the rules.
+
+        Args:
+            out_dir: the output folder.
+            read_only: a copy in memory (a dry run); the file is never touched.
+            rebuilding: start a new ledger in a folder that holds results (only
+                :mod:`screen.ledger_rebuild`, after moving an unusable ledger aside).
+
+        Raises:
+            LedgerUnusableError: results without a ledger, or a ledger that is not one.
+        """
         self.out_dir = out_dir
         self.path = out_dir / LEDGER_NAME
-        if read_only:
-            if not self.path.exists():
-                self._db = sqlite3.connect(":memory:")
-                self._db.executescript(_SCHEMA)
-                return
-            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        self.read_only = read_only
+        self.backup: Path | None = None
+        if not rebuilding:
+            check_usable(out_dir, writable=not read_only)
+        if read_only:  # a copy in memory, brought to this version: the file is never touched
+            self._db = sqlite3.connect(":memory:", isolation_level=None)
+            if self.path.exists():
+                source = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+                try:
+                    source.backup(self._db)
+                finally:
+                    source.close()
+                migrate(self._db, None)
+            self._db.executescript(SCHEMA)
+            self._stamp_new()
             return
         out_dir.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists()
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        version = self.get_meta("schema_version")
-        if version is None:
+        if not new:
+            self.backup = migrate(self._db, self.path)
+        self._db.executescript(SCHEMA)
+        self._stamp_new()
+        legacy = self.get_meta("salt")
+        if legacy is not None:  # version 1 kept the salt here: move it to its owner-only file
+            read_or_make_salt(out_dir, legacy, create=True)
+            self._db.execute("DELETE FROM meta WHERE key = 'salt'")
+
+    def _stamp_new(self) -> None:
+        if self.get_meta("schema_version") is None:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
-        elif int(version) > SCHEMA_VERSION:
-            raise ScreenError(
-                f"{self.path} was written by a newer fracture-screen (ledger schema {version}); "
-                "upgrade, or use another --out folder"
-            )
 
     def close(self) -> None:
         self._db.close()
@@ -145,15 +162,18 @@ class Ledger:
         self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
     def salt(self) -> str:
-        """The salt for hashed identifiers: ``$FRACTURE_SCREEN_SALT``, else one kept per folder."""
+        """The salt for hashed identifiers: ``$FRACTURE_SCREEN_SALT``, else one kept per folder
+        in its own owner-only file (never in the ledger, so a lost ledger keeps every id)."""
         env = os.environ.get("FRACTURE_SCREEN_SALT")
         if env:
             return env
-        salt = self.get_meta("salt")
-        if salt is None:
-            salt = secrets.token_hex(16)
-            self.set_meta("salt", salt)
-        return salt
+        salt = read_or_make_salt(self.out_dir, self.get_meta("salt"), create=not self.read_only)
+        return salt if salt is not None else secrets.token_hex(32)  # a dry run on a new folder
+
+    def patient_key(self, key: tuple[str, str]) -> str:
+        """A salted hash of (PatientID, IssuerOfPatientID): compares patients across nights."""
+        digest = hashlib.sha256(f"{self.salt()}\x00{key[0]}\x00{key[1]}".encode("utf-8"))
+        return digest.hexdigest()
 
     # -- runs -------------------------------------------------------------------------------
     def start_run(self, run_id: str, archive: str, model_key: str, operating_point_id: str) -> None:
@@ -174,17 +194,24 @@ class Ledger:
     # -- studies ----------------------------------------------------------------------------
     def study_state(self, study_instance_uid: str) -> StudyState | None:
         row = self._db.execute(
-            "SELECT study_instance_uid, content_hash, model_key, status, sr_path, sr_sop_instance_uid "
-            "FROM studies WHERE study_instance_uid = ?",
+            "SELECT study_instance_uid, content_hash, model_key, status, sr_path, sr_sop_instance_uid, "
+            "patient_key, attempts, reason FROM studies WHERE study_instance_uid = ?",
             (study_instance_uid,),
         ).fetchone()
         return None if row is None else StudyState(*row)
 
-    def sr_datasets_of(self, study_instance_uid: str) -> list[Path]:
-        """Paths of every SR this folder wrote for a study (oldest first)."""
+    def instance_owner(self, sop_instance_uid: str) -> str | None:
+        """The study a SOP Instance UID was recorded in on an earlier night, if any."""
+        row = self._db.execute("SELECT study_instance_uid FROM instances WHERE sop_instance_uid = ?",
+                               (sop_instance_uid,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def sr_datasets_of(self, study_instance_uid: str, *, excluding: str | None = None) -> list[Path]:
+        """Paths of every SR this folder wrote for a study (oldest first), but ``excluding``."""
         rows = self._db.execute(
-            "SELECT sr_path FROM srs WHERE study_instance_uid = ? ORDER BY created_at, rowid",
-            (study_instance_uid,),
+            "SELECT sr_path FROM srs WHERE study_instance_uid = ? AND sr_sop_instance_uid IS NOT ? "
+            "ORDER BY created_at, rowid",
+            (study_instance_uid, excluding),
         ).fetchall()
         return [self.out_dir / r[0] for r in rows]
 
@@ -199,29 +226,80 @@ class Ledger:
         sr_path: str | None = None,
         sr_sop_instance_uid: str | None = None,
         supersedes: str | None = None,
+        patient_key: str | None = None,
+        instances: Sequence[str] = (),
+        intended_use: str = "unknown",
+        keep_sr: bool = False,
     ) -> None:
-        """Commit one study's outcome, its findings and its SR, in one transaction."""
+        """Commit one study's outcome, its findings and its SR, in one transaction.
+
+        A failed outcome counts an attempt (the same content failing again adds one; new
+        content starts at one). ``instances`` (SOP Instance UIDs) are remembered for collisions
+        on later nights. ``keep_sr`` keeps the SR the study already has (a study that now
+        fails keeps what was written and sent).
+        """
         uid = str(row["study_instance_uid"])
         stamp = now_iso()
+        previous = self.study_state(uid)
+        attempts = 0
+        if row["status"] == "failed":
+            same = previous is not None and previous.status == "failed" and previous.content_hash == content_hash
+            attempts = (previous.attempts if same and previous is not None else 0) + 1
+        if keep_sr and previous is not None and sr_path is None and previous.sr_path:
+            sr_path, sr_sop_instance_uid = previous.sr_path, previous.sr_sop_instance_uid
+            row = {**row, "sr_path": sr_path, "sr_sop_instance_uid": sr_sop_instance_uid}
+        if patient_key is None and previous is not None:
+            patient_key = previous.patient_key
         with self._transaction():
             self._db.execute(
                 "INSERT OR REPLACE INTO studies(study_instance_uid, content_hash, model_key, run_id, "
-                "status, reason, row_json, sr_path, sr_sop_instance_uid, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "status, reason, row_json, sr_path, sr_sop_instance_uid, updated_at, patient_key, attempts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (uid, content_hash, model_key, run_id, row["status"], row.get("reason", ""),
-                 json.dumps(row, sort_keys=True), sr_path, sr_sop_instance_uid, stamp),
+                 json.dumps(row, sort_keys=True), sr_path, sr_sop_instance_uid, stamp, patient_key,
+                 attempts),
+            )
+            self._db.executemany(
+                "INSERT OR IGNORE INTO instances(sop_instance_uid, study_instance_uid) VALUES (?, ?)",
+                [(sop, uid) for sop in instances],
             )
             self._db.execute("DELETE FROM findings WHERE study_instance_uid = ?", (uid,))
             self._db.executemany(
                 "INSERT INTO findings(study_instance_uid, idx, row_json) VALUES (?, ?, ?)",
                 [(uid, i, json.dumps(f, sort_keys=True)) for i, f in enumerate(findings)],
             )
-            if sr_path is not None and sr_sop_instance_uid is not None:
+            if sr_path is not None and sr_sop_instance_uid is not None and not keep_sr:
                 self._db.execute(
                     "INSERT OR REPLACE INTO srs(sr_sop_instance_uid, study_instance_uid, sr_path, run_id, "
-                    "supersedes, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (sr_sop_instance_uid, uid, sr_path, run_id, supersedes, stamp),
+                    "supersedes, created_at, intended_use) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (sr_sop_instance_uid, uid, sr_path, run_id, supersedes, stamp, intended_use),
                 )
+
+    def fail_study(self, study_instance_uid: str, reason: str) -> bool:
+        """Fail a recorded study from now on (a collision found on a later night), keeping its
+        SR and what was sent. Returns False when it is unknown or already failed so."""
+        state = self.study_state(study_instance_uid)
+        if state is None or (state.status == "failed" and state.reason == reason):
+            return False
+        row = json.loads(self._db.execute("SELECT row_json FROM studies WHERE study_instance_uid = ?",
+                                          (study_instance_uid,)).fetchone()[0])
+        row.update(status="failed", reason=reason)
+        self._db.execute(
+            "UPDATE studies SET status = 'failed', reason = ?, row_json = ?, attempts = attempts + 1, "
+            "updated_at = ? WHERE study_instance_uid = ?",
+            (reason, json.dumps(row, sort_keys=True), now_iso(), study_instance_uid),
+        )
+        return True
+
+    def needs_attention(self, max_attempts: int) -> list[tuple[str, str]]:
+        """``(study, reason)`` of failed studies no longer retried: ``max_attempts`` failures
+        with the same content, or a UID collision."""
+        rows = self._db.execute(
+            "SELECT study_instance_uid, reason FROM studies WHERE status = 'failed' AND "
+            "(attempts >= ? OR reason LIKE 'uid-collision%') ORDER BY study_instance_uid",
+            (max_attempts,),
+        ).fetchall()
+        return [(str(uid), str(reason)) for uid, reason in rows]
 
     def study_rows(self) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT row_json FROM studies ORDER BY study_instance_uid").fetchall()
@@ -235,15 +313,32 @@ class Ledger:
     def known_sr_paths(self) -> set[str]:
         return {str(r[0]) for r in self._db.execute("SELECT sr_path FROM srs").fetchall()}
 
-    def unsent_srs(self, destination: str) -> list[tuple[str, Path]]:
-        """``(SOP instance UID, path)`` of every SR not yet stored at ``destination``."""
+    def unsent_srs(self, destination: str, *, allow_demo: bool = False) -> list[tuple[str, Path]]:
+        """``(SOP instance UID, path)`` of every SR not yet stored at ``destination`` (SRs of
+        ``demo`` members only with ``allow_demo``)."""
         rows = self._db.execute(
             "SELECT s.sr_sop_instance_uid, s.sr_path FROM srs s LEFT JOIN sends d "
             "ON d.sr_sop_instance_uid = s.sr_sop_instance_uid AND d.destination = ? "
-            "WHERE d.ok IS NULL OR d.ok = 0 ORDER BY s.created_at, s.rowid",
-            (destination,),
+            "WHERE (d.ok IS NULL OR d.ok = 0) AND (? OR s.intended_use != 'demo') "
+            "ORDER BY s.created_at, s.rowid",
+            (destination, int(allow_demo)),
         ).fetchall()
         return [(str(uid), self.out_dir / path) for uid, path in rows]
+
+    def add_sr(self, sr_sop_instance_uid: str, study_instance_uid: str, sr_path: str, run_id: str,
+               supersedes: str | None, intended_use: str) -> None:
+        """Record an SR file found on disk (a rebuild); an SR already recorded is kept as it is."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO srs(sr_sop_instance_uid, study_instance_uid, sr_path, run_id, supersedes, "
+            "created_at, intended_use) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (sr_sop_instance_uid, study_instance_uid, sr_path, run_id, supersedes, now_iso(), intended_use),
+        )
+
+    def was_sent(self, sr_sop_instance_uid: str) -> bool:
+        """Whether some destination stored this SR."""
+        row = self._db.execute("SELECT 1 FROM sends WHERE sr_sop_instance_uid = ? AND ok = 1",
+                               (sr_sop_instance_uid,)).fetchone()
+        return row is not None
 
     def record_send(self, sr_sop_instance_uid: str, destination: str, *, ok: bool, status: int | None,
                     attempts: int, error: str = "") -> None:

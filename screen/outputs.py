@@ -19,7 +19,7 @@ from dicom_io.atomic import atomic_open, atomic_write_text
 STUDY_COLUMNS: tuple[str, ...] = (
     "study_instance_uid", "patient_id", "accession_number", "study_date", "status", "reason",
     "decision", "level", "fused_score", "n_images", "n_boxes", "sr_path", "sr_sop_instance_uid",
-    "model_version", "operating_point_id", "run_id", "screened_at",
+    "model_version", "operating_point_id", "intended_use", "run_id", "screened_at", "content_hash",
 )
 #: Columns of ``findings.csv``: one fused box (or image-level finding) per row, source pixels.
 FINDING_COLUMNS: tuple[str, ...] = (

@@ -1,8 +1,22 @@
 """Planning a run: which studies of a scanned archive to screen, skip or report as failed.
 
 A study's instances are the indexed files that belong to it. Its *screenable* images are the
-selected ones; files refused after their header was read (truncated, too large) still count
-in the study, so a study never looks complete when one of its images could not be read.
+selected ones. A study is screened whole or not at all, so a view that should have been
+screened but cannot be (truncated, too large, cut short before its Pixel Data) fails the study
+with that view's reason; objects that are not radiographs to screen (SR, PR, KO, localizers...)
+never count against it.
+
+A study is one patient's study. Before anything is screened, each study is checked:
+
+- ``invalid-uid``: its StudyInstanceUID, or a Series or SOP Instance UID of one of its views,
+  is not a DICOM UID (PS3.5 UI grammar, at most 64 characters). Output paths are built from
+  these UIDs, so such a study is refused before any path exists.
+- ``uid-collision``: its instances name more than one patient (PatientID + IssuerOfPatientID,
+  padding stripped), or one of its SOP Instance UIDs is also in another study (both studies
+  fail). Never one result, and never one SR citing two patients.
+
+These are *problems* of the plan (``StudyPlan.problem``); the runner records them as failed
+rows, and the other studies of the night are unaffected.
 """
 
 from __future__ import annotations
@@ -14,9 +28,16 @@ from datetime import date
 
 from dicom_io.index import Instance
 from dicom_io.scan import FAILED, SELECTED, ScanResult, ScanRow
+from dicom_io.select import SelectionRules, is_screenable_image
+from dicom_io.uids import is_valid_uid, shown
 
 #: Study statuses in ``studies.csv``.
-SCREENED, SKIPPED, FAILED_STUDY = "screened", "skipped", "failed"
+SCREENED, SKIPPED, FAILED_STUDY, OUT_OF_SCOPE = "screened", "skipped", "failed", "out-of-scope"
+
+INVALID_UID, UID_COLLISION = "invalid-uid", "uid-collision"
+#: Refusals of a view's pixel data that fail its study when it would otherwise be screened.
+VIEW_FAILURE_SKIPS = frozenset({"too-large", "no-pixel-data"})
+DUPLICATE = "duplicate-sop-instance"
 
 
 @dataclass
@@ -25,20 +46,33 @@ class StudyPlan:
 
     study_instance_uid: str
     images: list[Instance] = field(default_factory=list)  # selected, to screen
-    failed: list[ScanRow] = field(default_factory=list)  # indexed but refused (truncated, ...)
+    failed: list[ScanRow] = field(default_factory=list)  # views that should be screened but cannot
     skipped: list[ScanRow] = field(default_factory=list)  # not screenable (SR, other modality, ...)
+    duplicates: list[ScanRow] = field(default_factory=list)  # a SOP Instance UID seen before
+    problem: tuple[str, str] | None = None  # (reason code, message): the study cannot be screened
 
     @property
     def first(self) -> Instance:
         for inst in self.images:
             return inst
-        rows = self.failed or self.skipped
+        rows = self.failed or self.skipped or self.duplicates
         assert rows[0].instance is not None  # a plan is only made from rows with an instance
         return rows[0].instance
 
     @property
     def study_date(self) -> str:
         return self.first.study_date
+
+    @property
+    def instances(self) -> list[Instance]:
+        """Every indexed instance of the study (screenable or not)."""
+        rows = self.failed + self.skipped + self.duplicates
+        return self.images + [r.instance for r in rows if r.instance is not None]
+
+    @property
+    def patient_keys(self) -> set[tuple[str, str]]:
+        """The (PatientID, IssuerOfPatientID) pairs the study's instances name."""
+        return {inst.patient_key for inst in self.instances}
 
     def content_hash(self) -> str:
         """Identity of what would be screened: SOP Instance UIDs and file sizes, sorted."""
@@ -50,42 +84,92 @@ class StudyPlan:
 
     def skip_reason(self) -> str:
         """Why nothing in the study is screenable: its files' reasons, most common first."""
-        counts = Counter(r.reason for r in self.skipped)
+        counts = Counter(r.reason for r in self.skipped + self.duplicates)
         return "no screenable image: " + ", ".join(f"{reason} ({n})" for reason, n in counts.most_common())
 
     def failure_reason(self) -> str:
+        if self.problem is not None:
+            return f"{self.problem[0]}: {self.problem[1]}"
         counts = Counter(r.reason for r in self.failed)
         total = len(self.images) + len(self.failed)
         detail = ", ".join(f"{reason} ({n})" for reason, n in counts.most_common())
         return f"{len(self.failed)} of {total} images unreadable: {detail}"
 
+    @property
+    def cannot_be_screened(self) -> bool:
+        """A problem or an unreadable view: the study fails without any model running."""
+        return self.problem is not None or bool(self.failed)
 
-def plan_studies(scan: ScanResult, *, since: date | None = None) -> list[StudyPlan]:
-    """Group a scan's rows into studies, in StudyInstanceUID order, filtered by StudyDate."""
+    def refuse(self, code: str, message: str) -> None:
+        """Record the study's first problem (later ones add nothing a reader needs)."""
+        if self.problem is None:
+            self.problem = (code, message)
+
+
+def plan_studies(scan: ScanResult, *, rules: SelectionRules = SelectionRules(),
+                 since: date | None = None) -> list[StudyPlan]:
+    """Group a scan's rows into studies, in StudyInstanceUID order, filtered by StudyDate.
+
+    Args:
+        scan: one row per file.
+        rules: the selection the scan used (a view refused for its pixel data fails its study
+            only when these rules would screen it).
+        since: keep studies from this StudyDate on (a study without a readable date is kept).
+    """
     plans: dict[str, StudyPlan] = defaultdict(lambda: StudyPlan(""))
+    first_study_of: dict[str, str] = {}
     for row in scan.rows:
         if row.instance is None:
             continue  # not a DICOM instance (or unreadable header): only in scan.csv
-        uid = row.instance.study_instance_uid
-        plan = plans[uid]
-        plan.study_instance_uid = uid
+        inst = row.instance
+        plan = plans[inst.study_instance_uid]
+        plan.study_instance_uid = inst.study_instance_uid
         if row.outcome == SELECTED:
-            plan.images.append(row.instance)
+            plan.images.append(inst)
         elif row.outcome == FAILED:
             plan.failed.append(row)
-        elif row.reason != "duplicate-sop-instance":
+        elif row.reason == DUPLICATE:
+            plan.duplicates.append(row)
+            continue
+        elif row.reason in VIEW_FAILURE_SKIPS and is_screenable_image(inst, rules):
+            plan.failed.append(row)
+        else:
             plan.skipped.append(row)
+        first_study_of.setdefault(inst.sop_instance_uid, inst.study_instance_uid)
+    for uid, plan in plans.items():
+        _check_identity(plan, plans, first_study_of)
     result = []
     for uid in sorted(plans):
         plan = plans[uid]
         plan.images.sort(key=lambda i: (i.series_number or 0, i.series_instance_uid, i.instance_number or 0, str(i.path)))
-        if since is not None and not _on_or_after(plan.study_date, since):
+        if since is not None and not on_or_after(plan.study_date, since):
             continue
         result.append(plan)
     return result
 
 
-def _on_or_after(study_date: str, since: date) -> bool:
+def _check_identity(plan: StudyPlan, plans: dict[str, StudyPlan], first_study_of: dict[str, str]) -> None:
+    """Refuse a study with an invalid UID, two patients, or a SOP Instance UID of another study."""
+    if not is_valid_uid(plan.study_instance_uid):
+        plan.refuse(INVALID_UID, f"StudyInstanceUID {shown(plan.study_instance_uid)} is not a DICOM UID")
+    for inst in plan.images + [r.instance for r in plan.failed if r.instance is not None]:
+        for name, value in (("SeriesInstanceUID", inst.series_instance_uid),
+                            ("SOPInstanceUID", inst.sop_instance_uid)):
+            if not is_valid_uid(value):
+                plan.refuse(INVALID_UID, f"{name} {shown(value)} of a view is not a DICOM UID")
+    if len(plan.patient_keys) > 1:
+        plan.refuse(UID_COLLISION, f"StudyInstanceUID is used by {len(plan.patient_keys)} patients "
+                                   "(PatientID/IssuerOfPatientID differ between its instances)")
+    for row in plan.duplicates:
+        assert row.instance is not None
+        other = first_study_of.get(row.instance.sop_instance_uid)
+        if other is not None and other != plan.study_instance_uid:
+            message = f"SOPInstanceUID {shown(row.instance.sop_instance_uid)} is in two studies"
+            plan.refuse(UID_COLLISION, message)
+            plans[other].refuse(UID_COLLISION, message)
+
+
+def on_or_after(study_date: str, since: date) -> bool:
     """StudyDate (YYYYMMDD) >= since; a study without a readable date is kept (never lost)."""
     try:
         return date(int(study_date[0:4]), int(study_date[4:6]), int(study_date[6:8])) >= since

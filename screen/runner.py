@@ -24,6 +24,7 @@ from dicom_io.pixels import PixelPolicy, Radiograph
 from dicom_io.scan import DecodeTask, decode_one, scan_archive
 from dicom_io.sr import AlgorithmInfo
 from dicom_io.workers import Outcome, run_tasks
+from ensembles.checkpoint import read_member_spec
 from ensembles.op_levels import finding_level
 from ensembles.operating_point import OperatingPoint
 from ensembles.types import MemberOutput
@@ -33,8 +34,10 @@ from screen.ledger import Ledger, OutputLock, now_iso
 from screen.members import LoadedMember, load_members, member_version, model_key
 from screen.operating_points import load_points, op_id
 from screen.outputs import patient_id_value, study_columns, write_findings_csv, write_run_json, write_studies_csv
-from screen.plan import FAILED_STUDY, SCREENED, SKIPPED, StudyPlan, plan_studies
+from screen.plan import FAILED_STUDY, OUT_OF_SCOPE, SCREENED, SKIPPED, StudyPlan, plan_studies
 from screen.scan import write_scan_csv
+from screen.scope import scope_key
+from screen.triage import Triage, triage
 from screen.study import box_levels, finding_rows, member_columns, to_pixels, write_study_sr
 
 log = logging.getLogger("screen.run")
@@ -53,6 +56,8 @@ class RunOptions:
     force: bool = False
     operating_point: Path | None = None
     send_to: str | None = None
+    rescreen_since: date | None = None
+    allow_demo: bool = False
 
 
 @dataclass
@@ -67,10 +72,14 @@ class RunSummary:
     timings: dict[str, float] = field(default_factory=dict)
     would_screen: list[str] = field(default_factory=list)
     sent: dict[str, int] = field(default_factory=dict)
+    needs_attention: list[tuple[str, str]] = field(default_factory=list)  # (study, reason)
+    collisions: list[str] = field(default_factory=list)  # studies found colliding tonight
+    intended_use: str = "clinical"
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.counts.get(FAILED_STUDY, 0) or self.sent.get("failed", 0) else 0
+        failed = self.counts.get(FAILED_STUDY, 0) or self.sent.get("failed", 0) or self.needs_attention
+        return 1 if failed else 0
 
 
 @dataclass
@@ -130,20 +139,44 @@ def run_screen(
     points = load_points(point_file)
     for point in points:
         point.check_members([m.name for m in site.members])
+    uses = member_intended_uses(site)
     if options.send_to:
         from dicom_io.send import parse_destination
 
         parse_destination(options.send_to)  # a bad destination is a usage error before any work
+        demo = sorted(name for name, use in uses.items() if use == "demo")
+        if demo and not options.allow_demo:
+            raise ConfigError(
+                f"--send-to would send results of demo members ({', '.join(demo)}: intended_use \"demo\" "
+                "in member.json) to a PACS: they are phantom-trained and mean nothing on patients. Use "
+                "members declared fit for patients (screen models import --intended-use clinical), or "
+                "pass --allow-demo to send demo results knowingly (e.g. to a test PACS)"
+            )
     if options.dry_run:
         return _dry_run(archive, out_dir, site, points, options)
     lock = OutputLock(out_dir)
     lock.acquire()  # before anything slow, so a second run is refused at once
     try:
-        return _run_locked(archive, out_dir, site, points, options, progress, started)
+        return _run_locked(archive, out_dir, site, points, options, progress, started, uses)
     finally:
         lock.release()
 
 
+def member_intended_uses(site: SiteConfig) -> dict[str, str]:
+    """Each member's declared intended use (``member.json``; read without loading a model)."""
+    return {m.name: read_member_spec(m.checkpoint).intended_use for m in site.members}
+
+
+def least_fit_use(uses: dict[str, str]) -> str:
+    """The run's intended use: its least fit member's (demo < research < clinical)."""
+    order = ("demo", "research", "clinical")
+    return min(uses.values(), key=order.index) if uses else "research"
+
+
+def _triage(plans: list[StudyPlan], ledger: Ledger, site: SiteConfig, key: str, options: RunOptions) -> Triage:
+    return triage(plans, ledger, key=key, scope=site.scope, scope_mark=scope_key(site.scope),
+                  force=options.force, rescreen_since=options.rescreen_since,
+                  max_attempts=site.run.max_attempts, limit=options.limit)
 
 
 def _dry_run(archive: Path, out_dir: Path, site: SiteConfig, points: list[OperatingPoint],
@@ -151,26 +184,32 @@ def _dry_run(archive: Path, out_dir: Path, site: SiteConfig, points: list[Operat
     """Scan and select, compare with the ledger, write nothing."""
     summary = RunSummary(new_run_id(), out_dir)
     key = model_key(site, op_id(points[0]))
-    scan = scan_archive(archive, rules=site.selection, workers=options.workers or site.run.workers)
     ledger = Ledger(out_dir, read_only=True)
-    todo = _to_screen(plan_studies(scan, since=options.since), ledger, key, options)
-    ledger.close()
-    summary.would_screen = [p.study_instance_uid for p in todo]
-    summary.counts["would-screen"] = len(todo)
+    try:
+        scan = scan_archive(archive, rules=site.selection, workers=options.workers or site.run.workers)
+        fate = _triage(plan_studies(scan, rules=site.selection, since=options.since), ledger, site, key, options)
+        summary.needs_attention = ledger.needs_attention(site.run.max_attempts)
+    finally:
+        ledger.close()
+    summary.would_screen = [p.study_instance_uid for p in fate.todo]
+    summary.counts["would-screen"] = len(fate.todo)
     return summary
 
 
 def _run_locked(archive: Path, out_dir: Path, site: SiteConfig, points: list[OperatingPoint], options: RunOptions,
-                progress: Callable[[Iterator[Any], str, int], Any] | None, started: float) -> RunSummary:
-    summary = RunSummary(new_run_id(), out_dir)
+                progress: Callable[[Iterator[Any], str, int], Any] | None, started: float,
+                uses: dict[str, str]) -> RunSummary:
+    summary = RunSummary(new_run_id(), out_dir, intended_use=least_fit_use(uses))
     clock = _Clock()
     key = model_key(site, op_id(points[0]))
     workers = options.workers or site.run.workers
-    with clock.timed("scan"):
-        scan = scan_archive(archive, rules=site.selection, workers=workers, progress=progress or _quiet)
-    plans = plan_studies(scan, since=options.since)
-    ledger = Ledger(out_dir)
+    ledger = Ledger(out_dir)  # refuses a missing (beside results) or corrupt ledger before any change
     try:
+        if ledger.backup is not None:
+            log.info("migrated the ledger to this version; the previous one is kept as %s", ledger.backup.name)
+        with clock.timed("scan"):
+            scan = scan_archive(archive, rules=site.selection, workers=workers, progress=progress or _quiet)
+        plans = plan_studies(scan, rules=site.selection, since=options.since)
         sr_dir = out_dir / "sr"
         removed = ledger.sweep_orphans(sr_dir)
         if removed:
@@ -178,27 +217,30 @@ def _run_locked(archive: Path, out_dir: Path, site: SiteConfig, points: list[Ope
         write_scan_csv(scan, out_dir / "scan.csv")
         ledger.start_run(summary.run_id, str(archive), key, op_id(points[0]))
         batch_size = options.batch_size or site.run.batch_size
-        todo = _to_screen(plans, ledger, key, options)
-        context = _RunContext(site, options, points, key, summary, ledger, out_dir, sr_dir, clock, batch_size)
-        chosen = {p.study_instance_uid for p in todo}
-        for plan in plans:
-            if plan.study_instance_uid in chosen:
-                continue
-            if plan.images or plan.failed:
-                summary.counts["already-screened"] += 1
-            else:
-                context.record_unscreenable(plan)
-        context.screen(todo, workers, progress)
+        fate = _triage(plans, ledger, site, key, options)
+        context = _RunContext(site, options, points, key, summary, ledger, out_dir, sr_dir, clock, batch_size,
+                              reuse_sr=fate.reuse_sr)
+        summary.counts["already-screened"] += fate.done
+        summary.collisions = fate.collisions
+        for plan in fate.unscreenable:
+            context.record_unscreenable(plan)
+        for plan, reason in fate.out_of_scope:
+            context.record_out_of_scope(plan, reason)
+        for plan in fate.refused:
+            context.record_failed(plan, plan.failure_reason())
+        context.screen(fate.todo, workers, progress)
         if options.send_to:
             with clock.timed("send"):
-                summary.sent = _send(ledger, options.send_to)
+                summary.sent = _send(ledger, options.send_to, allow_demo=options.allow_demo)
+        summary.needs_attention = ledger.needs_attention(site.run.max_attempts)
         _write_views(context)
         summary.timings = {k: round(v, 3) for k, v in clock.seconds.items()}
         summary.timings["wall"] = round(time.perf_counter() - started, 3)
         ledger.finish_run(summary.run_id, "failed" if summary.exit_code else "ok", summary_dict(summary))
         write_run_json(out_dir / "run.json", summary_dict(summary) | {
             "archive": str(archive), "model_key": key, "operating_point_id": op_id(points[0]),
-            "members": {m.name: member_version(m) for m in site.members}, "finished_at": now_iso(),
+            "members": {m.name: member_version(m) for m in site.members}, "member_intended_use": uses,
+            "finished_at": now_iso(),
         })
     finally:
         ledger.close()
@@ -207,22 +249,6 @@ def _run_locked(archive: Path, out_dir: Path, site: SiteConfig, points: list[Ope
 
 def _quiet(iterable: Iterator[Any], description: str, total: int) -> Iterator[Any]:
     return iterable
-
-
-def _to_screen(plans: list[StudyPlan], ledger: Ledger, key: str, options: RunOptions) -> list[StudyPlan]:
-    """Studies with something to screen that the ledger does not have done (all with --force)."""
-    todo = []
-    for plan in plans:
-        if not plan.images and not plan.failed:
-            continue
-        state = ledger.study_state(plan.study_instance_uid)
-        done = (state is not None and state.status == SCREENED and state.content_hash == plan.content_hash()
-                and state.model_key == key)
-        if options.force or not done:
-            todo.append(plan)
-    if options.limit is not None:
-        todo = todo[: options.limit]
-    return todo
 
 
 @dataclass
@@ -239,6 +265,7 @@ class _RunContext:
     batch_size: int
     sr_series_uid: str = field(default_factory=generate_uid)
     loaded: list[LoadedMember] | None = None
+    reuse_sr: dict[str, str] = field(default_factory=dict)  # study -> SR SOP UID to write again
 
     @property
     def members(self) -> list[LoadedMember]:
@@ -258,6 +285,7 @@ class _RunContext:
             "status": status, "reason": reason, "n_images": len(plan.images),
             "model_version": self.key, "operating_point_id": op_id(self.points[0]),
             "run_id": self.summary.run_id, "screened_at": now_iso(),
+            "intended_use": self.summary.intended_use, "content_hash": plan.content_hash(),
         }
         patient = patient_id_value(first.patient_id, self.site.output.patient_id, self.ledger.salt())
         if patient is not None:
@@ -266,16 +294,31 @@ class _RunContext:
             row["accession_number"] = first.accession_number
         return row
 
+    def _identity(self, plan: StudyPlan) -> dict[str, Any]:
+        """The study's patient (hashed) and instances, remembered for later nights' collisions;
+        nothing for a study that is one already (its earlier record stays the reference)."""
+        keys = plan.patient_keys
+        if plan.problem is not None or len(keys) != 1:
+            return {}
+        sops = [inst.sop_instance_uid for inst in plan.images + [r.instance for r in plan.failed if r.instance]]
+        return {"patient_key": self.ledger.patient_key(next(iter(keys))), "instances": sops}
+
     def record_unscreenable(self, plan: StudyPlan) -> None:
         row = self.base_row(plan, SKIPPED, plan.skip_reason())
         self.ledger.record_study(row=row, content_hash=plan.content_hash(), model_key=self.key,
-                                 run_id=self.summary.run_id)
+                                 run_id=self.summary.run_id, **self._identity(plan))
         self.summary.counts[SKIPPED] += 1
+
+    def record_out_of_scope(self, plan: StudyPlan, reason: str) -> None:
+        row = self.base_row(plan, OUT_OF_SCOPE, reason)
+        self.ledger.record_study(row=row, content_hash=plan.content_hash(), model_key=scope_key(self.site.scope),
+                                 run_id=self.summary.run_id, keep_sr=True, **self._identity(plan))
+        self.summary.counts[OUT_OF_SCOPE] += 1
 
     def record_failed(self, plan: StudyPlan, reason: str) -> None:
         row = self.base_row(plan, FAILED_STUDY, reason)
         self.ledger.record_study(row=row, content_hash=plan.content_hash(), model_key=self.key,
-                                 run_id=self.summary.run_id)
+                                 run_id=self.summary.run_id, keep_sr=True, **self._identity(plan))
         self.summary.counts[FAILED_STUDY] += 1
         log.warning("study %s failed: %s", plan.study_instance_uid, reason)
 
@@ -360,14 +403,15 @@ class _RunContext:
         sr_path = sr_uid = None
         supersedes = None
         if self.site.output.write_sr:
-            old = self.ledger.sr_datasets_of(plan.study_instance_uid) if previous is not None else []
+            reuse = self.reuse_sr.get(plan.study_instance_uid)  # its SR file was lost: the same SR again
+            old = self.ledger.sr_datasets_of(plan.study_instance_uid, excluding=reuse) if previous is not None else []
             sr_path, sr_uid = write_study_sr(
                 images=plan.images, decision=decision, placed=placed, algorithm=self._algorithm(),
                 sr_dir=self.sr_dir, out_dir=self.out_dir, series_instance_uid=self.sr_series_uid,
                 series_number=self.site.output.sr_series_number, supersedes=old[-1:],
-                institution_name=self.site.output.institution_name,
+                institution_name=self.site.output.institution_name, sop_instance_uid=reuse,
             )
-            supersedes = previous.sr_sop_instance_uid if previous is not None else None
+            supersedes = previous.sr_sop_instance_uid if previous is not None and reuse is None else None
         row = self.base_row(plan, SCREENED)
         row.update({
             "decision": "positive" if decision.positive else "negative",
@@ -380,6 +424,7 @@ class _RunContext:
             row=row, content_hash=plan.content_hash(), model_key=self.key, run_id=self.summary.run_id,
             findings=finding_rows(plan.study_instance_uid, placed, self.summary.run_id),
             sr_path=sr_path, sr_sop_instance_uid=sr_uid, supersedes=supersedes,
+            intended_use=self.summary.intended_use, **self._identity(plan),
         )
         self.summary.counts[SCREENED] += 1
         self.summary.positives += int(decision.positive)
@@ -391,6 +436,7 @@ class _RunContext:
         return AlgorithmInfo(
             name="fracture-screen", version=screen.__version__, operating_point_id=op_id(point),
             members=tuple((m.name, m.version) for m in self.members), parameters=parameters,
+            intended_use=self.summary.intended_use,
         )
 
 
@@ -401,12 +447,13 @@ def _sop_of(plan: StudyPlan, path: Path) -> str:
     raise KeyError(path)
 
 
-def _send(ledger: Ledger, destination: str) -> dict[str, int]:
-    """C-STORE every SR of this folder not yet stored at ``destination``; record each result."""
+def _send(ledger: Ledger, destination: str, *, allow_demo: bool = False) -> dict[str, int]:
+    """C-STORE every SR of this folder not yet stored at ``destination`` (demo members' SRs
+    only with ``allow_demo``); record each result."""
     from dicom_io.send import parse_destination, send_files
 
     target = parse_destination(destination)
-    unsent = ledger.unsent_srs(destination)
+    unsent = ledger.unsent_srs(destination, allow_demo=allow_demo)
     if not unsent:
         return {"sent": 0, "failed": 0}
     results = send_files([path for _, path in unsent], target)
@@ -431,15 +478,17 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
     return {
         "run_id": summary.run_id, "counts": dict(summary.counts), "positives": summary.positives,
         "images": summary.images, "timings_s": summary.timings, "sent": summary.sent,
-        "exit_code": summary.exit_code,
+        "exit_code": summary.exit_code, "intended_use": summary.intended_use,
+        "needs_attention": [{"study_instance_uid": uid, "reason": reason} for uid, reason in summary.needs_attention],
+        "collisions": summary.collisions,
     }
 
 
-def parse_since(value: str) -> date:
-    """``--since`` as YYYY-MM-DD or YYYYMMDD."""
+def parse_since(value: str, option: str = "--since") -> date:
+    """``--since`` (or ``option``) as YYYY-MM-DD or YYYYMMDD."""
     for fmt in ("%Y-%m-%d", "%Y%m%d"):
         try:
             return datetime.strptime(value, fmt).date()
         except ValueError:
             continue
-    raise ConfigError(f"--since {value!r} is not a date; use YYYY-MM-DD (e.g. 2026-11-26)")
+    raise ConfigError(f"{option} {value!r} is not a date; use YYYY-MM-DD (e.g. 2026-11-26)")

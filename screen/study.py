@@ -17,6 +17,7 @@ import pydicom
 from dicom_io.geometry import ResizeSpec
 from dicom_io.index import Instance
 from dicom_io.sr import AlgorithmInfo, SRFinding, build_screening_sr, write_sr
+from dicom_io.uids import is_valid_uid, shown
 from ensembles.fusion import Finding, StudyDecision
 from ensembles.operating_point import OperatingPoint
 from ensembles.types import MemberOutput
@@ -113,8 +114,14 @@ def write_study_sr(
     series_number: int,
     supersedes: Sequence[Path],
     institution_name: str | None,
+    sop_instance_uid: str | None = None,
 ) -> tuple[str, str]:
-    """Build and atomically write the study's SR; returns (path relative to out_dir, SOP UID)."""
+    """Build and atomically write the study's SR; returns (path relative to out_dir, SOP UID).
+
+    The path is built from the study's and the SR's UIDs only: the planner has checked that
+    the study's is a DICOM UID (``invalid-uid`` otherwise), and the SR's is made here or is one
+    this folder made (``sop_instance_uid``: an SR written again after its file was lost).
+    """
     sources = [pydicom.dcmread(inst.path, stop_before_pixels=True) for inst in images]
     previous = [pydicom.dcmread(p) for p in supersedes if p.is_file()]
     findings = [
@@ -126,8 +133,11 @@ def write_study_sr(
         sources, findings, positive=decision.positive, score=decision.score, algorithm=algorithm,
         series_instance_uid=series_instance_uid, series_number=series_number,
         instance_number=len(previous) + 1, supersedes=previous, institution_name=institution_name,
+        sop_instance_uid=sop_instance_uid,
     )
-    study_uid = str(ds.StudyInstanceUID)
-    path = sr_dir / study_uid / f"{ds.SOPInstanceUID}.dcm"
+    study_uid, sop_uid = str(ds.StudyInstanceUID), str(ds.SOPInstanceUID)
+    if not (is_valid_uid(study_uid) and is_valid_uid(sop_uid)):  # never a path from anything else
+        raise ValueError(f"refusing to name an SR file after {shown(study_uid)}/{shown(sop_uid)}: not DICOM UIDs")
+    path = sr_dir / study_uid / f"{sop_uid}.dcm"
     write_sr(ds, path)
     return path.relative_to(out_dir).as_posix(), str(ds.SOPInstanceUID)

@@ -42,6 +42,14 @@ def _split_list(value: str | None) -> tuple[str, ...]:
                    "thinned (the report says when); raise it for an exact search on big sets.")
 @click.option("--weight-step", type=float, default=0.1, show_default=True,
               help="Grid step of the weighted-mean weights on the simplex.")
+@click.option("--guard", type=click.Choice(["oof", "lower-ci", "none"]), default="oof",
+              show_default=True,
+              help="What the decision point must meet beyond its in-sample sensitivity: oof "
+                   "(the target out of fold), lower-ci (the exact 95 % lower bound of in-sample "
+                   "sensitivity), or none (in sample only; the report says it is unguarded).")
+@click.option("--allow-small", is_flag=True,
+              help="Tune even when the set has too few fracture studies to show the target "
+                   "(op.json and the report record it).")
 @click.option("--members", default=None, metavar="A,B",
               help="Members to tune, comma-separated (default: every score: column).")
 @click.option("--split", default=None, help="Tune only on rows with this split value.")
@@ -49,16 +57,18 @@ def _split_list(value: str | None) -> tuple[str, ...]:
               help="Folder for report.md, roc.png, pr.png (default: <OUT stem>-report).")
 def tune_cmd(predictions: Path, target_recall: float, out: Path, objective: str, rules: str,
              dual: bool, target_specificity: float, folds: int, n_bootstrap: int, seed: int,
-             max_combinations: int, weight_step: float, members: str | None,
-             split: str | None, report_dir: Path | None) -> None:
+             max_combinations: int, weight_step: float, guard: str, allow_small: bool,
+             members: str | None, split: str | None, report_dir: Path | None) -> None:
     """Choose member thresholds and the vote rule for a target recall from PREDICTIONS
     (the predictions.csv of screen eval); write the operating point and a report."""
     from screen.tune import TuneSettings, run_tune
+    from screen.tune_report import guard_note, small_note
 
     settings = TuneSettings(
         target_recall=target_recall, objective=objective, rules=_split_list(rules), dual=dual,
         target_specificity=target_specificity, folds=folds, n_bootstrap=n_bootstrap, seed=seed,
-        max_combinations=max_combinations, weight_step=weight_step,
+        max_combinations=max_combinations, weight_step=weight_step, guard=guard,
+        allow_small=allow_small,
     )
     result, written = run_tune(predictions, out, settings, report_dir=report_dir, split=split,
                                members=_split_list(members) or None)
@@ -66,6 +76,8 @@ def tune_cmd(predictions: Path, target_recall: float, out: Path, objective: str,
         op = point.operating_point
         click.echo(f"{point.level}: {op.vote.label}; "
                    + ", ".join(f"{m} >= {t:.4g}" for m, t in op.thresholds.items()))
+        click.echo("  " + guard_note(point.guard, point.in_sample, point.out_of_fold,
+                                     settings.target_recall))
         for name, source in (("in sample", point.in_sample), ("out of fold", point.out_of_fold)):
             if source is None:
                 continue
@@ -74,5 +86,8 @@ def tune_cmd(predictions: Path, target_recall: float, out: Path, objective: str,
                 for key in ("sensitivity", "specificity", "ppv", "npv", "f1")
             )
             click.echo(f"  {name}: {figures}")
+    small = small_note(result.decision_point.guard, settings.target_recall)
+    if small:
+        click.echo(f"warning: small set: {small}")
     click.echo(f"wrote {written[0]}")
     click.echo(f"report: {written[1].parent}")

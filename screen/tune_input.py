@@ -1,4 +1,5 @@
-"""Reading the per-study predictions file that ``screen eval`` writes and ``screen tune`` reads.
+"""What ``screen tune`` reads: the per-study predictions file ``screen eval`` writes, and the
+settings (:class:`TuneSettings`, one field per CLI option).
 
 ``predictions.csv``: one row per study; columns ``study_instance_uid``, ``label``
 (``fracture`` | ``normal``), ``n_images``, one ``score:<member>`` per member (the member's study
@@ -21,10 +22,19 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from screen.errors import ScreenError
+from ensembles.operating_point import GUARDS
+from screen.errors import ConfigError, ScreenError
+from screen.tune_search import OBJECTIVES, RULE_FAMILIES
 
-__all__ = ["LABELS", "SCORE_PREFIX", "Predictions", "TuneError", "read_predictions"]
+__all__ = [
+    "GUARDS", "HIGH_SENSITIVITY", "HIGH_SPECIFICITY", "LABELS", "MIN_BOOTSTRAP", "REPORTED",
+    "SCORE_PREFIX", "Predictions", "TuneError", "TuneSettings", "read_predictions",
+]
 
+HIGH_SENSITIVITY, HIGH_SPECIFICITY = "high-sensitivity", "high-specificity"
+#: Figures reported (with intervals) at every point.
+REPORTED: tuple[str, ...] = ("sensitivity", "specificity", "ppv", "npv", "f1")
+MIN_BOOTSTRAP = 2000
 SCORE_PREFIX = "score:"
 #: Label values: ``fracture`` is the positive class.
 LABELS = ("fracture", "normal")
@@ -34,6 +44,81 @@ _REQUIRED = ("study_instance_uid", "label", "n_images")
 class TuneError(ScreenError):
     """``screen tune`` cannot produce an honest operating point; the message says why and what
     to do."""
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """What ``screen tune`` aims for (each field is a CLI option of the same name).
+
+    Attributes:
+        target_recall: study-level sensitivity the decision point must reach, in (0, 1].
+        objective: what to maximise under it: precision, specificity, f1 or youden.
+        rules: rule families to search: any, k-of-n, weighted-mean.
+        dual: also choose a high-specificity point.
+        target_specificity: specificity the high-specificity point must reach (``dual``).
+        folds: stratified folds of the out-of-fold estimate (0 skips it).
+        n_bootstrap: bootstrap resamples of the F1 interval (>= 2,000).
+        seed: seed of the folds and the bootstrap.
+        weight_step: simplex grid step of weighted-mean weights.
+        max_combinations: cap on enumerated threshold combinations (see tune_search).
+        guard: what the decision point must meet beyond its in-sample sensitivity: ``oof``,
+            ``lower-ci`` or ``none`` (see the module docstring).
+        allow_small: tune a set with too few fracture studies to show the target anyway.
+    """
+
+    target_recall: float = 0.9
+    objective: str = "precision"
+    rules: tuple[str, ...] = RULE_FAMILIES
+    dual: bool = False
+    target_specificity: float = 0.9
+    folds: int = 5
+    n_bootstrap: int = MIN_BOOTSTRAP
+    seed: int = 0
+    weight_step: float = 0.1
+    max_combinations: int = 50_000
+    guard: str = "oof"
+    allow_small: bool = False
+
+    def __post_init__(self) -> None:
+        t = self.target_recall
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 1:
+            raise ConfigError(f"--target-recall must be in (0, 1], e.g. 0.90; got {t!r}")
+        s = self.target_specificity
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s <= 1:
+            raise ConfigError(f"--target-specificity must be in (0, 1], e.g. 0.90; got {s!r}")
+        choices = OBJECTIVES[:4]
+        if self.objective not in choices:
+            raise ConfigError(
+                f"--objective {self.objective!r} is unknown; choose one of {', '.join(choices)}"
+            )
+        rules = tuple(self.rules)
+        bad = [r for r in rules if r not in RULE_FAMILIES]
+        if bad or not rules:
+            raise ConfigError(f"--rules {','.join(rules)!r} is invalid; give a comma-separated "
+                              f"subset of {','.join(RULE_FAMILIES)}")
+        object.__setattr__(self, "rules", rules)
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds == 1 \
+                or self.folds < 0:
+            raise ConfigError(f"--folds must be 0 (skip the out-of-fold estimate) or >= 2, "
+                              f"got {self.folds!r}")
+        if not isinstance(self.n_bootstrap, int) or self.n_bootstrap < MIN_BOOTSTRAP:
+            raise ConfigError(f"--bootstrap must be at least {MIN_BOOTSTRAP} resamples, "
+                              f"got {self.n_bootstrap!r}")
+        if self.max_combinations < 1:
+            raise ConfigError(f"--max-combinations must be >= 1, got {self.max_combinations!r}")
+        parts = round(1.0 / self.weight_step) if self.weight_step > 0 else 0
+        if parts < 1 or parts > 100 or not math.isclose(parts * self.weight_step, 1.0):
+            raise ConfigError(f"--weight-step must divide 1 into at most 100 steps (e.g. 0.1, "
+                              f"0.25), got {self.weight_step!r}")
+        if self.guard not in GUARDS:
+            raise ConfigError(f"--guard {self.guard!r} is unknown; choose one of "
+                              f"{', '.join(GUARDS)}")
+        if not isinstance(self.allow_small, bool):
+            raise ConfigError(f"--allow-small is a flag (true or false), got {self.allow_small!r}")
+        if self.guard == "oof" and not self.folds:
+            raise ConfigError("--guard oof needs the out-of-fold estimate, but --folds is 0; "
+                              "give --folds >= 2 (default 5), or choose --guard lower-ci or "
+                              "--guard none")
 
 
 @dataclass(frozen=True)

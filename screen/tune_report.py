@@ -1,11 +1,14 @@
-"""The report of ``screen tune``: a markdown table in the paper's form and ROC/PR plots.
+"""The report of ``screen tune``: a markdown table in the paper's form, ROC/PR plots, and the
+provenance the operating point file carries.
 
 Writes into one folder:
 
-- ``report.md``: per member (alone, at its own best threshold for the same target) and for
-  each fused point (in sample and out of fold), model | config | accuracy | precision |
-  recall | F1 in percent with one decimal, as the paper tabulates them; then each point's
-  sensitivity, specificity, PPV, NPV and F1 with 95 % bootstrap intervals; then AUCs.
+- ``report.md``: how the point was guarded (``--guard``), its rule's free parameters, and
+  whether the set was too small to show the target; per member (alone, at its own best
+  threshold for the same target) and for each fused point (in sample and out of fold),
+  model | config | accuracy | precision | recall | F1 in percent with one decimal, as the
+  paper tabulates them; then each point's sensitivity, specificity, PPV and NPV with exact
+  (Clopper-Pearson) 95 % intervals and F1 with a bootstrap interval; then AUCs.
 - ``roc.png`` and ``pr.png``: one curve per member and one per fused point (the fused score of
   :func:`ensembles.fusion.decide_study`: k-th largest threshold-centred score, or the weighted
   mean), the chosen points marked.
@@ -14,20 +17,42 @@ Writes into one folder:
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from dicom_io.atomic import atomic_write_bytes, atomic_write_text
 from ensembles.fusion import VoteRule
-from screen.tune import REPORTED, TunedPoint, TuneResult
+from ensembles.operating_point import Estimate, OperatingPoint, OutOfFold, Provenance, TuneGuard
+from screen import __version__
+from screen.tune_input import HIGH_SENSITIVITY, REPORTED, Predictions, TuneSettings
 from screen.tune_search import Choice, fused_scores
-from train.metrics import Confusion, confusion, pr_curve, roc_curve_points
+from train.metrics import Confusion, Interval, confusion, pr_curve, roc_curve_points
 
-__all__ = ["PAPER_COLUMNS", "describe_rule", "paper_rows", "write_report"]
+if TYPE_CHECKING:
+    from screen.tune import TunedPoint, TuneResult
 
+__all__ = [
+    "PAPER_COLUMNS", "describe_rule", "guard_note", "operating_point_for", "paper_rows",
+    "small_note", "write_report",
+]
+
+#: What each guard promises, for the report.
+_GUARDS = {
+    "oof": "Guard `oof`: the way the decision point was chosen reached the target sensitivity "
+           "out of fold (chosen on k-1 folds, measured on the held-out one); those figures also "
+           "chose it, so confirm on a held-out test split",
+    "lower-ci": "Guard `lower-ci`: the exact 95 % lower bound of the decision point's in-sample "
+                "sensitivity reaches the target",
+    "none": "**Unguarded** (`--guard none`): the decision point was chosen on its in-sample "
+            "sensitivity only, which over-states what it finds on new studies; compare the out-"
+            "of-fold rows",
+}
 #: Columns of the paper's results table.
 PAPER_COLUMNS = ("Model", "Config", "Accuracy", "Precision", "Recall", "F1")
 _LABELS = {"sensitivity": "Sensitivity", "specificity": "Specificity", "ppv": "PPV",
@@ -45,6 +70,92 @@ def describe_rule(rule: VoteRule, thresholds: dict[str, float]) -> str:
         return f"weighted-mean ({weights}) >= {float(rule.threshold or 0):.4g}"
     cuts = ", ".join(f"{m} >= {t:.4g}" for m, t in thresholds.items())
     return f"{rule.label}; {cuts}"
+
+
+def guard_note(guard: TuneGuard, in_sample: dict[str, Interval],
+               out_of_fold: dict[str, Interval] | None, target: float) -> str:
+    """One sentence on what guarded a point (report, CLI and op.json notes)."""
+    free = f"{guard.free_parameters} free parameters"
+    if guard.fitted_recall is None:
+        return f"chosen on in-sample specificity (the guard covers the decision point); {free}"
+    oof = None if out_of_fold is None else out_of_fold["sensitivity"].value
+    if guard.guard == "oof" and oof is not None:
+        return (f"guard oof: out-of-fold sensitivity {oof:.4f} >= target {target:g}, the rule "
+                f"fitted in sample to sensitivity >= {guard.fitted_recall:.4f}; {free}")
+    sens = in_sample["sensitivity"]
+    if guard.guard == "lower-ci":
+        return (f"guard lower-ci: in-sample sensitivity {sens.value:.4f}, exact 95 % lower "
+                f"bound {sens.low:.4f} >= target {target:g}; {free}")
+    held = "" if oof is None else (f"; out-of-fold sensitivity {oof:.4f}"
+                                   + (" is below the target" if oof < target else ""))
+    return (f"guard none: UNGUARDED, chosen on in-sample sensitivity {sens.value:.4f} "
+            f"only{held}; {free}")
+
+
+def small_note(guard: TuneGuard, target: float) -> str | None:
+    """What ``--allow-small`` let through (after "small set: "), or ``None``."""
+    if not guard.allowed_small:
+        return None
+    needed = ("no number is enough" if guard.positives_needed is None
+              else f"{guard.positives_needed} needed")
+    return (f"{guard.positives} fracture studies, {needed} to show sensitivity >= {target:g} "
+            "with an exact 95 % lower bound; tuned anyway (--allow-small)")
+
+
+def _estimate(interval: Interval, prefix: str = "") -> Estimate | None:
+    if math.isnan(interval.value):
+        return None
+    low = interval.value if math.isnan(interval.low) else min(interval.low, interval.value)
+    high = interval.value if math.isnan(interval.high) else max(interval.high, interval.value)
+    return Estimate(value=interval.value, ci_low=low, ci_high=high, n=interval.n,
+                    method=prefix + interval.method)
+
+
+def _notes(result_exact: bool, predictions: Predictions, settings: TuneSettings,
+           extra: Sequence[str | None]) -> str:
+    parts = [f"{predictions.labels.size} studies ({predictions.positives} fracture, "
+             f"{predictions.negatives} normal)"]
+    if predictions.split is not None:
+        parts.append(f"split {predictions.split!r}")
+    parts.append(f"rules searched: {', '.join(settings.rules)}")
+    parts.append("threshold search exact" if result_exact else
+                 f"threshold search capped at {settings.max_combinations} combinations per rule")
+    empty = predictions.empty_counts()
+    if empty:
+        parts.append("empty scores counted as 0.0: " +
+                     ", ".join(f"{m} {c}" for m, c in empty.items()))
+    parts += [part for part in extra if part]
+    return "; ".join(parts)
+
+
+def operating_point_for(level: str, choice: Choice, in_sample: dict[str, Interval],
+                        oof: dict[str, Interval] | None, predictions: Predictions,
+                        settings: TuneSettings, exact: bool, guard: TuneGuard,
+                        note: str) -> OperatingPoint:
+    """The operating point ``screen run`` reads, with the figures and guard as provenance."""
+    est = {k: _estimate(in_sample[k]) for k in REPORTED}
+    small = small_note(guard, settings.target_recall)
+    out_of_fold = None
+    if oof is not None:
+        prefix = f"{settings.folds}-fold out-of-fold (stratified, seed {settings.seed}), "
+        out_of_fold = OutOfFold(folds=settings.folds,
+                                **{k: _estimate(oof[k], prefix) for k in REPORTED})
+    high_sens = level == HIGH_SENSITIVITY
+    provenance = Provenance(
+        source_sha256=predictions.sha256,
+        tuning_set=None if predictions.source is None else str(predictions.source),
+        target_recall=settings.target_recall if high_sens else None,
+        sensitivity=est["sensitivity"], specificity=est["specificity"],
+        created_by=f"screen tune {__version__}",
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        notes=_notes(exact, predictions, settings,
+                     [note, small and f"small set: {small}"]),
+        objective=settings.objective if high_sens else "sensitivity",
+        target_specificity=None if high_sens else settings.target_specificity,
+        ppv=est["ppv"], npv=est["npv"], f1=est["f1"], out_of_fold=out_of_fold, guard=guard,
+    )
+    return OperatingPoint(thresholds=choice.thresholds, vote=choice.rule, level=level,
+                          provenance=provenance)
 
 
 def _row(model: str, config: str, conf: Confusion) -> list[str]:
@@ -164,7 +275,13 @@ def write_report(result: TuneResult, folder: str | Path) -> list[Path]:
     for point in result.points:
         exact = "exact" if point.search.exact else "capped (see op.json notes)"
         lines.append(f"- {point.level}: operating point `{point.operating_point.id}`, "
-                     f"{point.search.candidates} candidates scored, search {exact}")
+                     f"{point.search.candidates} candidates scored, search {exact}; "
+                     + guard_note(point.guard, point.in_sample, point.out_of_fold,
+                                  settings.target_recall))
+    lines.append("- " + _GUARDS[settings.guard])
+    small = small_note(result.decision_point.guard, settings.target_recall)
+    if small:
+        lines.append(f"- **Small set**: {small}; the figures below cannot show the target")
     empty = preds.empty_counts()
     if empty:
         lines.append("- Empty member scores, counted as 0.0: "
@@ -172,7 +289,10 @@ def write_report(result: TuneResult, folder: str | Path) -> list[Path]:
     lines += ["", "## Results (percent)", ""]
     lines += _table(PAPER_COLUMNS, paper_rows(result))
     for point in result.points:
-        lines += ["", f"## {point.level}: figures with 95 % bootstrap intervals (percent)", ""]
+        lines += ["", f"## {point.level}: figures with 95 % intervals (percent)", "",
+                  "Sensitivity, specificity, PPV and NPV: exact (Clopper-Pearson, two-sided) "
+                  f"intervals; F1: percentile bootstrap over studies ({settings.n_bootstrap} "
+                  "resamples).", ""]
         header = ["Metric", "In sample", "95 % CI"]
         if point.out_of_fold is not None:
             header += ["Out of fold", "95 % CI"]

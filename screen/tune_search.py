@@ -48,14 +48,17 @@ from numpy.typing import NDArray
 from ensembles.fusion import VoteRule, threshold_centred
 
 __all__ = [
-    "OBJECTIVES", "RULE_FAMILIES", "Choice", "SearchResult", "decide", "fused_scores",
-    "max_fp_for", "min_tp_for", "search", "weight_grid",
+    "LEVEL", "OBJECTIVES", "RULE_FAMILIES", "Choice", "SearchResult", "decide", "exact_interval",
+    "free_parameters", "fused_scores", "max_fp_for", "min_tp_for", "min_tp_shown",
+    "objective_value", "positives_needed", "search", "weight_grid",
 ]
 
 #: What a search can maximise; ``sensitivity`` is used for the high-specificity point.
 OBJECTIVES: tuple[str, ...] = ("precision", "specificity", "f1", "youden", "sensitivity")
 #: Rule families ``screen tune --rules`` accepts.
 RULE_FAMILIES: tuple[str, ...] = ("any", "k-of-n", "weighted-mean")
+#: Confidence level of the exact intervals, and of what a set of fracture studies can show.
+LEVEL = 0.95
 _CELLS = 4_000_000  # elements per vectorised batch (bounds memory, ~30 MB)
 
 #: Rebuilds (rule, thresholds) from the (row, column) of a batch's best point.
@@ -111,10 +114,91 @@ def min_tp_for(target_recall: float, positives: int) -> int:
     return tp
 
 
+def exact_interval(successes: int, trials: int, level: float = LEVEL) -> tuple[float, float]:
+    """Two-sided Clopper-Pearson interval of ``successes / trials`` (``nan`` without trials).
+
+    Exact: each tail holds at most ``(1 - level) / 2`` at every sample size, so a sensitivity
+    of 13/13 gets [0.7529, 1] where a percentile bootstrap says [1, 1] (no resample of 13
+    found fractures finds fewer).
+    """
+    if trials <= 0:
+        return math.nan, math.nan
+    from scipy.stats import beta  # here, not at import: the CLI starts without scipy.stats
+
+    tail = (1.0 - level) / 2.0
+    low = 0.0 if successes <= 0 else float(beta.ppf(tail, successes, trials - successes + 1))
+    high = 1.0 if successes >= trials else float(
+        beta.ppf(1.0 - tail, successes + 1, trials - successes))
+    return low, high
+
+
+def positives_needed(target: float, level: float = LEVEL) -> int | None:
+    """The fewest fracture studies ``n`` whose best case, ``n/n`` found, has a two-sided exact
+    ``level`` lower bound >= ``target``; ``None`` for a target of 1 (no ``n`` is enough).
+
+    That bound is ``((1 - level) / 2) ** (1 / n)`` (one-sided 97.5 % at level 0.95): 36 for a
+    target of 0.90, 72 for 0.95. The closed form's guess is checked against
+    :func:`exact_interval` itself, so the count agrees with the bound the report prints.
+    """
+    if target >= 1.0:
+        return None
+    tail = (1.0 - level) / 2.0
+    n = max(1, math.ceil(math.log(tail) / math.log(target)))
+    while n > 1 and exact_interval(n - 1, n - 1, level)[0] >= target:
+        n -= 1
+    while exact_interval(n, n, level)[0] < target:
+        n += 1
+    return n
+
+
+def min_tp_shown(target: float, positives: int, level: float = LEVEL) -> int | None:
+    """Fewest true positives of ``positives`` whose exact lower bound is >= ``target``
+    (``None`` when even ``positives / positives`` falls short)."""
+    for tp in range(min_tp_for(target, positives), positives + 1):
+        if exact_interval(tp, positives, level)[0] >= target:
+            return tp
+    return None
+
+
 def max_fp_for(target_specificity: float, negatives: int) -> int:
     """Most false positives with ``(negatives - fp) / negatives >= target_specificity``."""
     tn = min_tp_for(target_specificity, negatives)
     return negatives - tn
+
+
+def free_parameters(rule: VoteRule, n_members: int) -> int:
+    """Free parameters the search fitted for ``rule`` over ``n_members`` members.
+
+    Counted on the rule as ``op.json`` writes it, every value the search chose counting once:
+
+    - ``any``: one threshold per member, ``n`` (a member switched off at 1.0 still counts:
+      switching it off was a choice);
+    - ``k-of-n``: the ``n`` thresholds and ``k``, ``n + 1``;
+    - ``weighted-mean``: ``n - 1`` weights (they sum to 1, so the last is not free) and the
+      rule's threshold, ``n`` (its per-member thresholds only label votes, they decide
+      nothing).
+
+    Choosing between rule families and, with ``--guard oof``, the in-sample sensitivity a rule
+    is fitted to are choices of the procedure, not parameters of the rule, and are not counted.
+    """
+    if rule.rule == "k-of-n":
+        return n_members + 1
+    return n_members
+
+
+def objective_value(objective: str, tp: NDArray[np.int64], fp: NDArray[np.int64],
+                    positives: int, negatives: int) -> NDArray[np.float64]:
+    """The search's objective at TP/FP counts (higher is better; see the module docstring)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if objective == "precision":
+            return np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        if objective == "f1":
+            return np.asarray(2 * tp / (tp + fp + positives), dtype=np.float64)
+        if objective == "youden":
+            return np.asarray(tp * negatives - fp * positives, dtype=np.float64)
+        if objective == "specificity":
+            return np.asarray(-fp, dtype=np.float64)
+        return np.asarray(tp, dtype=np.float64)
 
 
 def weight_grid(n_members: int, step: float) -> list[tuple[float, ...]]:
@@ -173,16 +257,7 @@ class _Best:
         self.max_tp, self.min_fp, self.count = 0, negatives, 0
 
     def primary(self, tp: NDArray[np.int64], fp: NDArray[np.int64]) -> NDArray[np.float64]:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if self.objective == "precision":
-                return np.where(tp + fp > 0, tp / (tp + fp), 0.0)
-            if self.objective == "f1":
-                return 2 * tp / (tp + fp + self.p)
-            if self.objective == "youden":
-                return (tp * self.n - fp * self.p).astype(np.float64)
-            if self.objective == "specificity":
-                return (-fp).astype(np.float64)
-            return tp.astype(np.float64)
+        return objective_value(self.objective, tp, fp, self.p, self.n)
 
     def offer(self, tp: NDArray[np.int64], fp: NDArray[np.int64], complexity: int,
               build: Builder) -> None:
@@ -304,6 +379,7 @@ def search(
     min_specificity: float = 0.0,
     weight_step: float = 0.1,
     max_combinations: int = 50_000,
+    ks: Sequence[int] | None = None,
 ) -> SearchResult:
     """Find the best operating point for the constraints (see the module docstring).
 
@@ -317,15 +393,18 @@ def search(
         min_specificity: specificity the point must reach.
         weight_step: simplex grid step of weighted-mean weights.
         max_combinations: cap on enumerated threshold combinations per rule family.
+        ks: vote counts to try (1 is ``any``), instead of those ``rules`` implies; the guards of
+            :mod:`screen.tune` search ``any`` and ``k-of-n`` (k >= 2) apart this way.
     """
     positives = int(labels.sum())
     negatives = int(labels.size - positives)
     best = _Best(objective, positives, negatives, min_tp_for(min_recall, positives),
                  max_fp_for(min_specificity, negatives))
     m = len(members)
-    ks = ([1] if "any" in rules else []) + (
-        list(range(1 if "any" not in rules else 2, m + 1)) if "k-of-n" in rules else []
-    )
+    if ks is None:
+        ks = ([1] if "any" in rules else []) + (
+            list(range(1 if "any" not in rules else 2, m + 1)) if "k-of-n" in rules else []
+        )
     exact = True
     if ks:
         exact = _search_votes(scores, labels, members, ks, best, max_combinations)

@@ -13,11 +13,15 @@ projection radiograph without a frame of reference; ``dciodvfy`` and PixelMed ac
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
+from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
 from highdicom.sr import ComprehensiveSR
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import generate_uid
@@ -46,6 +50,41 @@ def _required(ds: Dataset, keyword: str, index: int) -> str:
             "(pydicom.dcmread(path, stop_before_pixels=True))"
         )
     return str(value)
+
+
+_TEMPORAL_FORMS = {
+    "DA": re.compile(r"\d{8}"),
+    "TM": re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?"),
+    "DT": re.compile(r"\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?"),
+}
+
+
+def with_valid_dates(ds: Dataset) -> Dataset:
+    """A copy of a source header whose malformed dates and times (``1970-01-31`` as a DA) are
+    emptied, so the attributes the SR copies cannot stop it being written.
+
+    The raw bytes are checked without pydicom's value conversion, which would warn and log the
+    bad value (a patient's birth date) verbatim. Type 2 attributes may be empty; the source
+    file itself is not changed.
+    """
+    clean = deepcopy(ds)
+    for tag in list(clean.keys()):
+        element = clean.get_item(tag)
+        vr = element.VR
+        if vr is None or vr == "UN":
+            try:
+                vr = dictionary_VR(tag)
+            except KeyError:
+                continue
+        form = _TEMPORAL_FORMS.get(str(vr))
+        value = getattr(element, "value", None)
+        if form is None or value is None:
+            continue
+        text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+        parts = [part.strip(" \x00") for part in text.split("\\")]
+        if any(part and not form.fullmatch(part) for part in parts):
+            clean[tag] = DataElement(tag, str(vr), "")
+    return clean
 
 
 def _check_sources(sources: Sequence[Dataset]) -> dict[str, Dataset]:
@@ -204,6 +243,7 @@ def build_screening_sr(
         InvalidArgumentError: an argument is inconsistent (the message names it and the fix).
         SRError: highdicom could not build the document.
     """
+    sources = [with_valid_dates(ds) if isinstance(ds, Dataset) else ds for ds in sources]
     by_uid = _check_sources(sources)
     study_uid = str(sources[0].StudyInstanceUID)
     if not isinstance(algorithm, AlgorithmInfo):

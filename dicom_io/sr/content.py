@@ -57,13 +57,14 @@ from pydicom.uid import generate_uid
 
 from dicom_io.sr import codes as sr_codes
 from dicom_io.sr.library import add_orientation_descriptors, library_view
-from dicom_io.sr.model import AlgorithmInfo, SRFinding
+from dicom_io.sr.model import INTENDED_USE_NOTICES, AlgorithmInfo, SRFinding
 
 __all__ = ["finding_group", "measurement_report"]
 
 _ALGORITHM_NAME = CodedConcept(value="111001", scheme_designator="DCM", meaning="Algorithm Name")
 _ALGORITHM_VERSION = CodedConcept(value="111003", scheme_designator="DCM", meaning="Algorithm Version")
 _ALGORITHM_PARAMETERS = CodedConcept(value="111002", scheme_designator="DCM", meaning="Algorithm Parameters")
+_COMMENT = CodedConcept(value="121106", scheme_designator="DCM", meaning="Comment")
 
 
 def _rectangle(box: tuple[float, float, float, float]) -> np.ndarray:
@@ -137,6 +138,9 @@ def _report_algorithm(algorithm: AlgorithmInfo) -> list[TextContentItem]:
         (_ALGORITHM_VERSION, algorithm.version),
         *((_ALGORITHM_PARAMETERS, text) for text in algorithm.parameter_texts()),
     ]
+    notice = INTENDED_USE_NOTICES[algorithm.intended_use]
+    if notice:
+        named.append((_COMMENT, notice))
     return [
         TextContentItem(name=name, value=value, relationship_type=RelationshipTypeValues.CONTAINS)
         for name, value in named

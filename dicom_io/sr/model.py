@@ -23,7 +23,17 @@ from dicom_io.errors import InvalidArgumentError
 
 __all__ = ["AlgorithmInfo", "SRFinding", "SRReadback", "RESERVED_PARAMETER_KEYS"]
 
-RESERVED_PARAMETER_KEYS = ("operating-point", "finding-members", "finding-level")
+RESERVED_PARAMETER_KEYS = ("operating-point", "finding-members", "finding-level", "intended-use")
+
+INTENDED_USE_NOTICES: dict[str, str] = {
+    "clinical": "",
+    "research": "RESEARCH USE ONLY: made by models not validated for patient care; not a "
+                "clinical result.",
+    "demo": "DEMONSTRATION ONLY: made by phantom-trained demo models that mean nothing on real "
+            "radiographs; not a clinical result.",
+    "unknown": "Intended use of the models not declared; not a clinical result.",
+}
+"""The report text for each intended use of the models that made it (none for clinical)."""
 """Parameter keys the writer sets itself (plus every key starting with ``member:``)."""
 
 _FORBIDDEN_NAME_CHARS = (",", "=", "\n", "\r")
@@ -117,6 +127,8 @@ class AlgorithmInfo:
         members: ``(member name, member version or checkpoint hash)`` pairs.
         parameters: further ``key -> value`` parameters (thresholds, vote rule); keys must not
             use the writer's own keys (:data:`RESERVED_PARAMETER_KEYS`, ``member:*``).
+        intended_use: what the models were declared fit for (the least fit member's); anything
+            but ``clinical`` adds a notice to the report (:data:`INTENDED_USE_NOTICES`).
     """
 
     name: str = "fracture-screen"
@@ -124,8 +136,13 @@ class AlgorithmInfo:
     operating_point_id: str
     members: tuple[tuple[str, str], ...]
     parameters: Mapping[str, str] = field(default_factory=dict)
+    intended_use: str = "clinical"
 
     def __post_init__(self) -> None:
+        if self.intended_use not in INTENDED_USE_NOTICES:
+            raise InvalidArgumentError(
+                f"intended_use must be one of {', '.join(INTENDED_USE_NOTICES)}, got {self.intended_use!r}"
+            )
         _check_token(self.name, "algorithm name", ("\n", "\r"))
         if len(self.name) > 64:
             raise InvalidArgumentError(
@@ -164,7 +181,7 @@ class AlgorithmInfo:
 
     def parameter_texts(self) -> list[str]:
         """The report-wide ``Algorithm Parameters`` texts, in a fixed order."""
-        texts = [f"operating-point={self.operating_point_id}"]
+        texts = [f"operating-point={self.operating_point_id}", f"intended-use={self.intended_use}"]
         texts += [f"member:{name}={version}" for name, version in self.members]
         texts += [f"{key}={value}" for key, value in self.parameters.items()]
         return texts

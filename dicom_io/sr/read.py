@@ -69,6 +69,7 @@ def _algorithm(item: Dataset) -> AlgorithmInfo:
     return AlgorithmInfo(
         name=names[0], version=versions[0], operating_point_id=params["operating-point"],
         members=members, parameters=extra,
+        intended_use=params.get("intended-use", "unknown"),  # SRs written before it was recorded
     )  # fmt: skip
 
 

@@ -48,8 +48,13 @@ def test_listing_kinds_works_without_torch(tmp_path: Path) -> None:
 
     script = (
         "import sys\n"
-        "for name in ('torch', 'torchvision', 'transformers', 'timm', 'peft', 'bitsandbytes'):\n"
-        "    sys.modules[name] = None  # importing them now fails; find_spec says absent\n"
+        "BLOCKED = {'torch', 'torchvision', 'transformers', 'timm', 'peft', 'bitsandbytes'}\n"
+        "class NotInstalled:  # as if these were not installed: importing or finding them fails\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, NotInstalled())\n"
         "sys.argv = ['screen', 'models']\n"
         "from screen.cli import main\n"
         "main()\n"

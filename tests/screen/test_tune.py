@@ -220,7 +220,9 @@ def test_out_of_fold_is_chosen_on_the_other_folds(write_predictions: WriteCsv) -
     y = rng.random(60) < 0.5
     scores = {m: np.round(rng.random(60) * 0.8 + 0.2 * y, 2) for m in ("a", "b")}
     preds = read_predictions(write_predictions(y, scores))
-    settings = TuneSettings(target_recall=0.9, folds=4, seed=3)
+    # unguarded: the out-of-fold estimate of the plain search (guard oof cross-validates
+    # each rule family and margin instead; see test_tune_guard.py)
+    settings = TuneSettings(target_recall=0.9, folds=4, seed=3, guard="none")
     result = tune(preds, settings)
     s = preds.filled()
     expected = np.zeros(60, dtype=bool)
@@ -271,7 +273,10 @@ def test_op_json_round_trips_into_the_runner(tmp_path: Path, write_predictions: 
     scores = {m: rng.random(80) * 0.7 + 0.3 * y * rng.random(80) for m in ("cls", "det", "detr")}
     path = write_predictions(y, scores)
     out = tmp_path / "op.json"
-    result, written = run_tune(path, out, TuneSettings(target_recall=0.9, rules=rules, folds=2))
+    # 25-32 fracture studies of noisy members: the default guard refuses them (no rule holds
+    # 0.9 out of fold), and this test is about the file, so the point is tuned unguarded
+    result, written = run_tune(path, out, TuneSettings(target_recall=0.9, rules=rules, folds=2,
+                                                       guard="none", allow_small=True))
     assert written[0] == out
     op = load_operating_point(out)
     assert op == result.decision_point.operating_point and op.vote.rule in ("any", "k-of-n", "weighted-mean")
@@ -321,7 +326,8 @@ def test_report_table_numbers_equal_recomputed_metrics(tmp_path: Path,
     scores = {m: np.round(rng.random(90) * 0.7 + 0.3 * y, 3) for m in ("cls", "det")}
     path = write_predictions(y, scores)
     report_dir = tmp_path / "report"
-    result, written = run_tune(path, tmp_path / "op.json", TuneSettings(target_recall=0.9, folds=3),
+    result, written = run_tune(path, tmp_path / "op.json",
+                               TuneSettings(target_recall=0.9, folds=3, allow_small=True),
                                report_dir=report_dir)
     assert [p.name for p in written] == ["op.json", "report.md", "roc.png", "pr.png"]
     for png in written[2:]:
@@ -355,19 +361,20 @@ def test_refuses_a_set_without_positives_or_negatives(tmp_path: Path,
                                                       write_predictions: WriteCsv) -> None:
     only_normal = write_predictions([False] * 6, {"a": [0.1] * 6}, name="normal.csv")
     with pytest.raises(TuneError) as info:
-        _run(only_normal, tmp_path, folds=0)
+        _run(only_normal, tmp_path, folds=0, guard="none")
     assert str(info.value) == (
         f"{only_normal} has no fracture studies (0 fracture, 6 normal); sensitivity and "
         "specificity need both: tune on a labelled set with fracture and normal studies")
     only_fracture = write_predictions([True] * 6, {"a": [0.9] * 6}, name="fracture.csv")
     with pytest.raises(TuneError, match=r"has no normal studies \(6 fracture, 0 normal\)"):
-        _run(only_fracture, tmp_path, folds=0)
+        _run(only_fracture, tmp_path, folds=0, guard="none")
 
 
 def test_refuses_a_missing_member_column(tmp_path: Path, write_predictions: WriteCsv) -> None:
     path = write_predictions([True, False], {"pg-cls": [0.9, 0.1]})
     with pytest.raises(TuneError) as info:
-        run_tune(path, tmp_path / "op.json", TuneSettings(folds=0), members=["pg-cls", "detr"])
+        run_tune(path, tmp_path / "op.json", TuneSettings(folds=0, guard="none"),
+                 members=["pg-cls", "detr"])
     assert str(info.value) == (
         f"predictions file {str(path)!r} has no column 'score:detr' for member 'detr' that the "
         "operating point needs (members in the file: pg-cls); run `screen eval` with that "
@@ -418,7 +425,8 @@ def test_unreachable_specificity_and_a_dual_point_that_is_not_stricter(
     y = [True, True, True, False, False, False]
     path = write_predictions(y, {"a": [0.9, 0.8, 0.7, 1.0, 0.2, 0.1], "b": [0.9, 0.8, 0.7, 1.0, 0.1, 0.1]})
     with pytest.raises(TuneError) as info:
-        _run(path, tmp_path, target_recall=0.9, dual=True, target_specificity=1.0, folds=0)
+        _run(path, tmp_path, target_recall=0.9, dual=True, target_specificity=1.0, folds=0,
+             guard="none", allow_small=True)
     assert str(info.value) == (
         "no operating point reaches specificity >= 1 with rules any, k-of-n, weighted-mean; "
         "the best reachable is 0.6667; lower --target-specificity")
@@ -426,7 +434,8 @@ def test_unreachable_specificity_and_a_dual_point_that_is_not_stricter(
     with pytest.raises(TuneError, match=r"already has specificity 0.6667, so the best point with "
                                         r"specificity >= 0.5 is no stricter \(0.6667\); raise "
                                         r"--target-specificity above 0.6667 or drop --dual"):
-        _run(path, tmp_path, target_recall=0.9, dual=True, target_specificity=0.5, folds=0)
+        _run(path, tmp_path, target_recall=0.9, dual=True, target_specificity=0.5, folds=0,
+             guard="none", allow_small=True)
 
 
 def test_refuses_too_few_studies_for_the_folds(tmp_path: Path, write_predictions: WriteCsv) -> None:
@@ -466,7 +475,8 @@ def test_cli_tunes_and_refuses_with_exit_code_2(tmp_path: Path, write_prediction
     out = tmp_path / "cli" / "op.json"
     result = CliRunner().invoke(group, ["tune", str(path), "--target-recall", "0.9", "--out",
                                         str(out), "--folds", "3", "--split", "tune",
-                                        "--rules", "any,k-of-n", "--objective", "f1"])
+                                        "--rules", "any,k-of-n", "--objective", "f1",
+                                        "--allow-small"])
     assert result.exit_code == 0, result.output
     assert f"wrote {out}" in result.output and "out of fold: sensitivity" in result.output
     data = json.loads(out.read_text())
@@ -485,7 +495,9 @@ def test_empty_scores_count_as_zero_and_are_noted(tmp_path: Path, write_predicti
     y = [True] * 6 + [False] * 6
     a: list[float | None] = [0.9, 0.8, 0.7, 0.6, 0.9, None, 0.1, 0.2, 0.3, None, 0.1, 0.2]
     path = write_predictions(y, {"a": a, "b": [0.5] * 12})
-    result, _ = run_tune(path, tmp_path / "op.json", TuneSettings(target_recall=0.8, folds=2))
+    result, _ = run_tune(path, tmp_path / "op.json",
+                         TuneSettings(target_recall=0.8, folds=2, guard="none",
+                                      allow_small=True))
     assert read_predictions(path).empty_counts() == {"a": 2}
     notes = result.decision_point.operating_point.provenance.notes or ""
     assert "empty scores counted as 0.0: a 2" in notes
