@@ -23,6 +23,16 @@ weights are read or downloaded):
   bf16 model (about 21 GB).
 - ``detr-r50``: ``DetrConfig()`` defaults (timm ResNet-50, 6+6 layers, d_model 256, 100
   queries), one class, pretrained backbone off, letterbox 800 px, bf16.
+- ``together``: the three above on the card at once, as the screener holds them: the 10B
+  detector (8-bit), the 3B classifier (bf16) and DETR built one after the other and kept.
+  ``weights`` is the memory allocated with all three loaded (``build_peak_gib`` in the JSON:
+  the peak while building them); the timed run sends the same images through the
+  classifier, the detector and DETR in turn (ensemble images/s; peak = all three loaded plus
+  the largest member's activations). Task ``score``: detector threshold 1, the first step
+  only (a night of normal studies); ``decode``: threshold 0, every image decodes its boxes.
+
+The architectures are defined in :mod:`bench.real_configs` (shared with
+:mod:`bench.real_size`, which loads the same sizes from disk through the project's loader).
 
 What is measured, through the project's own member classes (plain constructors with objects),
 so the figures are those of the screener's code: ``score`` = ``PaliGemmaClassifier.predict``
@@ -51,7 +61,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -60,53 +70,22 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench.real_configs import (  # noqa: E402 - after the path set-up above
+    PALIGEMMA_SIZES,
+    TINY_SIZES,
+    PaliGemmaSize,
+    generate_fixed,
+    paligemma_config,
+    quantizable_linears,
+)
+
 NO_CUDA_MESSAGE = (
     "bench/gpu_members.py needs a CUDA GPU, and torch.cuda.is_available() is False here; run it "
     "on a GPU machine, or pass --tiny for a CPU sanity run with tiny configs"
 )
 
 
-@dataclass(frozen=True)
-class PaliGemmaSize:
-    """Architecture of one PaliGemma variant (SigLIP + Gemma 2)."""
-
-    name: str
-    image_size: int
-    patch: int
-    vision_hidden: int
-    vision_mlp: int
-    vision_layers: int
-    vision_heads: int
-    text_hidden: int
-    text_mlp: int
-    text_layers: int
-    text_heads: int
-    text_kv_heads: int
-    head_dim: int
-    vocab_size: int | None  # None: the tokenizer's length (tiny)
-    quantization: str | None = None
-
-
-PG2_3B = PaliGemmaSize(
-    "pg2-3b", image_size=224, patch=14, vision_hidden=1152, vision_mlp=4304, vision_layers=27,
-    vision_heads=16, text_hidden=2304, text_mlp=9216, text_layers=26, text_heads=8,
-    text_kv_heads=4, head_dim=256, vocab_size=257216,
-)
-PG2_10B_8BIT = replace(
-    PG2_3B, name="pg2-10b-8bit", text_hidden=3584, text_mlp=14336, text_layers=42, text_heads=16,
-    text_kv_heads=8, quantization="8bit",
-)
-PALIGEMMA_SIZES: dict[str, PaliGemmaSize] = {"pg2-3b": PG2_3B, "pg2-10b-8bit": PG2_10B_8BIT}
-TINY_PG2 = replace(
-    PG2_3B, name="tiny-pg2", patch=16, vision_hidden=64, vision_mlp=128, vision_layers=2,
-    vision_heads=4, text_hidden=64, text_mlp=128, text_layers=2, text_heads=4, text_kv_heads=1,
-    head_dim=16, vocab_size=None,
-)
-TINY_SIZES: dict[str, PaliGemmaSize] = {
-    "pg2-3b": TINY_PG2,
-    "pg2-10b-8bit": replace(TINY_PG2, name="tiny-pg2-8bit", quantization="8bit"),
-}
-MODELS = ("pg2-3b", "pg2-10b-8bit", "detr-r50")
+MODELS = ("pg2-3b", "pg2-10b-8bit", "detr-r50", "together")
 
 
 @dataclass
@@ -125,33 +104,6 @@ class Row:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def paligemma_config(size: PaliGemmaSize, processor: Any) -> Any:
-    """A ``PaliGemmaConfig`` of ``size`` whose token ids fit ``processor``'s tokenizer."""
-    from transformers import Gemma2Config, PaliGemmaConfig, SiglipVisionConfig
-
-    tokenizer = processor.tokenizer
-    vocab = size.vocab_size or len(tokenizer)
-    if vocab < len(tokenizer):
-        raise SystemExit(f"vocab_size {vocab} is smaller than the tokenizer ({len(tokenizer)})")
-    vision = SiglipVisionConfig(
-        hidden_size=size.vision_hidden, intermediate_size=size.vision_mlp,
-        num_hidden_layers=size.vision_layers, num_attention_heads=size.vision_heads,
-        image_size=size.image_size, patch_size=size.patch, vision_use_head=False,
-    )
-    text = Gemma2Config(
-        hidden_size=size.text_hidden, intermediate_size=size.text_mlp,
-        num_hidden_layers=size.text_layers, num_attention_heads=size.text_heads,
-        num_key_value_heads=size.text_kv_heads, head_dim=size.head_dim,
-        query_pre_attn_scalar=size.head_dim, vocab_size=vocab, pad_token_id=0, eos_token_id=1,
-        bos_token_id=2,
-    )
-    return PaliGemmaConfig(
-        vision_config=vision, text_config=text, vocab_size=vocab,
-        image_token_index=tokenizer.convert_tokens_to_ids(processor.image_token),
-        projection_dim=size.text_hidden, hidden_size=size.text_hidden,
-    )
-
-
 def quantize_language_model_8bit(model: Any, skip: Sequence[str], threshold: float = 6.0) -> int:
     """Replace the model's ``nn.Linear`` layers outside ``skip`` by bitsandbytes int8 layers.
 
@@ -162,13 +114,7 @@ def quantize_language_model_8bit(model: Any, skip: Sequence[str], threshold: flo
     import torch
     from bitsandbytes.functional import int8_vectorwise_quant
 
-    def skipped(name: str) -> bool:
-        return any(name == s or name.startswith(s + ".") for s in skip)
-
-    targets = [
-        name for name, module in model.named_modules()
-        if type(module) is torch.nn.Linear and not skipped(name)
-    ]
+    targets = quantizable_linears(model, skip)
     for name in targets:
         linear = model.get_submodule(name)
         with torch.no_grad():
@@ -201,8 +147,7 @@ def build_paligemma(
         problem = bitsandbytes_problem(device)
         if problem is not None:
             raise RuntimeError(f"skipped: {problem}")
-    tokens = (size.image_size // size.patch) ** 2
-    processor = build_tiny_processor(size.image_size, tokens)
+    processor = build_tiny_processor(size.image_size, size.image_tokens)
     config = paligemma_config(size, processor)
     start = time.perf_counter()
     torch.manual_seed(0)
@@ -294,27 +239,36 @@ def sweep(
     return rows
 
 
+def try_build(size: PaliGemmaSize, device: Any, dtype: Any) -> tuple[Any, Any, dict[str, Any]] | Row:
+    """:func:`build_paligemma`, or the row that says why it could not be built (OOM, skipped)."""
+    import torch
+
+    try:
+        built = build_paligemma(size, device, dtype)
+    except torch.OutOfMemoryError:
+        _empty_cache(device)
+        return Row(size.name, "all", 0, status="oom while building")
+    except RuntimeError as exc:
+        if not str(exc).startswith("skipped:"):
+            raise
+        return Row(size.name, "all", 0, status=str(exc))
+    print(f"# built {size.name}: {json.dumps(built[2])}", flush=True)
+    return built
+
+
 def paligemma_rows(
     size: PaliGemmaSize, images: Sequence[Any], device: Any, dtype: Any, args: argparse.Namespace,
     deadline: float,
 ) -> list[Row]:
     """Score, detect and fixed-length generation sweeps of one PaliGemma size."""
-    import torch
-
     from ensembles.members.paligemma_classifier import PaliGemmaClassifier
     from ensembles.members.paligemma_detector import PaliGemmaDetector
     from ensembles.tiny import default_spec
 
-    try:
-        model, processor, info = build_paligemma(size, device, dtype)
-    except torch.OutOfMemoryError:
-        _empty_cache(device)
-        return [Row(size.name, "all", 0, status="oom while building")]
-    except RuntimeError as exc:
-        if not str(exc).startswith("skipped:"):
-            raise
-        return [Row(size.name, "all", 0, status=str(exc))]
-    print(f"# built {size.name}: {json.dumps(info)}", flush=True)
+    built = try_build(size, device, dtype)
+    if isinstance(built, Row):
+        return [built]
+    model, processor, info = built
     cls_spec = default_spec("paligemma-classifier", image_size=size.image_size, name=size.name)
     det_spec = default_spec("paligemma-detector", image_size=size.image_size, name=size.name)
     new = args.new_tokens
@@ -332,14 +286,8 @@ def paligemma_rows(
         member = detector(batch)
 
         def run(pictures: list[Any]) -> None:
-            with torch.inference_mode():
-                for start in range(0, len(pictures), batch):
-                    chunk = pictures[start : start + batch]
-                    inputs = member.encode(len(chunk))
-                    model.generate(
-                        **inputs, pixel_values=member.pixel_values(chunk), do_sample=False,
-                        max_new_tokens=new, min_new_tokens=new,
-                    )
+            for start in range(0, len(pictures), batch):
+                generate_fixed(member, pictures[start : start + batch], new)
 
         return run
 
@@ -356,10 +304,8 @@ def paligemma_rows(
     return rows
 
 
-def detr_rows(
-    images: Sequence[Any], device: Any, args: argparse.Namespace, deadline: float
-) -> list[Row]:
-    """Detection sweep of DETR-ResNet-50 (or the tiny DETR with ``--tiny``)."""
+def build_detr_member(device: Any, args: argparse.Namespace) -> Any:
+    """A DETR-ResNet-50 member (the tiny DETR with ``--tiny``) on ``device``, random weights."""
     from ensembles.checkpoint import MemberSpec
     from ensembles.members.detr import DetrMember
     from ensembles.tiny_detr import IMAGENET_MEAN, IMAGENET_STD, build_detr, build_tiny_detr
@@ -370,8 +316,19 @@ def detr_rows(
     spec = MemberSpec(kind="detr", name=name, image_size=size, resize="letterbox",
                       mean=IMAGENET_MEAN, std=IMAGENET_STD)
     dtype = None if device.type == "cuda" else "float32"
-    model = DetrMember(model, spec, device=str(device), dtype=dtype).model
-    info = {"parameters": sum(p.numel() for p in model.parameters()), "image_size": size}
+    return DetrMember(model, spec, device=str(device), dtype=dtype)
+
+
+def detr_rows(
+    images: Sequence[Any], device: Any, args: argparse.Namespace, deadline: float
+) -> list[Row]:
+    """Detection sweep of DETR-ResNet-50 (or the tiny DETR with ``--tiny``)."""
+    from ensembles.members.detr import DetrMember
+
+    member = build_detr_member(device, args)
+    model, spec, dtype, name = member.model, member.spec, member.dtype, member.spec.name
+    info = {"parameters": sum(p.numel() for p in model.parameters()),
+            "image_size": spec.image_size}
 
     def make(batch: int) -> Callable[[list[Any]], Any]:
         return DetrMember(model, spec, device=str(device), dtype=dtype, batch_size=batch).predict
@@ -380,6 +337,79 @@ def detr_rows(
     for row in rows:
         row.extra.update(info)
     del model
+    _empty_cache(device)
+    return rows
+
+
+def together_rows(
+    images: Sequence[Any], device: Any, dtype: Any, args: argparse.Namespace, deadline: float,
+    sizes: dict[str, PaliGemmaSize],
+) -> list[Row]:
+    """All three members on one device at once: memory with all loaded, ensemble images/s.
+
+    Builds the 10B detector first (its bf16 build is the highest transient peak), then the 3B
+    classifier and DETR, and keeps all three. Each timed run sends the same images through
+    the classifier, the detector and DETR in turn, as the screener does per batch. Task
+    ``score``: detector threshold 1 (the first step only, a night of normal studies);
+    ``decode``: threshold 0 (every image also decodes its boxes, the worst case).
+    """
+    from ensembles.members.detr import DetrMember
+    from ensembles.members.paligemma_classifier import PaliGemmaClassifier
+    from ensembles.members.paligemma_detector import PaliGemmaDetector
+    from ensembles.tiny import default_spec
+
+    start = time.perf_counter()
+    detector_built = try_build(sizes["pg2-10b-8bit"], device, dtype)
+    if isinstance(detector_built, Row):
+        return [Row("together", "all", 0, status=f"{detector_built.model}: {detector_built.status}")]
+    classifier_built = try_build(sizes["pg2-3b"], device, dtype)
+    if isinstance(classifier_built, Row):
+        return [Row("together", "all", 0,
+                    status=f"{classifier_built.model}: {classifier_built.status}")]
+    detr = build_detr_member(device, args)
+    det_model, det_processor, det_info = detector_built
+    cls_model, cls_processor, _ = classifier_built
+    info: dict[str, Any] = {
+        "build_s": round(time.perf_counter() - start, 1), "loaded_gib": _allocated_gib(device),
+        "members": [sizes["pg2-3b"].name, sizes["pg2-10b-8bit"].name, detr.spec.name],
+    }
+    if device.type == "cuda":
+        import torch
+
+        info["build_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    print(f"# together: {json.dumps(info)}", flush=True)
+    image_size = sizes["pg2-3b"].image_size
+    cls_spec = default_spec("paligemma-classifier", image_size=image_size)
+    det_spec = default_spec("paligemma-detector", image_size=image_size)
+
+    def ensemble(threshold: float) -> Callable[[int], Callable[[list[Any]], Any]]:
+        def for_batch(batch: int) -> Callable[[list[Any]], Any]:
+            classifier = PaliGemmaClassifier(cls_model, cls_processor, cls_spec, batch_size=batch)
+            detector = PaliGemmaDetector(
+                det_model, det_processor, det_spec, batch_size=batch, threshold=threshold,
+                max_new_tokens=args.new_tokens, max_boxes=args.new_tokens,
+            )
+            boxes = DetrMember(detr.model, detr.spec, device=str(device), dtype=detr.dtype,
+                               batch_size=batch)
+
+            def run(pictures: list[Any]) -> Any:
+                classifier.predict(pictures)
+                found = detector.predict(pictures)
+                boxes.predict(pictures)
+                return found  # the detector's outputs carry the generated token counts
+
+            return run
+
+        return for_batch
+
+    rows: list[Row] = []
+    for task, threshold in (("score", 1.0), ("decode", 0.0)):
+        task_rows = sweep("together", task, ensemble(threshold), images, device, args.batches,
+                          deadline, args.max_run_s)
+        for row in task_rows:
+            row.extra.update(info, detector_int8_layers=det_info.get("int8_layers"))
+        rows.extend(task_rows)
+    del det_model, cls_model, detr, detector_built, classifier_built
     _empty_cache(device)
     return rows
 
@@ -471,6 +501,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(Row(name, "all", 0, status="skipped: time budget spent"))
         elif name == "detr-r50":
             rows.extend(detr_rows(images, device, args, deadline))
+        elif name == "together":
+            rows.extend(together_rows(images, device, dtype, args, deadline, sizes))
         else:
             rows.extend(paligemma_rows(sizes[name], images, device, dtype, args, deadline))
     print("\n" + summary(rows))

@@ -105,3 +105,44 @@ def test_gpu_bench_tiny_runs_on_cpu(tmp_path: Path) -> None:
     tasks = {(r["model"], r["task"]) for r in rows if r["status"] == "ok"}
     assert {("tiny-pg2", "score"), ("tiny-pg2", "detect"), ("tiny-pg2", "generate"),
             ("tiny-detr", "detect")} <= tasks
+
+
+def test_real_size_shards_and_writes_tied_embeddings_once(tmp_path: Path) -> None:
+    pytest.importorskip("safetensors")
+    real = _load("real_size")
+    plan = real.shard_plan([("a", (10,)), ("b", (10,)), ("big", (100,)), ("c", (5,))], 40)
+    assert [[name for name, _ in shard] for shard in plan] == [["a", "b"], ["big"], ["c"]]
+    import json
+
+    import torch
+
+    size = real.sizes(tiny=True)["3b"]
+    info = real.build_checkpoint(size, "paligemma-classifier", tmp_path, torch.device("cpu"))
+    weight_map = json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"]
+    assert "lm_head.weight" not in weight_map  # tied to the embeddings: written once
+    assert "model.multi_modal_projector.queries" in weight_map  # the task head is in
+    assert info["total_bytes"] == 2 * info["total_params"]  # bf16, every unique tensor once
+    assert real.existing_build(size, "paligemma-classifier", tmp_path) is not None
+    assert real.existing_build(size, "paligemma-detector", tmp_path) is None
+
+
+@pytest.mark.slow
+def test_real_size_tiny_runs_every_scenario_on_cpu(tmp_path: Path) -> None:
+    pytest.importorskip("bitsandbytes")
+    pytest.importorskip("peft")
+    out = tmp_path / "real.json"
+    work = tmp_path / "work"
+    done = _run("bench.real_size", "--tiny", "--device", "cpu", "--workdir", str(work),
+                "--json", str(out))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    import json
+
+    rows = {row["key"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"a", "b", "c", "d"}
+    for key, row in rows.items():
+        assert row["status"] == "ok", (key, row["result"].get("error"))
+        phases = row["result"]["phases"]
+        assert all(phases[p]["seconds"] > 0 for p in ("load", "first", "second")), (key, phases)
+        assert "error" not in row["result"]
+    assert rows["c"]["result"]["phases"]["generate"]["seconds"] > 0
+    assert not work.exists()  # checkpoints removed without --keep
