@@ -26,6 +26,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", encoding: str | N
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # what a plain open would give (mkstemp makes 0600)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -43,3 +44,22 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_open(path, "w") as handle:
         handle.write(text)
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    current = os.umask(0o077)
+    os.umask(current)
+    return current
+
+
+@contextlib.contextmanager
+def file_mode(mode: int) -> Iterator[None]:
+    """Create files with ``mode`` (e.g. ``0o640``) and folders with the matching search bits
+    (``0o750``) inside the block, through the umask; the previous umask comes back after."""
+    folder_mode = mode | ((mode & 0o444) >> 2)
+    previous = os.umask(0o777 & ~folder_mode)
+    try:
+        yield
+    finally:
+        os.umask(previous)

@@ -2,7 +2,8 @@
 
 No pixel data is read here. The reader stops before Pixel Data and then looks at that
 element's header alone (12 bytes) to learn whether pixel data is present and whether the file
-is long enough to hold it, so truncated files fail here and not in a worker later.
+is long enough to hold it, so truncated files fail here and not in a worker later. A deflated
+file is inflated only up to that element header, in bounded chunks (:mod:`dicom_io.deflate`).
 
 Reason codes produced here:
     ``unreadable-header``   pydicom cannot parse the header (failed)
@@ -10,6 +11,10 @@ Reason codes produced here:
     ``missing-uid``         SOP Instance, Series or Study Instance UID absent (failed)
     ``truncated-pixel-data`` the file ends before its declared Pixel Data length (failed)
     ``too-large``           the header claims more pixel bytes than the limit (skipped)
+    ``header-too-large``    a deflated file inflates to more than ``max_header_bytes`` before
+                            its Pixel Data (failed: a deflate bomb, most likely)
+    ``pixel-length-mismatch`` a deflated file's Pixel Data is more than twice what its header
+                            needs (failed)
     ``duplicate-sop-instance`` a second file with a SOPInstanceUID already indexed (skipped)
     ``dicomdir``            a media directory file, whatever its name (skipped)
 """
@@ -20,13 +25,21 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Literal
+from typing import Any, Iterable
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.tag import Tag
 from pydicom.uid import UID
 
+from dicom_io.deflate import (
+    DEFAULT_MAX_HEADER_BYTES,
+    UNDEFINED_LENGTH,
+    PixelElement,
+    check_native_length,
+    deflated_file_meta,
+    read_deflated_header,
+    read_pixel_element,
+)
 from dicom_io.discover import FoundFile
 from dicom_io.errors import DicomIOError, DicomReadError, SizeLimitError
 from dicom_io.geometry import spacing_from_dataset
@@ -36,8 +49,6 @@ from dicom_io.geometry import spacing_from_dataset
 DEFAULT_MAX_PIXEL_BYTES = 512 * 2**20
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
-_PIXEL_TAGS = (Tag(0x7FE0, 0x0010), Tag(0x7FE0, 0x0008), Tag(0x7FE0, 0x0009))
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
 
 #: The only header elements the index reads (pydicom skips the rest quickly).
 HEADER_KEYWORDS: tuple[str, ...] = (
@@ -147,58 +158,58 @@ def _int(ds: Dataset, keyword: str, default: int | None = None) -> int | None:
         return default
 
 
-def _pixel_element_state(handle: BinaryIO, ds: Dataset, file_size: int) -> tuple[bool, bool]:
-    """``(present, truncated)`` for the element at the reader's stop position.
+def _read_header(found: FoundFile, max_header_bytes: int) -> tuple[Dataset, PixelElement | None, bool]:
+    """The header dataset, its Pixel Data element header and whether the file is deflated.
 
-    ``dcmread(stop_before_pixels=True)`` leaves the file positioned at the Pixel Data tag when
-    there is one. For a defined length we check the file is long enough to hold it; undefined
-    length (encapsulated) data is checked by the decoder.
+    The reader stops before Pixel Data, so the element header is the next 8 or 12 bytes.
     """
-    start = handle.tell()
-    header = handle.read(12)
-    if len(header) < 8:
-        return False, False
-    meta = getattr(ds, "file_meta", None)
-    syntax = UID(meta.get("TransferSyntaxUID", "")) if meta is not None else UID("")
-    if syntax == pydicom.uid.DeflatedExplicitVRLittleEndian:
-        return True, False  # positions are in the inflated stream: let the decoder judge
-    implicit, little = ds.original_encoding
-    order: Literal["little", "big"] = "little" if little is not False else "big"
-    tag = Tag(int.from_bytes(header[0:2], order), int.from_bytes(header[2:4], order))
-    if tag not in _PIXEL_TAGS:
-        return False, False
-    if implicit or not header[4:6].isalpha():  # some writers put implicit elements in explicit files
-        length, value_start = int.from_bytes(header[4:8], order), start + 8
-    elif header[4:6] in _LONG_VRS:
-        length, value_start = int.from_bytes(header[8:12], order), start + 12
-    else:
-        length, value_start = int.from_bytes(header[6:8], order), start + 8
-    if length == 0xFFFFFFFF:
-        return True, False
-    return True, value_start + length > file_size
+    with open(found.path, "rb") as handle, warnings.catch_warnings():
+        # pydicom warns about every oddity it reads past; a nightly log is no place for them
+        warnings.simplefilter("ignore")
+        deflated = deflated_file_meta(handle) if found.has_preamble else None
+        if deflated is not None:
+            ds, stream = read_deflated_header(
+                handle, deflated[1], max_header_bytes=max_header_bytes,
+                specific_tags=HEADER_KEYWORDS, name=str(found.path),
+            )
+            return ds, read_pixel_element(stream), True
+        handle.seek(0)
+        ds = pydicom.dcmread(
+            handle,
+            stop_before_pixels=True,
+            force=not found.has_preamble,
+            specific_tags=list(HEADER_KEYWORDS),
+        )
+        implicit, little = ds.original_encoding
+        return ds, read_pixel_element(handle, implicit=bool(implicit), little=little is not False), False
 
 
-def read_instance(found: FoundFile, max_pixel_bytes: int = DEFAULT_MAX_PIXEL_BYTES) -> Instance:
+def read_instance(
+    found: FoundFile,
+    max_pixel_bytes: int = DEFAULT_MAX_PIXEL_BYTES,
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+) -> Instance:
     """Read one file's header into an :class:`Instance`.
 
+    Args:
+        found: the file, as discovered.
+        max_pixel_bytes: refuse a header that declares more decoded pixel bytes than this.
+        max_header_bytes: refuse a deflated file whose elements before Pixel Data inflate to
+            more than this (nothing beyond the Pixel Data element header is ever inflated).
+
     Raises:
-        DicomReadError: unreadable file or header, or a missing UID (``reason`` says which).
+        DicomReadError: unreadable file or header, a missing UID, or a deflated header above
+            ``max_header_bytes`` (``reason`` says which).
         IndexedFileError: the header was read but the file is refused: truncated pixel data
-            (a ``DicomReadError``) or more than ``max_pixel_bytes`` of declared pixel data (a
-            ``SizeLimitError``, raised before anything but the header is read). It carries the
-            instance, so the file still counts in its study.
+            (a ``DicomReadError``), a deflated file's Pixel Data over twice what its header
+            needs (``pixel-length-mismatch``) or more than ``max_pixel_bytes`` of declared pixel data
+            (a ``SizeLimitError``, raised before anything but the header is read). It carries
+            the instance, so the file still counts in its study.
     """
     try:
-        with open(found.path, "rb") as handle, warnings.catch_warnings():
-            # pydicom warns about every oddity it reads past; a nightly log is no place for them
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(
-                handle,
-                stop_before_pixels=True,
-                force=not found.has_preamble,
-                specific_tags=list(HEADER_KEYWORDS),
-            )
-            present, truncated = _pixel_element_state(handle, ds, found.size)
+        ds, element, deflated = _read_header(found, max_header_bytes)
+    except DicomIOError:
+        raise
     except OSError as exc:
         raise DicomReadError(f"cannot read: {exc.strerror or exc}", reason="unreadable") from exc
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on malformed headers
@@ -244,16 +255,23 @@ def read_instance(found: FoundFile, max_pixel_bytes: int = DEFAULT_MAX_PIXEL_BYT
         bits_stored=_int(ds, "BitsStored", 0) or 0,
         photometric=_text(ds, "PhotometricInterpretation").upper(),
         spacing_source=_spacing_source(ds),
-        has_pixel_data=present,
+        has_pixel_data=element is not None,
     )
-    if present and instance.pixel_bytes > max_pixel_bytes:
+    if element is not None and instance.pixel_bytes > max_pixel_bytes:
         raise IndexedFileError(instance, SizeLimitError(
             f"header claims {instance.rows}x{instance.columns}x{instance.frames} frames "
             f"x{instance.samples_per_pixel} samples at {instance.bits_allocated} bits = "
             f"{instance.pixel_bytes:,} bytes, above the limit of {max_pixel_bytes:,} bytes "
             "(raise max_pixel_bytes to allow it)"
         ))
-    if truncated:
+    if element is None or element.length == UNDEFINED_LENGTH:
+        return instance  # encapsulated data is checked by the decoder
+    if deflated:  # positions are in the inflated stream: check the length against the header
+        try:
+            check_native_length(element.length, instance.pixel_bytes)
+        except DicomIOError as exc:
+            raise IndexedFileError(instance, exc) from None
+    elif element.value_start + element.length > found.size:
         raise IndexedFileError(instance, DicomReadError(
             "file ends before the end of its Pixel Data", reason="truncated-pixel-data"
         ))

@@ -4,7 +4,9 @@ Why one module owns this: the steps and their order decide what a model sees, an
 got them wrong (MONOCHROME1 inverted before the window, detector data shown with no window,
 decoders that silently returned garbage). The pipeline, in order:
 
-1. size check from the header, *before* anything is decoded (:class:`SizeLimitError`);
+1. size check from the header, *before* anything is decoded (:class:`SizeLimitError`); an
+   encapsulated frame's own header (JPEG SOF, JPEG-LS SOF55, JPEG 2000 SIZ, RLE segment
+   count) must agree with the DICOM header and the limit too (:mod:`dicom_io.frame_header`);
 2. decode one frame through pydicom and its plugins (only the frame the policy picks);
 3. check the decoded values fit Bits Stored (unused high bits must be clear, or a sign
    extension for signed data), then sign-extend signed data;
@@ -15,13 +17,23 @@ decoders that silently returned garbage). The pipeline, in order:
 6. MONOCHROME1 inversion, after the VOI and never before;
 7. float32 in ``[0, 1]``; NaN or inf never escape.
 
+Deflated files are inflated in bounded chunks, header first, then only the Pixel Data bytes
+the header declares (:mod:`dicom_io.deflate`); of their header only the elements the
+pipeline reads are kept. Header values are read and checked in :mod:`dicom_io.pixel_header`.
+
 Limits: VOI and rescale are read from the top-level dataset only (enhanced multi-frame
 functional groups are not consulted); Presentation LUT Shape is not applied (MONOCHROME1 is
 inverted, MONOCHROME2 is not, which is what the shape must say for these photometrics).
 
 Reason codes used here (the ``reason`` of the raised error):
 
-- ``too-large`` (:class:`SizeLimitError`): header claims more pixel bytes than the policy allows.
+- ``too-large`` (:class:`SizeLimitError`): header claims more pixel bytes than the policy allows
+  (or an encapsulated frame's own header does).
+- ``frame-header-mismatch`` / ``bad-frame-header``: an encapsulated frame's own header
+  disagrees with the DICOM header, or cannot be read (:mod:`dicom_io.frame_header`).
+- ``header-too-large`` / ``pixel-length-mismatch`` / ``truncated-pixel-data``: a deflated
+  file's header inflates past ``max_header_bytes``, its Pixel Data is more than twice what
+  the header needs, or its stream ends inside it (:mod:`dicom_io.deflate`).
 - ``unreadable`` / ``unreadable-header`` (:class:`DicomReadError`): the file cannot be read.
 - ``no-pixel-data``: the dataset has no Pixel Data element.
 - ``unsupported-pixel-data``: Float / Double Float Pixel Data (not a radiograph).
@@ -56,13 +68,22 @@ from pydicom.pixels import (
 )
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from dicom_io.deflate import DEFAULT_MAX_HEADER_BYTES, deflated_file_meta, read_deflated_dataset
 from dicom_io.errors import (
+    DicomIOError,
     DicomReadError,
     InvalidArgumentError,
     PixelDecodeError,
-    SizeLimitError,
 )
+from dicom_io.frame_header import check_encapsulated_frame
 from dicom_io.geometry import PixelSpacingInfo, spacing_from_dataset
+from dicom_io.pixel_header import (
+    PixelHeader,
+    check_declared,
+    declared_bytes,
+    pixel_header,
+    transfer_syntax_name,
+)
 
 __all__ = [
     "FRAME_POLICIES",
@@ -98,7 +119,9 @@ class PixelPolicy:
     """Apply the file's VOI LUT or window when present; ``False`` always uses the percentiles."""
     max_pixel_bytes: int = 512 * 2**20
     """Refuse before decoding when Rows*Columns*Frames*SamplesPerPixel*BitsAllocated/8 (from
-    the header) exceeds this."""
+    the header), or an encapsulated frame's own header, exceeds this."""
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    """Refuse a deflated file whose elements before Pixel Data inflate to more than this."""
 
     def __post_init__(self) -> None:
         if self.frame not in FRAME_POLICIES:
@@ -120,14 +143,10 @@ class PixelPolicy:
         object.__setattr__(self, "percentile_window", (low, high))
         if not isinstance(self.use_voi, bool):
             raise InvalidArgumentError(f"PixelPolicy.use_voi must be a bool, got {self.use_voi!r}")
-        if (
-            isinstance(self.max_pixel_bytes, bool)
-            or not isinstance(self.max_pixel_bytes, int)
-            or self.max_pixel_bytes < 1
-        ):
-            raise InvalidArgumentError(
-                f"PixelPolicy.max_pixel_bytes must be a positive int, got {self.max_pixel_bytes!r}"
-            )
+        for name in ("max_pixel_bytes", "max_header_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgumentError(f"PixelPolicy.{name} must be a positive int, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -196,61 +215,9 @@ class DecodedFrame(NamedTuple):
     n_frames: int
 
 
-class _PixelHeader(NamedTuple):
-    rows: int
-    cols: int
-    frames: int
-    samples: int
-    bits_allocated: int
-    bits_stored: int
-    signed: bool
-    photometric: str
-
-
-def _header_int(ds: Dataset, keyword: str, default: int | None = None, minimum: int = 1) -> int:
-    """An integer header value, raising ``bad-pixel-header`` when missing or invalid."""
-    value = ds.get(keyword)
-    if value is None or value == "":
-        if default is None:
-            raise PixelDecodeError(f"{keyword} is missing", reason="bad-pixel-header")
-        return default
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise PixelDecodeError(
-            f"{keyword} is not an integer: {str(value)[:40]!r}", reason="bad-pixel-header"
-        ) from None
-    if number < minimum:
-        raise PixelDecodeError(
-            f"{keyword} must be >= {minimum}, got {number}", reason="bad-pixel-header"
-        )
-    return number
-
-
-def _pixel_header(ds: Dataset) -> _PixelHeader:
-    """Read and check the Image Pixel module attributes the pipeline relies on."""
-    if "PixelData" not in ds:
-        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
-            raise PixelDecodeError(
-                "float pixel data is not a radiograph", reason="unsupported-pixel-data"
-            )
-        raise PixelDecodeError("the dataset has no Pixel Data", reason="no-pixel-data")
-    return _PixelHeader(
-        rows=_header_int(ds, "Rows"),
-        cols=_header_int(ds, "Columns"),
-        frames=_header_int(ds, "NumberOfFrames", default=1),
-        samples=_header_int(ds, "SamplesPerPixel", default=1),
-        bits_allocated=_header_int(ds, "BitsAllocated"),
-        bits_stored=_header_int(ds, "BitsStored"),
-        signed=_header_int(ds, "PixelRepresentation", default=0, minimum=0) == 1,
-        photometric=str(ds.get("PhotometricInterpretation", "")).strip().upper(),
-    )
-
-
 def pixel_bytes(ds: Dataset) -> int:
     """Bytes the header says the pixel data holds: Rows*Columns*Frames*Samples*BitsAllocated/8."""
-    h = _pixel_header(ds)
-    return (h.rows * h.cols * h.frames * h.samples * h.bits_allocated + 7) // 8
+    return declared_bytes(pixel_header(ds))
 
 
 def check_size(ds: Dataset, policy: PixelPolicy) -> None:
@@ -258,25 +225,10 @@ def check_size(ds: Dataset, policy: PixelPolicy) -> None:
 
     Reads only header values, so a forged header cannot make us allocate anything.
     """
-    h = _pixel_header(ds)
-    claimed = pixel_bytes(ds)
-    if claimed > policy.max_pixel_bytes:
-        raise SizeLimitError(
-            f"header claims {h.rows}x{h.cols} pixels x {h.frames} frames x {h.samples} samples "
-            f"at {h.bits_allocated} bits = {claimed:,} bytes, above the limit of "
-            f"{policy.max_pixel_bytes:,} bytes (raise PixelPolicy.max_pixel_bytes to allow it)"
-        )
+    check_declared(pixel_header(ds), policy.max_pixel_bytes)
 
 
-def _transfer_syntax(ds: Dataset) -> str:
-    meta = getattr(ds, "file_meta", None)
-    uid = meta.get("TransferSyntaxUID") if meta is not None else None
-    if not uid:
-        return "unknown transfer syntax"
-    return f"{uid.name} ({uid})" if uid.name != uid else str(uid)
-
-
-def _fit_bits_stored(arr: np.ndarray, h: _PixelHeader) -> np.ndarray:
+def _fit_bits_stored(arr: np.ndarray, h: PixelHeader) -> np.ndarray:
     """Check decoded values fit Bits Stored and sign-extend signed data.
 
     pydicom would silently mask stray high bits; we decode without that correction and
@@ -316,24 +268,25 @@ def decode_frame(ds: Dataset, policy: PixelPolicy = PixelPolicy()) -> DecodedFra
         PixelDecodeError: see the module's reason codes.
     """
     check_size(ds, policy)
-    h = _pixel_header(ds)
+    h = pixel_header(ds)
     if h.samples not in (1, 3):
         raise PixelDecodeError(
             f"SamplesPerPixel={h.samples} is not handled (1 or 3)", reason="unsupported-photometric"
         )
     index = 0 if policy.frame == "first" else h.frames // 2
+    check_encapsulated_frame(ds, h, index, policy.max_pixel_bytes)
     try:
         arr = pixel_array(ds, index=index, correct_unused_bits=False)
     except Exception as exc:  # noqa: BLE001 - pydicom and its plugins raise many types
         detail = f"{type(exc).__name__}: {exc}"[:_MESSAGE_LIMIT]
         raise PixelDecodeError(
-            f"cannot decode frame {index} ({_transfer_syntax(ds)}): {detail}",
+            f"cannot decode frame {index} ({transfer_syntax_name(ds)}): {detail}",
             reason="decode-failed",
         ) from exc
     expected = (h.rows, h.cols) if h.samples == 1 else (h.rows, h.cols, 3)
     if arr.shape != expected:
         raise PixelDecodeError(
-            f"decoder returned shape {arr.shape}, header says {expected} ({_transfer_syntax(ds)})",
+            f"decoder returned shape {arr.shape}, header says {expected} ({transfer_syntax_name(ds)})",
             reason="decode-failed",
         )
     return DecodedFrame(_fit_bits_stored(arr, h), index, h.frames)
@@ -499,15 +452,20 @@ def load_radiograph(
     """Read a file and run :func:`dataset_to_radiograph` on it.
 
     Large elements (the pixel data) are read lazily, so the size check runs on the header
-    before the pixel bytes are loaded.
+    before the pixel bytes are loaded; a deflated file's pixel data is inflated only after
+    that check (:func:`dicom_io.deflate.read_deflated_dataset`).
 
     Raises:
-        DicomReadError: ``unreadable`` (I/O error) or ``unreadable-header`` (not DICOM).
-        PixelDecodeError: ``truncated-pixel-data`` when the file ends inside encapsulated data.
+        DicomReadError: ``unreadable`` (I/O error), ``unreadable-header`` (not DICOM) or
+            ``header-too-large`` (a deflated header above ``policy.max_header_bytes``).
+        PixelDecodeError: ``truncated-pixel-data`` when the file ends inside encapsulated data
+            or a deflated file's stream ends inside its Pixel Data; ``pixel-length-mismatch``.
         SizeLimitError, PixelDecodeError: as :func:`dataset_to_radiograph`.
     """
     try:
-        ds = pydicom.dcmread(path, force=True, defer_size="1 MB")
+        ds = _read_file(path, policy)
+    except DicomIOError:
+        raise
     except OSError as exc:
         raise DicomReadError(f"cannot read: {exc.strerror or exc}", reason="unreadable") from exc
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on malformed headers
@@ -525,6 +483,17 @@ def load_radiograph(
         )
     _infer_transfer_syntax(ds)
     return dataset_to_radiograph(ds, policy)
+
+
+def _read_file(path: str | os.PathLike[str], policy: PixelPolicy) -> Dataset:
+    with open(path, "rb") as handle:
+        deflated = deflated_file_meta(handle)
+        if deflated is not None:
+            return read_deflated_dataset(
+                handle, deflated[1], max_header_bytes=policy.max_header_bytes,
+                max_pixel_bytes=policy.max_pixel_bytes, name=str(path),
+            )
+    return pydicom.dcmread(path, force=True, defer_size="1 MB")
 
 
 _NATIVE_SYNTAXES = {

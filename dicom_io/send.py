@@ -34,12 +34,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom import dcmread
 from pydicom.uid import ImplicitVRLittleEndian, UID
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 
+from dicom_io.deflate import read_header
 from dicom_io.errors import InvalidArgumentError
 
 __all__ = [
@@ -402,7 +402,7 @@ def _unread_rejection(assoc: Association) -> A_ASSOCIATE | None:
 def _read_item(index: int, path: Path) -> _Item | str:
     """Header of one file (what to propose), or the reason it cannot be sent."""
     try:
-        ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
+        ds = read_header(path, specific_tags=["SOPClassUID", "SOPInstanceUID"])  # bounded, deflated too
     except Exception as exc:  # noqa: BLE001 - any reader failure makes a failed row, not a crash
         return f"unreadable: {type(exc).__name__}: {exc}"
     meta = getattr(ds, "file_meta", None)

@@ -19,9 +19,3 @@ def is_valid_uid(value: object) -> bool:
     """True when ``value`` is a string in the DICOM UI grammar (and so safe as a file name)."""
     return (isinstance(value, str) and 0 < len(value) <= MAX_UID_LENGTH
             and _UID.fullmatch(value) is not None)
-
-
-def shown(value: str, limit: int = 40) -> str:
-    """An untrusted value for a message: ``repr`` (control characters escaped), cut to ``limit``."""
-    text = value if len(value) <= limit else value[:limit] + "..."
-    return repr(text)

@@ -9,13 +9,25 @@ A file must never stop the run: an exception becomes a :class:`TaskFailure` with
 error's reason code; a worker that dies (a decoder crash) or a task that exceeds
 ``timeout_s`` is charged to the files in flight, the pool is replaced, and those files are
 retried once each alone, so only the culprit is marked failed (``worker-crashed`` or
-``timeout``).
+``timeout``). Every task runs in a worker, whatever the worker count: a read that blocks
+forever (a FIFO swapped in for a file) can only be stopped by killing the process stuck in
+it, since a thread cannot be killed, and a decoder crash must not take the run down.
+
+Workers and the forkserver never outlive the process that started them, even one killed
+with ``kill -9``: the forkserver polls for its parent's death and exits, and each worker
+has Linux kill it when the forkserver dies (``PR_SET_PDEATHSIG``) and polls for both the
+forkserver's and the main process's death itself (every platform).
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
@@ -27,8 +39,18 @@ from dicom_io.errors import DicomIOError
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: Modules a forkserver worker imports once, before any task arrives.
-_PRELOAD = ["dicom_io.index", "dicom_io.pixels", "dicom_io.select"]
+#: Modules a forkserver worker imports once, before any task arrives. This module comes first:
+#: importing it in the forkserver starts the forkserver's watchdog (see the end of the module).
+_PRELOAD = ["dicom_io.workers", "dicom_io.index", "dicom_io.pixels", "dicom_io.select"]
+
+#: How often a worker or the forkserver checks that the processes it serves are still alive.
+_WATCH_INTERVAL_S = 0.5
+
+#: ``prctl`` option from ``<linux/prctl.h>``: the signal this process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+#: How the forkserver's command line starts (``multiprocessing.forkserver.ensure_running``).
+_FORKSERVER_COMMAND = "from multiprocessing.forkserver import main;"
 
 
 @dataclass(frozen=True)
@@ -56,8 +78,25 @@ def _call(func: Callable[[T], R], item: T) -> tuple[R | None, TaskFailure | None
         return None, TaskFailure(exc.reason, str(exc))
     except MemoryError:
         return None, TaskFailure("out-of-memory", "ran out of memory")
-    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the run
-        return None, TaskFailure("error", f"{type(exc).__name__}: {exc}")
+    except BaseException as exc:  # noqa: BLE001 - one bad file must not stop the run
+        # BaseException too: a Rust decoder's pyo3 PanicException derives from it (and does
+        # not pickle, so it would come back as a PicklingError that stops the run).
+        return None, _error(exc)
+
+
+def _error(exc: BaseException) -> TaskFailure:
+    return TaskFailure("error", f"{type(exc).__name__}: {exc}")
+
+
+def _result(future: Future[tuple[R | None, TaskFailure | None]], timeout_s: float | None
+            ) -> tuple[R | None, TaskFailure | None]:
+    """A task's result or failure; a dead worker or a timeout is raised for the pool to handle."""
+    try:
+        return future.result(timeout=timeout_s)
+    except (BrokenProcessPool, FutureTimeout):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the result could not come back (it does not pickle)
+        return None, _error(exc)
 
 
 def default_workers() -> int:
@@ -68,10 +107,77 @@ def default_workers() -> int:
         return max(1, min(8, os.cpu_count() or 1))
 
 
+# -- lifetime: nothing outlives the main process -------------------------------------------------
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - exists, owned by another user
+        return True
+    return True
+
+
+def _watch(parent: int, main: int | None) -> None:
+    """Exit this process as soon as its parent is gone (it was re-parented) or ``main`` is."""
+    while os.getppid() == parent and (main is None or _is_alive(main)):
+        time.sleep(_WATCH_INTERVAL_S)
+    os._exit(1)
+
+
+def _start_watchdog(main: int | None = None) -> None:
+    """End this process within about 0.5 s of its parent's (or ``main``'s) death, on any OS.
+
+    A daemon thread polls ``os.getppid()``: a process whose parent dies is re-parented (to
+    PID 1 or a subreaper), so a change means the parent is gone, and no reused PID can hide
+    it. ``main`` is checked by PID, for a worker whose parent (the forkserver) outlives main.
+    """
+    watchdog = threading.Thread(target=_watch, args=(os.getppid(), main), name="dicom-io-watchdog", daemon=True)
+    try:
+        watchdog.start()
+    except RuntimeError:  # pragma: no cover - no thread left; the run itself matters more
+        pass
+
+
+def _die_with_parent() -> None:
+    """Have Linux SIGKILL this process the moment its parent dies (does nothing elsewhere).
+
+    The signal follows the parent *thread* that forked this process, so it is only used in
+    workers, whose parent (the forkserver) forks from its single thread. The forkserver
+    itself relies on its watchdog: whichever thread of the main process happened to start
+    it may end long before the main process does.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - no prctl in this libc
+        pass  # the watchdog still applies
+
+
+def _init_worker(main: int) -> None:
+    """First thing in every worker: die with the forkserver and with the main process."""
+    _die_with_parent()
+    _start_watchdog(main)
+
+
+def _in_forkserver() -> bool:
+    """True in the forkserver process, where :data:`_PRELOAD` is imported (its workers
+    inherit the imported module, so this runs once there)."""
+    argv = getattr(sys, "orig_argv", [])
+    return len(argv) >= 2 and argv[-2] == "-c" and argv[-1].startswith(_FORKSERVER_COMMAND)
+
+
+# -- the pool ---------------------------------------------------------------------------------
+
+
 def _new_pool(workers: int) -> ProcessPoolExecutor:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(_PRELOAD)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(os.getpid(),))
 
 
 def run_tasks(
@@ -87,17 +193,20 @@ def run_tasks(
     Args:
         func: a module-level function (it is pickled to the workers).
         items: the inputs, consumed lazily.
-        workers: processes to use; 1 runs in this process (no pool, no timeout).
+        workers: worker processes to use, at least 1. Tasks never run in this process, so
+            ``timeout_s`` and crash isolation hold with 1 worker too, for the price of a pool
+            start per run and a pickled round trip per task.
         prefetch: items in flight at once (default ``4 * workers``); bounds memory when
             results are large (decoded images).
         timeout_s: seconds one item may take once it is the oldest in flight; ``None`` waits
-            forever.
+            forever. The clock also covers starting its worker: milliseconds, but the first
+            call in a process starts the forkserver too (under a second; it imports pydicom).
+
+    Raises:
+        ValueError: ``workers`` is below 1.
     """
-    if workers <= 1:
-        for item in items:
-            result, failure = _call(func, item)
-            yield Outcome(item, result, failure)
-        return
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1 (tasks always run in worker processes), got {workers!r}")
     window = prefetch or 4 * workers
     pool = _new_pool(workers)
     pending: deque[tuple[T, Future[tuple[R | None, TaskFailure | None]]]] = deque()
@@ -114,7 +223,7 @@ def run_tasks(
                 return
             item, future = pending[0]
             try:
-                result, failure = future.result(timeout=timeout_s)
+                result, failure = _result(future, timeout_s)
             except (BrokenProcessPool, FutureTimeout) as exc:
                 timed_out = isinstance(exc, FutureTimeout)
                 in_flight = [it for it, _ in pending]
@@ -139,7 +248,7 @@ def _retry_alone(
             continue
         pool = _new_pool(1)
         try:
-            result, failure = pool.submit(_call, func, item).result(timeout=timeout_s)
+            result, failure = _result(pool.submit(_call, func, item), timeout_s)
             yield Outcome(item, result, failure)
         except BrokenProcessPool:
             yield Outcome(item, None, TaskFailure("worker-crashed", "the worker process died on this file"))
@@ -156,3 +265,7 @@ def _kill(pool: ProcessPoolExecutor) -> None:
         if process.is_alive():
             process.kill()
     pool.shutdown(wait=False, cancel_futures=True)
+
+
+if _in_forkserver():
+    _start_watchdog()  # the forkserver exits once the main process (its parent) is gone

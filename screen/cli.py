@@ -34,6 +34,28 @@ class _DomainErrorGroup(click.Group):
             return super().invoke(ctx)
         except domain_errors() as exc:
             raise _DomainError(str(exc), getattr(exc, "exit_code", EXIT_USAGE)) from exc
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - never a traceback on the console or the nightly log
+            report = _crash_report(exc)
+            raise _DomainError(
+                f"unexpected {type(exc).__name__}: a bug in fracture-screen, not in your data or "
+                f"config; the details are in {report} (readable by you only): please report it",
+                EXIT_USAGE,
+            ) from exc
+
+
+def _crash_report(exc: BaseException) -> Path:
+    """The traceback in a private file (it may quote values a log must not hold)."""
+    import os
+    import tempfile
+    import traceback
+
+    fd, name = tempfile.mkstemp(prefix="fracture-screen-crash-", suffix=".txt")  # mode 0600
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(f"fracture-screen {__version__}\n")
+        handle.write("".join(traceback.format_exception(exc)))
+    return Path(name)
 
 
 @click.group(cls=_DomainErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -35,7 +35,7 @@ the value and the fix.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -85,7 +85,8 @@ class RunSettings:
 
     Attributes:
         device: torch device for the members.
-        workers: decode worker processes (1 decodes in the main process).
+        workers: decode worker processes (always child processes, so a file that hangs or crashes a
+            decoder times out or fails alone, even with 1).
         batch_size: default images per forward pass.
         decode_timeout_s: seconds one image may take to decode before it is failed.
         max_attempts: nights a failed study is tried with the same content; after that it is
@@ -126,13 +127,18 @@ class OutputSettings:
     """``[output]``: what the outputs may contain.
 
     Attributes:
-        patient_id: PatientID in ``studies.csv``: ``"include"``, ``"hash"`` (salted SHA-256;
-            the salt comes from ``$FRACTURE_SCREEN_SALT`` or is made once per output folder
-            and kept in its ledger) or ``"omit"``. Patient names are never written to CSV or logs.
+        patient_id: PatientID in ``studies.csv``: ``"include"``, ``"hash"`` (a keyed 128-bit
+            pseudonym, :mod:`screen.id_key`) or ``"omit"``. Patient names are never written to
+            CSV or logs. With ``hash`` or ``omit``, ``scan.csv`` holds no source paths either
+            (archives are often laid out by PatientID): a keyed pseudonym of each path instead.
         accession: include AccessionNumber in ``studies.csv``.
         write_sr: write a DICOM SR per screened study.
         sr_series_number: SeriesNumber of the SR series (one new series per run).
         institution_name: optional InstitutionName for the SR's equipment module.
+        id_key_file: the file holding the site's identifier key (mode 0600, outside every output
+            folder); unset: ``$FRACTURE_SCREEN_SALT``, else ``~/.config/fracture-screen/id-key``.
+        file_mode: permissions of the files the run writes (octal text, ``"0600"`` or
+            ``"0640"``...): they hold identifiers and SRs with patient names.
     """
 
     patient_id: str = "hash"
@@ -140,6 +146,12 @@ class OutputSettings:
     write_sr: bool = True
     sr_series_number: int = 9901
     institution_name: str | None = None
+    id_key_file: str | None = None
+    file_mode: str = "0600"
+
+    @property
+    def mode_bits(self) -> int:
+        return int(self.file_mode, 8)
 
 
 @dataclass(frozen=True)
@@ -253,6 +265,13 @@ def parse_site_config(data: Mapping[str, Any], base: Path, source: Path | None =
     output = _dataclass_from("output", OutputSettings, data.get("output", {}))
     if output.patient_id not in PATIENT_ID_MODES:
         raise ConfigError(f"[output].patient_id must be one of {', '.join(PATIENT_ID_MODES)}, got {output.patient_id!r}")
+    if not (len(output.file_mode) == 4 and output.file_mode[0] == "0"
+            and all(c in "01234567" for c in output.file_mode) and int(output.file_mode, 8) & 0o600 == 0o600
+            and not int(output.file_mode, 8) & 0o007):
+        raise ConfigError(f"[output].file_mode must be octal like \"0600\" or \"0640\": readable and writable by "
+                          f"the owner, nothing for others; got {output.file_mode!r}")
+    if output.id_key_file is not None and not Path(output.id_key_file).is_absolute():
+        output = replace(output, id_key_file=str(base / output.id_key_file))
     try:
         selection = SelectionRules.from_mapping(data.get("selection", {}))
     except SelectionConfigError as exc:

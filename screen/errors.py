@@ -22,6 +22,15 @@ class OutputLockedError(ScreenError):
     """Another run holds the output folder."""
 
 
+class EnvironmentProblem(ScreenError):
+    """The machine stopped the run (a read-only or full output folder, a lost disk): one clear
+    line, exit 2, or 1 when some studies were done and recorded before it."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def domain_errors() -> tuple[type[Exception], ...]:
     """Every error family the CLI converts to a clean message (ensembles only when importable)."""
     families: list[type[Exception]] = [ScreenError, DicomIOError]

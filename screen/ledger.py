@@ -19,10 +19,8 @@ the folder's memory are in :mod:`screen.ledger_schema`.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
-import secrets
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -34,10 +32,11 @@ from screen.ledger_schema import (
     LEDGER_NAME,
     SCHEMA,
     SCHEMA_VERSION,
+    LedgerUnusableError,
     check_usable,
     migrate,
-    read_or_make_salt,
 )
+from screen.id_key import key_fingerprint, pseudonym
 
 LOCK_NAME = ".screen.lock"
 
@@ -137,14 +136,11 @@ class Ledger:
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA secure_delete=ON")  # replaced identifiers do not linger in free pages
         if not new:
             self.backup = migrate(self._db, self.path)
         self._db.executescript(SCHEMA)
         self._stamp_new()
-        legacy = self.get_meta("salt")
-        if legacy is not None:  # version 1 kept the salt here: move it to its owner-only file
-            read_or_make_salt(out_dir, legacy, create=True)
-            self._db.execute("DELETE FROM meta WHERE key = 'salt'")
 
     def _stamp_new(self) -> None:
         if self.get_meta("schema_version") is None:
@@ -161,19 +157,35 @@ class Ledger:
     def set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
-    def salt(self) -> str:
-        """The salt for hashed identifiers: ``$FRACTURE_SCREEN_SALT``, else one kept per folder
-        in its own owner-only file (never in the ledger, so a lost ledger keeps every id)."""
-        env = os.environ.get("FRACTURE_SCREEN_SALT")
-        if env:
-            return env
-        salt = read_or_make_salt(self.out_dir, self.get_meta("salt"), create=not self.read_only)
-        return salt if salt is not None else secrets.token_hex(32)  # a dry run on a new folder
+    def bind_key(self, key: bytes) -> None:
+        """Use ``key`` for the folder's pseudonyms (:mod:`screen.id_key`).
+
+        Raises:
+            LedgerUnusableError: the folder was written with another key (its pseudonyms would
+                no longer match: restore the key rather than mix two).
+        """
+        fingerprint = key_fingerprint(key)
+        known = self.get_meta("id_key_fingerprint")
+        if known is not None and known != fingerprint:
+            raise LedgerUnusableError(
+                f"{self.out_dir} was written with another identifier key than this run's "
+                "($FRACTURE_SCREEN_SALT or [output] id_key_file): its pseudonymous patient ids and "
+                "patient checks would not match. Restore that key, or use a new --out folder"
+            )
+        if known is None and not self.read_only:
+            self.set_meta("id_key_fingerprint", fingerprint)
+        self._key: bytes | None = key
+
+    @property
+    def id_key(self) -> bytes:
+        key = getattr(self, "_key", None)
+        if key is None:
+            raise RuntimeError("Ledger.bind_key must be called before pseudonyms are made")
+        return key
 
     def patient_key(self, key: tuple[str, str]) -> str:
-        """A salted hash of (PatientID, IssuerOfPatientID): compares patients across nights."""
-        digest = hashlib.sha256(f"{self.salt()}\x00{key[0]}\x00{key[1]}".encode("utf-8"))
-        return digest.hexdigest()
+        """The keyed pseudonym of (PatientID, IssuerOfPatientID): compares patients across nights."""
+        return pseudonym(self.id_key, "patient", key[0], key[1])
 
     # -- runs -------------------------------------------------------------------------------
     def start_run(self, run_id: str, archive: str, model_key: str, operating_point_id: str) -> None:

@@ -12,15 +12,16 @@ strict:
 
 Versions:
     1. runs, studies, findings, srs, sends; the identifier salt in ``meta``.
-    2. ``studies.patient_key`` (salted hash of PatientID + IssuerOfPatientID) and
+    2. ``studies.patient_key`` (keyed pseudonym of PatientID + IssuerOfPatientID) and
        ``studies.attempts`` (failed tries of the same content); ``srs.intended_use``; an
        ``instances`` table (SOP Instance UID -> study) for collisions across nights; the salt
-       moves out of the ledger into ``.fracture-screen-salt`` (mode 0600).
+       leaves the ledger (identifiers are keyed by the site's key, :mod:`screen.id_key`, kept
+       outside the folder; the ledger keeps only its fingerprint). Rows written before keep
+       their old pseudonyms.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,9 +30,9 @@ from screen.errors import ScreenError
 
 SCHEMA_VERSION = 2
 LEDGER_NAME = "ledger.sqlite"
-SALT_NAME = ".fracture-screen-salt"
 
 SCHEMA = """
+BEGIN;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT, archive TEXT,
@@ -54,7 +55,10 @@ CREATE TABLE IF NOT EXISTS sends (
     PRIMARY KEY (sr_sop_instance_uid, destination));
 CREATE TABLE IF NOT EXISTS instances (
     sop_instance_uid TEXT PRIMARY KEY, study_instance_uid TEXT NOT NULL);
+INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '""" + str(SCHEMA_VERSION) + """');
+COMMIT;
 """
+"""One transaction: a kill while a ledger is made leaves all of it or none."""
 
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: (
@@ -64,6 +68,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE IF NOT EXISTS instances (sop_instance_uid TEXT PRIMARY KEY, "
         "study_instance_uid TEXT NOT NULL)",
         "UPDATE studies SET attempts = 1 WHERE status = 'failed'",
+        "DELETE FROM meta WHERE key = 'salt'",  # a secret next to the hashes it protects: gone
     ),
 }
 """Statements that take a ledger of version ``N - 1`` to version ``N``."""
@@ -131,6 +136,10 @@ def _problem(path: Path, writable: bool) -> str | None:
             if not tables:
                 return _NEVER_STARTED
             missing = [t for t in REQUIRED_TABLES if t not in tables]
+            ours = tables <= set(REQUIRED_TABLES) | {"instances"}
+            if missing and ours and all(
+                    db.execute(f'SELECT 1 FROM "{t}" LIMIT 1').fetchone() is None for t in tables):
+                return _NEVER_STARTED  # a ledger whose creation a kill cut short: nothing in it
             if missing:
                 return f"is not a fracture-screen ledger (no {', '.join(missing)} table)"
             row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -170,8 +179,12 @@ def migrate(db: sqlite3.Connection, path: Path | None) -> Path | None:
         target = sqlite3.connect(backup)
         try:
             db.backup(target)  # a consistent copy, the write-ahead log included
+            target.execute("DELETE FROM meta WHERE key = 'salt'")  # never a secret beside its hashes
+            target.commit()
+            target.execute("VACUUM")
         finally:
             target.close()
+    db.execute("PRAGMA secure_delete = ON")  # what a migration deletes (a salt) is overwritten
     db.execute("BEGIN IMMEDIATE")
     try:
         for step in range(version + 1, SCHEMA_VERSION + 1):
@@ -183,30 +196,5 @@ def migrate(db: sqlite3.Connection, path: Path | None) -> Path | None:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # and leaves no copy in the write-ahead log
     return backup
-
-
-def salt_file(out_dir: Path) -> Path:
-    return out_dir / SALT_NAME
-
-
-def read_or_make_salt(out_dir: Path, legacy: str | None, *, create: bool) -> str | None:
-    """The folder's identifier salt, kept in its own file readable by its owner only.
-
-    ``legacy`` is a salt a version-1 ledger held in ``meta`` (moved to the file once). Without
-    ``create`` (a dry run), a missing salt stays missing.
-    """
-    path = salt_file(out_dir)
-    if path.is_file():
-        return path.read_text(encoding="utf-8").strip()
-    if not create:
-        return legacy
-    import secrets
-
-    value = legacy or secrets.token_hex(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(value + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    return value

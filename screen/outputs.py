@@ -8,12 +8,13 @@ row. Patient identifiers follow ``[output] patient_id``; patient names are never
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from dicom_io.atomic import atomic_open, atomic_write_text
+from dicom_io.csv_safe import spreadsheet_safe
+from screen.id_key import pseudonym
 
 #: Columns of ``studies.csv`` before the per-member ``score:``/``vote:`` columns.
 STUDY_COLUMNS: tuple[str, ...] = (
@@ -28,14 +29,15 @@ FINDING_COLUMNS: tuple[str, ...] = (
 )
 
 
-def patient_id_value(patient_id: str, mode: str, salt: str) -> str | None:
-    """The PatientID as ``[output] patient_id`` allows: itself, a salted hash, or ``None``."""
+def patient_id_value(patient_id: str, mode: str, key: bytes) -> str | None:
+    """The PatientID as ``[output] patient_id`` allows: itself, a keyed 128-bit pseudonym
+    (HMAC-SHA-256 under the site's key, :mod:`screen.id_key`), or ``None``."""
     if mode == "include":
         return patient_id
     if mode == "hash":
         if not patient_id:
             return ""
-        return hashlib.sha256(f"{salt}:{patient_id}".encode()).hexdigest()[:16]
+        return pseudonym(key, "patient-id", patient_id)
     return None
 
 
@@ -64,7 +66,7 @@ def _cell(value: Any) -> Any:
         return "1" if value else "0"
     if isinstance(value, float):
         return f"{value:.6f}"
-    return value
+    return spreadsheet_safe(value)
 
 
 def write_studies_csv(path: Path, rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> Path:

@@ -16,7 +16,8 @@ A study is one patient's study. Before anything is screened, each study is check
   fail). Never one result, and never one SR citing two patients.
 
 These are *problems* of the plan (``StudyPlan.problem``); the runner records them as failed
-rows, and the other studies of the night are unaffected.
+rows, and the other studies of the night are unaffected. Reasons name the attribute, never its
+value (header values stay out of reasons, logs and the ledger).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from datetime import date
 from dicom_io.index import Instance
 from dicom_io.scan import FAILED, SELECTED, ScanResult, ScanRow
 from dicom_io.select import SelectionRules, is_screenable_image
-from dicom_io.uids import is_valid_uid, shown
+from dicom_io.uids import is_valid_uid
 
 #: Study statuses in ``studies.csv``.
 SCREENED, SKIPPED, FAILED_STUDY, OUT_OF_SCOPE = "screened", "skipped", "failed", "out-of-scope"
@@ -151,12 +152,13 @@ def plan_studies(scan: ScanResult, *, rules: SelectionRules = SelectionRules(),
 def _check_identity(plan: StudyPlan, plans: dict[str, StudyPlan], first_study_of: dict[str, str]) -> None:
     """Refuse a study with an invalid UID, two patients, or a SOP Instance UID of another study."""
     if not is_valid_uid(plan.study_instance_uid):
-        plan.refuse(INVALID_UID, f"StudyInstanceUID {shown(plan.study_instance_uid)} is not a DICOM UID")
+        plan.refuse(INVALID_UID, "StudyInstanceUID is not a DICOM UID (digits and dots, at most 64 characters)")
     for inst in plan.images + [r.instance for r in plan.failed if r.instance is not None]:
         for name, value in (("SeriesInstanceUID", inst.series_instance_uid),
                             ("SOPInstanceUID", inst.sop_instance_uid)):
             if not is_valid_uid(value):
-                plan.refuse(INVALID_UID, f"{name} {shown(value)} of a view is not a DICOM UID")
+                plan.refuse(INVALID_UID, f"{name} of a view is not a DICOM UID (digits and dots, at most "
+                                         "64 characters)")
     if len(plan.patient_keys) > 1:
         plan.refuse(UID_COLLISION, f"StudyInstanceUID is used by {len(plan.patient_keys)} patients "
                                    "(PatientID/IssuerOfPatientID differ between its instances)")
@@ -164,7 +166,7 @@ def _check_identity(plan: StudyPlan, plans: dict[str, StudyPlan], first_study_of
         assert row.instance is not None
         other = first_study_of.get(row.instance.sop_instance_uid)
         if other is not None and other != plan.study_instance_uid:
-            message = f"SOPInstanceUID {shown(row.instance.sop_instance_uid)} is in two studies"
+            message = "a SOPInstanceUID of the study is also in another study"
             plan.refuse(UID_COLLISION, message)
             plans[other].refuse(UID_COLLISION, message)
 

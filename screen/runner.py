@@ -8,8 +8,10 @@ at any moment and the next run resumes where it stopped.
 
 from __future__ import annotations
 
+import errno
 import logging
 import secrets
+import sqlite3
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -20,16 +22,19 @@ from typing import Any, Callable, Hashable, Iterator
 from pydicom.uid import generate_uid
 
 import screen
+from dicom_io.atomic import file_mode
 from dicom_io.pixels import PixelPolicy, Radiograph
 from dicom_io.scan import DecodeTask, decode_one, scan_archive
 from dicom_io.sr import AlgorithmInfo
+from dicom_io.uids import is_valid_uid
 from dicom_io.workers import Outcome, run_tasks
 from ensembles.checkpoint import read_member_spec
 from ensembles.op_levels import finding_level
 from ensembles.operating_point import OperatingPoint
 from ensembles.types import MemberOutput
 from screen.config import SiteConfig, load_site_config
-from screen.errors import ConfigError
+from screen.errors import ConfigError, EnvironmentProblem
+from screen.id_key import load_id_key
 from screen.ledger import Ledger, OutputLock, now_iso
 from screen.members import LoadedMember, load_members, member_version, model_key
 from screen.operating_points import load_points, op_id
@@ -154,12 +159,44 @@ def run_screen(
             )
     if options.dry_run:
         return _dry_run(archive, out_dir, site, points, options)
-    lock = OutputLock(out_dir)
-    lock.acquire()  # before anything slow, so a second run is refused at once
+    summary = RunSummary(new_run_id(), out_dir, intended_use=least_fit_use(uses))
     try:
-        return _run_locked(archive, out_dir, site, points, options, progress, started, uses)
-    finally:
-        lock.release()
+        with file_mode(site.output.mode_bits):  # every file it writes holds identifiers
+            lock = OutputLock(out_dir)
+            lock.acquire()  # before anything slow, so a second run is refused at once
+            try:
+                return _run_locked(archive, out_dir, site, points, options, progress, started, summary)
+            finally:
+                lock.release()
+    except (OSError, sqlite3.OperationalError) as exc:
+        if not _is_environment(exc):
+            raise
+        raise _environment_problem(out_dir, exc, summary) from exc
+
+
+_ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO})
+_ENVIRONMENT_SQLITE = ("readonly", "disk is full", "disk i/o error", "unable to open database")
+
+
+def _is_environment(exc: BaseException) -> bool:
+    """A read-only, full or failing disk, or missing permissions (not a bug or a bad file)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return any(part in str(exc).lower() for part in _ENVIRONMENT_SQLITE)
+    return isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS
+
+
+def _environment_problem(out_dir: Path, exc: BaseException, summary: RunSummary) -> EnvironmentProblem:
+    """One line for an error of the machine; what was done before it stays recorded."""
+    detail = str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        detail = f"{exc.strerror} ({errno.errorcode.get(exc.errno or 0, exc.errno)})"
+    done = summary.counts.get(SCREENED, 0)
+    kept = f"; the {done} studies screened before it are recorded" if done else "; nothing was lost"
+    return EnvironmentProblem(
+        f"cannot write to {out_dir}: {detail}{kept}. Make the folder writable by this user and free "
+        "space, then run again (finished studies are not screened again)",
+        exit_code=1 if done else 2,
+    )
 
 
 def member_intended_uses(site: SiteConfig) -> dict[str, str]:
@@ -171,6 +208,10 @@ def least_fit_use(uses: dict[str, str]) -> str:
     """The run's intended use: its least fit member's (demo < research < clinical)."""
     order = ("demo", "research", "clinical")
     return min(uses.values(), key=order.index) if uses else "research"
+
+
+def _key_file(site: SiteConfig) -> Path | None:
+    return Path(site.output.id_key_file) if site.output.id_key_file else None
 
 
 def _triage(plans: list[StudyPlan], ledger: Ledger, site: SiteConfig, key: str, options: RunOptions) -> Triage:
@@ -186,6 +227,7 @@ def _dry_run(archive: Path, out_dir: Path, site: SiteConfig, points: list[Operat
     key = model_key(site, op_id(points[0]))
     ledger = Ledger(out_dir, read_only=True)
     try:
+        ledger.bind_key(load_id_key(_key_file(site), out_dir=out_dir, create=False))
         scan = scan_archive(archive, rules=site.selection, workers=options.workers or site.run.workers)
         fate = _triage(plan_studies(scan, rules=site.selection, since=options.since), ledger, site, key, options)
         summary.needs_attention = ledger.needs_attention(site.run.max_attempts)
@@ -198,13 +240,14 @@ def _dry_run(archive: Path, out_dir: Path, site: SiteConfig, points: list[Operat
 
 def _run_locked(archive: Path, out_dir: Path, site: SiteConfig, points: list[OperatingPoint], options: RunOptions,
                 progress: Callable[[Iterator[Any], str, int], Any] | None, started: float,
-                uses: dict[str, str]) -> RunSummary:
-    summary = RunSummary(new_run_id(), out_dir, intended_use=least_fit_use(uses))
+                summary: RunSummary) -> RunSummary:
+    uses = member_intended_uses(site)
     clock = _Clock()
     key = model_key(site, op_id(points[0]))
     workers = options.workers or site.run.workers
     ledger = Ledger(out_dir)  # refuses a missing (beside results) or corrupt ledger before any change
     try:
+        ledger.bind_key(load_id_key(_key_file(site), out_dir=out_dir))
         if ledger.backup is not None:
             log.info("migrated the ledger to this version; the previous one is kept as %s", ledger.backup.name)
         with clock.timed("scan"):
@@ -214,7 +257,8 @@ def _run_locked(archive: Path, out_dir: Path, site: SiteConfig, points: list[Ope
         removed = ledger.sweep_orphans(sr_dir)
         if removed:
             log.info("removed %d partial or orphan files left by an interrupted run", len(removed))
-        write_scan_csv(scan, out_dir / "scan.csv")
+        hide_paths = site.output.patient_id != "include"
+        write_scan_csv(scan, out_dir / "scan.csv", path_key=ledger.id_key if hide_paths else None)
         ledger.start_run(summary.run_id, str(archive), key, op_id(points[0]))
         batch_size = options.batch_size or site.run.batch_size
         fate = _triage(plans, ledger, site, key, options)
@@ -287,7 +331,7 @@ class _RunContext:
             "run_id": self.summary.run_id, "screened_at": now_iso(),
             "intended_use": self.summary.intended_use, "content_hash": plan.content_hash(),
         }
-        patient = patient_id_value(first.patient_id, self.site.output.patient_id, self.ledger.salt())
+        patient = patient_id_value(first.patient_id, self.site.output.patient_id, self.ledger.id_key)
         if patient is not None:
             row["patient_id"] = patient
         if self.site.output.accession:
@@ -320,7 +364,7 @@ class _RunContext:
         self.ledger.record_study(row=row, content_hash=plan.content_hash(), model_key=self.key,
                                  run_id=self.summary.run_id, keep_sr=True, **self._identity(plan))
         self.summary.counts[FAILED_STUDY] += 1
-        log.warning("study %s failed: %s", plan.study_instance_uid, reason)
+        log.warning("study %s failed: %s", _logged_uid(plan.study_instance_uid), reason)
 
     # -- the pipeline -----------------------------------------------------------------------
     def screen(self, todo: list[StudyPlan], workers: int, progress: Callable[..., Any] | None) -> None:
@@ -387,7 +431,11 @@ class _RunContext:
                 with self.clock.timed("write"):
                     self._finish(state)
             except Exception as exc:  # noqa: BLE001 - one study's failure must not stop the run
-                self.record_failed(state.plan, f"{type(exc).__name__}: {exc}")
+                if isinstance(exc, (OSError, sqlite3.OperationalError)) and _is_environment(exc):
+                    raise  # the machine's (a full or read-only disk): the run stops with one line
+                # the exception's text may quote header values: the reason names its type only
+                log.debug("study %s: %s", _logged_uid(state.plan.study_instance_uid), exc)
+                self.record_failed(state.plan, f"write-failed: {type(exc).__name__} while writing the results")
 
     def _finish(self, state: _Pending) -> None:
         plan = state.plan
@@ -438,6 +486,11 @@ class _RunContext:
             members=tuple((m.name, m.version) for m in self.members), parameters=parameters,
             intended_use=self.summary.intended_use,
         )
+
+
+def _logged_uid(uid: str) -> str:
+    """A study's UID for a log line: itself when it is a UID, never an arbitrary header value."""
+    return uid if is_valid_uid(uid) else "(with an invalid StudyInstanceUID)"
 
 
 def _sop_of(plan: StudyPlan, path: Path) -> str:

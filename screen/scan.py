@@ -5,21 +5,44 @@ from __future__ import annotations
 import csv
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from dicom_io.atomic import atomic_open
+from dicom_io.csv_safe import spreadsheet_safe
 from dicom_io.scan import SCAN_COLUMNS, ScanResult, scan_archive
 from dicom_io.select import SelectionRules
 from screen.progress import progress
 
 
-def write_scan_csv(result: ScanResult, path: Path) -> Path:
-    """Write one row per file to ``path`` (atomically) and return it."""
+def write_scan_csv(result: ScanResult, path: Path, *, path_key: bytes | None = None) -> Path:
+    """Write one row per file to ``path`` (atomically) and return it.
+
+    With ``path_key`` the source paths are not written (an archive laid out by PatientID would
+    put the ids in them): ``path`` is empty and ``path_key`` holds a keyed pseudonym of the path
+    (the site can recompute it for a file it suspects, nobody else can invert it).
+    """
+    columns = list(SCAN_COLUMNS) + (["path_key"] if path_key is not None else [])
     with atomic_open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(SCAN_COLUMNS))
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in result.rows:
-            writer.writerow(row.as_dict())
+            values = row.as_dict()
+            if path_key is not None:
+                values = _without_paths(values, path_key)
+            writer.writerow({k: spreadsheet_safe(v) for k, v in values.items()})
     return path
+
+
+def _without_paths(values: dict[str, Any], key: bytes) -> dict[str, Any]:
+    from screen.id_key import pseudonym
+
+    shown = str(values["path"])
+    message = str(values.get("message") or "")
+    prefix = "same SOPInstanceUID as "
+    if message.startswith(prefix):  # the one message that names another file
+        message = prefix + "file " + pseudonym(key, "path", message[len(prefix):])
+    return {**values, "path": "", "path_key": pseudonym(key, "path", shown),
+            "message": message.replace(shown, "this file") if shown else message}
 
 
 def summary_table(result: ScanResult) -> str:

@@ -14,10 +14,11 @@ from typing import Any, Hashable, Mapping, Sequence
 
 import pydicom
 
+from dicom_io.deflate import read_header
 from dicom_io.geometry import ResizeSpec
 from dicom_io.index import Instance
 from dicom_io.sr import AlgorithmInfo, SRFinding, build_screening_sr, write_sr
-from dicom_io.uids import is_valid_uid, shown
+from dicom_io.uids import is_valid_uid
 from ensembles.fusion import Finding, StudyDecision
 from ensembles.operating_point import OperatingPoint
 from ensembles.types import MemberOutput
@@ -122,7 +123,7 @@ def write_study_sr(
     the study's is a DICOM UID (``invalid-uid`` otherwise), and the SR's is made here or is one
     this folder made (``sop_instance_uid``: an SR written again after its file was lost).
     """
-    sources = [pydicom.dcmread(inst.path, stop_before_pixels=True) for inst in images]
+    sources = [read_header(inst.path) for inst in images]  # bounded, deflated files too
     previous = [pydicom.dcmread(p) for p in supersedes if p.is_file()]
     findings = [
         SRFinding(source_sop_instance_uid=f.instance.sop_instance_uid, box=f.box, score=f.score,
@@ -137,7 +138,7 @@ def write_study_sr(
     )
     study_uid, sop_uid = str(ds.StudyInstanceUID), str(ds.SOPInstanceUID)
     if not (is_valid_uid(study_uid) and is_valid_uid(sop_uid)):  # never a path from anything else
-        raise ValueError(f"refusing to name an SR file after {shown(study_uid)}/{shown(sop_uid)}: not DICOM UIDs")
+        raise ValueError("refusing to name an SR file after a study or SR UID that is not a DICOM UID")
     path = sr_dir / study_uid / f"{sop_uid}.dcm"
     write_sr(ds, path)
     return path.relative_to(out_dir).as_posix(), str(ds.SOPInstanceUID)

@@ -30,7 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
-from dicom_io.uids import shown
 from screen.ledger import Ledger, StudyState
 from screen.plan import FAILED_STUDY, OUT_OF_SCOPE, SCREENED, UID_COLLISION, StudyPlan, on_or_after
 from screen.config import ScopeSettings
@@ -120,7 +119,7 @@ def _check_earlier_nights(plan: StudyPlan, state: StudyState | None, ledger: Led
     for inst in plan.images + [r.instance for r in plan.failed if r.instance is not None]:
         owner = ledger.instance_owner(inst.sop_instance_uid)
         if owner is not None and owner != plan.study_instance_uid:
-            message = f"SOPInstanceUID {shown(inst.sop_instance_uid)} is also in another study"
+            message = "a SOPInstanceUID of the study is also in another study"
             plan.refuse(UID_COLLISION, message + " (recorded on an earlier night)")
             result.collisions.append(plan.study_instance_uid)
             if ledger.fail_study(owner, f"{UID_COLLISION}: {message} (arrived later)"):

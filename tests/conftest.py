@@ -12,6 +12,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Identifier keys (screen.id_key) are made under XDG_CONFIG_HOME: a throwaway one, never the home's.
+os.environ["XDG_CONFIG_HOME"] = __import__("tempfile").mkdtemp(prefix="fracture-screen-config-")
+os.environ.pop("FRACTURE_SCREEN_SALT", None)
 
 CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from dicom_io.atomic import atomic_open, atomic_write_text
+from dicom_io.csv_safe import spreadsheet_safe
 from train.box_metrics import BoxMetrics
 from train.metrics import Confusion, Interval, bootstrap_auc, confusion, confusion_at
 
@@ -112,7 +113,7 @@ def _cell(value: Any) -> Any:
         return "1" if value else "0"
     if isinstance(value, float):
         return "" if math.isnan(value) else repr(value)
-    return value
+    return spreadsheet_safe(value)
 
 
 def write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> Path:

@@ -66,7 +66,7 @@ class PrepareOptions:
         seed: seed of the patient split.
         val: share of patients (per label stratum) for validation.
         test: share of patients (per label stratum) for the held-out test split.
-        workers: decode processes (1 decodes in this process).
+        workers: decode processes (child processes even at 1: a bad file fails alone).
         rules: which instances are screenable (the site's ``[selection]``).
         policy: the pixel pipeline's settings (the same defaults as ``screen run``).
         classifier_prompt: prefix of ``classifier.jsonl``.

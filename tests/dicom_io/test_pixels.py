@@ -301,6 +301,8 @@ def test_missing_pixel_data_and_float_pixel_data() -> None:
         pytest.param({"percentile_window": (0.0, 101.0)}, "percentile_window", id="window-range"),
         pytest.param({"use_voi": "yes"}, "use_voi", id="use-voi"),
         pytest.param({"max_pixel_bytes": 0}, "max_pixel_bytes", id="max-bytes"),
+        pytest.param({"max_header_bytes": True}, "max_header_bytes must be a positive int, got True",
+                     id="max-header-bytes"),
     ],
 )
 def test_policy_validation(kwargs: dict[str, Any], fragment: str) -> None:
@@ -416,6 +418,10 @@ KNOWN_REASONS = {
     "constant-image",
     "too-large",
     "truncated-pixel-data",
+    "frame-header-mismatch",
+    "bad-frame-header",
+    "header-too-large",
+    "pixel-length-mismatch",
 }
 
 
@@ -477,7 +483,8 @@ def test_bundled_file_yields_radiograph_or_reason(path: str, no_hang: None) -> N
     "name, reason",
     [
         ("MR_truncated.dcm", "decode-failed"),
-        ("JPEG2000-embedded-sequence-delimiter.dcm", "decode-failed"),
+        # its SIZ says 1024 x 3722445056 pixels: refused before openjpeg allocates
+        ("JPEG2000-embedded-sequence-delimiter.dcm", "frame-header-mismatch"),
         ("rtplan.dcm", "no-pixel-data"),
         ("emri_small_jpeg_2k_lossless_too_short.dcm", "truncated-pixel-data"),
     ],

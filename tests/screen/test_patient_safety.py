@@ -86,6 +86,7 @@ def test_invalid_uids_never_become_paths(write_study: Callable[..., list[Path]],
     victim_uid = str(pydicom.dcmread(victim[0], stop_before_pixels=True).StudyInstanceUID)
     assert rows[victim_uid]["status"] == "failed"
     assert rows[victim_uid]["reason"].startswith(f"invalid-uid: {field} ")
+    assert bad_uid not in rows[victim_uid]["reason"]  # reasons name the attribute, never its value
     good_uid = str(pydicom.dcmread(good[0], stop_before_pixels=True).StudyInstanceUID)
     assert rows[good_uid]["status"] == "screened"
     assert (_files(tmp_path.parent) - _files(tmp_path)) == outside_before  # nothing written outside
@@ -110,8 +111,8 @@ def test_a_sop_uid_in_two_studies_fails_both_and_nothing_else(write_study: Calla
     assert result.exit_code == 1, result.output
     rows = _rows(out)
     for uid in (str(pydicom.dcmread(first[0]).StudyInstanceUID), str(other.StudyInstanceUID)):
-        assert rows[uid]["status"] == "failed" and rows[uid]["reason"].startswith(
-            "uid-collision: SOPInstanceUID '") and "is in two studies" in rows[uid]["reason"]
+        assert rows[uid]["status"] == "failed"
+        assert rows[uid]["reason"] == "uid-collision: a SOPInstanceUID of the study is also in another study"
         assert rows[uid]["sr_path"] == ""
     assert rows[str(pydicom.dcmread(fine[0]).StudyInstanceUID)]["status"] == "screened"
 
@@ -181,7 +182,8 @@ def test_a_sop_uid_seen_again_in_another_study_on_a_later_night(write_study: Cal
     result = _run(tmp_path / "night2", site, out)
     assert result.exit_code == 1
     rows = _rows(out)
-    assert rows[str(intruder.StudyInstanceUID)]["reason"].startswith("uid-collision: SOPInstanceUID ")
+    assert rows[str(intruder.StudyInstanceUID)]["reason"] == (
+        "uid-collision: a SOPInstanceUID of the study is also in another study (recorded on an earlier night)")
     assert rows[first_study]["status"] == "failed" and rows[first_study]["reason"].startswith("uid-collision: ")
     assert rows[first_study]["sr_path"]  # its SR stays recorded
 
@@ -369,17 +371,16 @@ def test_rebuild_keeps_every_result_and_every_patient_id(screened_folder: tuple[
 
 
 def test_an_older_ledger_is_migrated_after_a_backup(screened_folder: tuple[Path, Path], site: Path) -> None:
-    """A version-1 ledger (salt in meta, no patient keys): migrated, ids unchanged, backup kept."""
+    """A version-1 ledger (a salt in meta beside its hashes, no patient keys): migrated in place
+    after a backup, the salt gone from the folder, every row kept as it was."""
     archive, out = screened_folder
     before = _rows(out)
-    salt = (out / ".fracture-screen-salt").read_text().strip()
     with sqlite3.connect(out / "ledger.sqlite") as db:  # take it back to version 1's layout
-        db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('salt', ?)", (salt,))
+        db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('salt', 'a-version-1-salt')")
         db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
         for table, column in (("studies", "patient_key"), ("studies", "attempts"), ("srs", "intended_use")):
             db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         db.execute("DROP TABLE instances")
-    (out / ".fracture-screen-salt").unlink()
     result = _run(archive, site, out)
     assert result.exit_code == 0, result.output
     backups = list(out.glob("ledger.sqlite.v1-backup-*"))
@@ -389,9 +390,38 @@ def test_an_older_ledger_is_migrated_after_a_backup(screened_folder: tuple[Path,
     with sqlite3.connect(out / "ledger.sqlite") as db:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
         assert db.execute("SELECT value FROM meta WHERE key = 'salt'").fetchone() is None
-    assert (out / ".fracture-screen-salt").read_text().strip() == salt
-    assert oct((out / ".fracture-screen-salt").stat().st_mode & 0o777) == "0o600"
-    assert {u: r["patient_id"] for u, r in _rows(out).items()} == {u: r["patient_id"] for u, r in before.items()}
+        assert db.execute("SELECT count(*) FROM studies").fetchone() == (3,)
+    assert _rows(out) == before  # nothing re-screened, every id as it was
+    assert not any(b"a-version-1-salt" in p.read_bytes() for p in _files(out))
+
+
+def test_identifiers_are_keyed_pseudonyms_and_the_key_stays_outside(screened_folder: tuple[Path, Path],
+                                                                   site: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    archive, out = screened_folder
+    rows = _rows(out)
+    assert all(len(r["patient_id"]) == 32 for r in rows.values())  # 128 bits
+    assert not any(b"PID-0" in p.read_bytes() for p in _files(out) if p.suffix in (".csv", ".json", ".sqlite"))
+    for path in _files(out):  # files with identifiers: owner only by default
+        assert path.stat().st_mode & 0o077 == 0, (path, oct(path.stat().st_mode))
+    scan = (out / "scan.csv").read_text()
+    assert str(archive) not in scan and "s0/" not in scan and "path_key" in scan.splitlines()[0]
+    monkeypatch.setenv("FRACTURE_SCREEN_SALT", "another key")
+    changed = _run(archive, site, out)
+    assert changed.exit_code == 2
+    assert "was written with another identifier key than this run's" in changed.output
+    monkeypatch.delenv("FRACTURE_SCREEN_SALT")
+    key_file = tmp_path / "keys" / "id-key"
+    key_file.parent.mkdir()
+    key_file.write_text("site key\n")
+    key_file.chmod(0o644)
+    loose = site.with_name("loose.toml")
+    loose.write_text(site.read_text() + f'\n[output]\nid_key_file = "{key_file}"\n')
+    refused = _run(archive, loose, tmp_path / "out2")
+    assert refused.exit_code == 2 and f"id key file {key_file} is readable by others (mode 0644)" in refused.output
+    inside = site.with_name("inside.toml")
+    inside.write_text(site.read_text() + f'\n[output]\nid_key_file = "{out / "key"}"\n')
+    assert "lies inside the output folder" in _run(archive, inside, out).output
 
 
 def test_a_lost_sr_is_written_again_with_its_uid_and_not_sent_again(screened_folder: tuple[Path, Path],

@@ -125,7 +125,7 @@ def test_patient_identifiers_are_configurable(archive: Path, tiny_models: Path, 
     if mode == "include":
         assert {r["patient_id"] for r in rows} <= ids
     elif mode == "hash":
-        assert all(len(r["patient_id"]) == 16 for r in rows) and not any(i in text for i in ids)
+        assert all(len(r["patient_id"]) == 32 for r in rows) and not any(i in text for i in ids)  # 128 bits
     else:
         assert "patient_id" not in rows[0] and not any(i in text for i in ids)
     for name in names:
