@@ -13,7 +13,7 @@ from typing import Any, Callable, TypeVar
 import click
 
 from screen import __version__
-from screen.errors import EXIT_USAGE, domain_errors
+from screen.errors import EXIT_USAGE, domain_errors, environment_detail, is_environment_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,6 +37,10 @@ class _DomainErrorGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - never a traceback on the console or the nightly log
+            if is_environment_error(exc):
+                where = f" {getattr(exc, 'filename', None)}" if getattr(exc, "filename", None) else ""
+                raise _DomainError(f"cannot write{where}: {environment_detail(exc)}; make it writable by "
+                                   "this user and free space, then run the command again", EXIT_USAGE) from exc
             report = _crash_report(exc)
             raise _DomainError(
                 f"unexpected {type(exc).__name__}: a bug in fracture-screen, not in your data or "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+
 from dicom_io.errors import DicomIOError
 
 #: Exit codes the CLI documents (README "Exit codes").
@@ -29,6 +32,24 @@ class EnvironmentProblem(ScreenError):
     def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+_ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO})
+_ENVIRONMENT_SQLITE = ("readonly", "disk is full", "disk i/o error", "unable to open database")
+
+
+def is_environment_error(exc: BaseException) -> bool:
+    """A read-only, full or failing disk, or missing permissions (not a bug or a bad file)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return any(part in str(exc).lower() for part in _ENVIRONMENT_SQLITE)
+    return isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS
+
+
+def environment_detail(exc: BaseException) -> str:
+    """``No space left on device (ENOSPC)``, or the error's text."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} ({errno.errorcode.get(exc.errno or 0, exc.errno)})"
+    return str(exc)
 
 
 def domain_errors() -> tuple[type[Exception], ...]:

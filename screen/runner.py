@@ -8,7 +8,6 @@ at any moment and the next run resumes where it stopped.
 
 from __future__ import annotations
 
-import errno
 import logging
 import secrets
 import sqlite3
@@ -33,7 +32,7 @@ from ensembles.op_levels import finding_level
 from ensembles.operating_point import OperatingPoint
 from ensembles.types import MemberOutput
 from screen.config import SiteConfig, load_site_config
-from screen.errors import ConfigError, EnvironmentProblem
+from screen.errors import ConfigError, EnvironmentProblem, environment_detail, is_environment_error
 from screen.id_key import load_id_key
 from screen.ledger import Ledger, OutputLock, now_iso
 from screen.members import LoadedMember, load_members, member_version, model_key
@@ -169,27 +168,14 @@ def run_screen(
             finally:
                 lock.release()
     except (OSError, sqlite3.OperationalError) as exc:
-        if not _is_environment(exc):
+        if not is_environment_error(exc):
             raise
         raise _environment_problem(out_dir, exc, summary) from exc
 
 
-_ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO})
-_ENVIRONMENT_SQLITE = ("readonly", "disk is full", "disk i/o error", "unable to open database")
-
-
-def _is_environment(exc: BaseException) -> bool:
-    """A read-only, full or failing disk, or missing permissions (not a bug or a bad file)."""
-    if isinstance(exc, sqlite3.OperationalError):
-        return any(part in str(exc).lower() for part in _ENVIRONMENT_SQLITE)
-    return isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS
-
-
 def _environment_problem(out_dir: Path, exc: BaseException, summary: RunSummary) -> EnvironmentProblem:
     """One line for an error of the machine; what was done before it stays recorded."""
-    detail = str(exc)
-    if isinstance(exc, OSError) and exc.strerror:
-        detail = f"{exc.strerror} ({errno.errorcode.get(exc.errno or 0, exc.errno)})"
+    detail = environment_detail(exc)
     done = summary.counts.get(SCREENED, 0)
     kept = f"; the {done} studies screened before it are recorded" if done else "; nothing was lost"
     return EnvironmentProblem(
@@ -431,7 +417,7 @@ class _RunContext:
                 with self.clock.timed("write"):
                     self._finish(state)
             except Exception as exc:  # noqa: BLE001 - one study's failure must not stop the run
-                if isinstance(exc, (OSError, sqlite3.OperationalError)) and _is_environment(exc):
+                if isinstance(exc, (OSError, sqlite3.OperationalError)) and is_environment_error(exc):
                     raise  # the machine's (a full or read-only disk): the run stops with one line
                 # the exception's text may quote header values: the reason names its type only
                 log.debug("study %s: %s", _logged_uid(state.plan.study_instance_uid), exc)

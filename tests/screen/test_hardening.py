@@ -159,3 +159,16 @@ def test_an_unexpected_error_is_one_line_and_a_private_report(tmp_path: Path, mo
     assert "Traceback" not in result.output and "PID-123" not in result.output
     (report,) = tmp_path.glob("fracture-screen-crash-*.txt")
     assert report.stat().st_mode & 0o777 == 0o600 and "PID-123" in report.read_text()
+
+
+def test_any_command_reports_an_unwritable_place_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import screen.scan
+
+    def denied(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(errno.EACCES, "Permission denied", "/srv/scan-out/scan.csv")
+
+    monkeypatch.setattr(screen.scan, "write_scan_csv", denied)
+    result = CliRunner().invoke(cli, ["scan", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert result.output == ("Error: cannot write /srv/scan-out/scan.csv: Permission denied (EACCES); make it "
+                             "writable by this user and free space, then run the command again\n")
