@@ -18,7 +18,7 @@ import torch
 
 from ensembles.checkpoint import MemberSpec
 from ensembles.errors import CheckpointError
-from ensembles.member_check.files import pickle_files, safetensors_files, tensor_headers
+from ensembles.member_check.files import check_weight_files, tensor_headers
 from ensembles.member_check.report import CheckReport
 from ensembles.member_check.weights import weight_fit
 
@@ -35,17 +35,9 @@ def check_detr(directory: str | Path, spec: MemberSpec) -> CheckReport:
                          f"kind {spec.kind!r}, image_size {spec.image_size}: needs kind 'detr' and "
                          f"image_size >= {MIN_IMAGE_SIZE}"):
         return report
-    try:
-        shards = safetensors_files(folder)
-    except CheckpointError as exc:
-        report.failed("files", str(exc))
+    shards = check_weight_files(report, folder)
+    if shards is None:
         return report
-    if not (folder / "config.json").is_file() or not shards:
-        pickles = ", ".join(p.name for p in pickle_files(folder))
-        report.failed("files", "needs config.json and safetensors weights (save_pretrained with "
-                               f"safe_serialization=True){'; found pickle ' + pickles if pickles else ''}")
-        return report
-    report.passed("files", f"{len(shards)} safetensors file(s)")
     config = _config(report, folder, spec)
     if config is None:
         return report

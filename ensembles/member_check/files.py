@@ -11,7 +11,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from ensembles.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from ensembles.member_check.report import CheckReport
 
 PICKLE_SUFFIXES: tuple[str, ...] = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 """Weight files in Python's pickle format (``torch.save``); never loaded or copied."""
@@ -76,3 +81,28 @@ def tensor_headers(files: list[Path]) -> dict[str, TensorInfo]:
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
             raise CheckpointError(f"{str(path)!r} is not a readable safetensors file: {exc}") from None
     return found
+
+
+def check_weight_files(report: "CheckReport", weights_dir: Path) -> list[Path] | None:
+    """The ``files`` check: ``config.json`` and safetensors weights (pickles never loaded).
+
+    Returns:
+        The safetensors files, or ``None`` (the failure is in ``report``).
+    """
+    if not (weights_dir / "config.json").is_file():
+        report.failed("files", f"{str(weights_dir)!r} has no config.json; write the model with save_pretrained")
+        return None
+    try:
+        shards = safetensors_files(weights_dir)
+    except CheckpointError as exc:
+        report.failed("files", str(exc))
+        return None
+    pickles = pickle_files(weights_dir)
+    if not shards:
+        found = f" (found {', '.join(p.name for p in pickles)}: pickle, never loaded)" if pickles else ""
+        report.failed("files", f"{str(weights_dir)!r} has no safetensors weights{found}; re-save the model "
+                               "with save_pretrained(..., safe_serialization=True)")
+        return None
+    ignored = f"; ignored pickle files: {', '.join(p.name for p in pickles)}" if pickles else ""
+    report.passed("files", f"{len(shards)} safetensors file(s) in {weights_dir.name}{ignored}")
+    return shards

@@ -43,7 +43,7 @@ import torch
 from ensembles.checkpoint import MemberSpec
 from ensembles.errors import CheckpointError, EnsembleError
 from ensembles.loc_tokens import LOC_TOKENS, NORMAL_TEXT, format_detections
-from ensembles.member_check.files import pickle_files, safetensors_files, tensor_headers
+from ensembles.member_check.files import check_weight_files, safetensors_files, tensor_headers
 from ensembles.member_check.report import CheckReport
 from ensembles.member_check.weights import weight_fit
 from ensembles.members.paligemma_common import (
@@ -116,24 +116,7 @@ def _files(report: CheckReport, folder: Path, spec: MemberSpec) -> Path | None:
                                    "has no options.base naming the base checkpoint folder")
             return None
         weights_dir = Path(base) if Path(base).is_absolute() else (folder / base).resolve()
-    if not (weights_dir / "config.json").is_file():
-        report.failed("files", f"{str(weights_dir)!r} has no config.json; write the model with "
-                               "save_pretrained")
-        return None
-    try:
-        shards = safetensors_files(weights_dir)
-    except CheckpointError as exc:
-        report.failed("files", str(exc))
-        return None
-    pickles = pickle_files(weights_dir)
-    if not shards:
-        found = f" (found {', '.join(p.name for p in pickles)}: pickle, never loaded)" if pickles else ""
-        report.failed("files", f"{str(weights_dir)!r} has no safetensors weights{found}; re-save "
-                               "the model with save_pretrained(..., safe_serialization=True)")
-        return None
-    ignored = f"; ignored pickle files: {', '.join(p.name for p in pickles)}" if pickles else ""
-    report.passed("files", f"{len(shards)} safetensors file(s) in {weights_dir.name}{ignored}")
-    return weights_dir
+    return weights_dir if check_weight_files(report, weights_dir) is not None else None
 
 
 def _config(report: CheckReport, weights_dir: Path, spec: MemberSpec) -> Any:
