@@ -42,6 +42,10 @@ def _no_progress(iterable: Iterator[_T], description: str, total: int) -> Iterat
     return iterable
 
 
+DUPLICATE_OF = "same SOPInstanceUID as "
+"""How a ``duplicate-sop-instance`` row's message starts; the first file's path follows."""
+
+
 @dataclass
 class ScanRow:
     """One file's outcome. ``instance`` is set whenever the header could be read."""
@@ -179,7 +183,7 @@ def scan_archive(
         if first is not None and rules.deduplicate:
             rows.append(
                 ScanRow(found.path, SKIPPED, "duplicate-sop-instance",
-                        f"same SOPInstanceUID as {display_path(first)}", instance, found.size)
+                        f"{DUPLICATE_OF}{display_path(first)}", instance, found.size)
             )
             continue
         seen_sops[instance.sop_instance_uid] = found.path

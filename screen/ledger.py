@@ -31,7 +31,6 @@ from screen.errors import OutputLockedError
 from screen.ledger_schema import (
     LEDGER_NAME,
     SCHEMA,
-    SCHEMA_VERSION,
     LedgerUnusableError,
     check_usable,
     migrate,
@@ -117,6 +116,7 @@ class Ledger:
         self.path = out_dir / LEDGER_NAME
         self.read_only = read_only
         self.backup: Path | None = None
+        self._key: bytes | None = None  # bind_key
         if not rebuilding:
             check_usable(out_dir, writable=not read_only)
         if read_only:  # a copy in memory, brought to this version: the file is never touched
@@ -128,8 +128,7 @@ class Ledger:
                 finally:
                     source.close()
                 migrate(self._db, None)
-            self._db.executescript(SCHEMA)
-            self._stamp_new()
+            self._db.executescript(SCHEMA)  # the schema stamps its version in its own transaction
             return
         out_dir.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists()
@@ -139,12 +138,7 @@ class Ledger:
         self._db.execute("PRAGMA secure_delete=ON")  # replaced identifiers do not linger in free pages
         if not new:
             self.backup = migrate(self._db, self.path)
-        self._db.executescript(SCHEMA)
-        self._stamp_new()
-
-    def _stamp_new(self) -> None:
-        if self.get_meta("schema_version") is None:
-            self.set_meta("schema_version", str(SCHEMA_VERSION))
+        self._db.executescript(SCHEMA)  # the schema stamps its version in its own transaction
 
     def close(self) -> None:
         self._db.close()
@@ -174,14 +168,13 @@ class Ledger:
             )
         if known is None and not self.read_only:
             self.set_meta("id_key_fingerprint", fingerprint)
-        self._key: bytes | None = key
+        self._key = key
 
     @property
     def id_key(self) -> bytes:
-        key = getattr(self, "_key", None)
-        if key is None:
+        if self._key is None:
             raise RuntimeError("Ledger.bind_key must be called before pseudonyms are made")
-        return key
+        return self._key
 
     def patient_key(self, key: tuple[str, str]) -> str:
         """The keyed pseudonym of (PatientID, IssuerOfPatientID): compares patients across nights."""

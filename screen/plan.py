@@ -65,6 +65,11 @@ class StudyPlan:
         return self.first.study_date
 
     @property
+    def views(self) -> list[Instance]:
+        """What must be screened: the selected images and the views that cannot be read."""
+        return self.images + [r.instance for r in self.failed if r.instance is not None]
+
+    @property
     def instances(self) -> list[Instance]:
         """Every indexed instance of the study (screenable or not)."""
         rows = self.failed + self.skipped + self.duplicates
@@ -79,7 +84,7 @@ class StudyPlan:
         """Identity of what would be screened: SOP Instance UIDs and file sizes, sorted."""
         items = sorted(
             (inst.sop_instance_uid, inst.file_size)
-            for inst in self.images + [r.instance for r in self.failed if r.instance is not None]
+            for inst in self.views
         )
         return hashlib.sha256(repr(items).encode()).hexdigest()[:16]
 
@@ -153,7 +158,7 @@ def _check_identity(plan: StudyPlan, plans: dict[str, StudyPlan], first_study_of
     """Refuse a study with an invalid UID, two patients, or a SOP Instance UID of another study."""
     if not is_valid_uid(plan.study_instance_uid):
         plan.refuse(INVALID_UID, "StudyInstanceUID is not a DICOM UID (digits and dots, at most 64 characters)")
-    for inst in plan.images + [r.instance for r in plan.failed if r.instance is not None]:
+    for inst in plan.views:
         for name, value in (("SeriesInstanceUID", inst.series_instance_uid),
                             ("SOPInstanceUID", inst.sop_instance_uid)):
             if not is_valid_uid(value):

@@ -164,7 +164,7 @@ def run_screen(
             lock = OutputLock(out_dir)
             lock.acquire()  # before anything slow, so a second run is refused at once
             try:
-                return _run_locked(archive, out_dir, site, points, options, progress, started, summary)
+                return _run_locked(archive, out_dir, site, points, options, progress, started, summary, uses)
             finally:
                 lock.release()
     except (OSError, sqlite3.OperationalError) as exc:
@@ -226,8 +226,7 @@ def _dry_run(archive: Path, out_dir: Path, site: SiteConfig, points: list[Operat
 
 def _run_locked(archive: Path, out_dir: Path, site: SiteConfig, points: list[OperatingPoint], options: RunOptions,
                 progress: Callable[[Iterator[Any], str, int], Any] | None, started: float,
-                summary: RunSummary) -> RunSummary:
-    uses = member_intended_uses(site)
+                summary: RunSummary, uses: dict[str, str]) -> RunSummary:
     clock = _Clock()
     key = model_key(site, op_id(points[0]))
     workers = options.workers or site.run.workers
@@ -330,7 +329,7 @@ class _RunContext:
         keys = plan.patient_keys
         if plan.problem is not None or len(keys) != 1:
             return {}
-        sops = [inst.sop_instance_uid for inst in plan.images + [r.instance for r in plan.failed if r.instance]]
+        sops = [inst.sop_instance_uid for inst in plan.views]
         return {"patient_key": self.ledger.patient_key(next(iter(keys))), "instances": sops}
 
     def record_unscreenable(self, plan: StudyPlan) -> None:

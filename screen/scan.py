@@ -9,8 +9,9 @@ from typing import Any
 
 from dicom_io.atomic import atomic_open
 from dicom_io.csv_safe import spreadsheet_safe
-from dicom_io.scan import SCAN_COLUMNS, ScanResult, scan_archive
+from dicom_io.scan import DUPLICATE_OF, SCAN_COLUMNS, ScanResult, scan_archive
 from dicom_io.select import SelectionRules
+from screen.id_key import pseudonym
 from screen.progress import progress
 
 
@@ -34,13 +35,10 @@ def write_scan_csv(result: ScanResult, path: Path, *, path_key: bytes | None = N
 
 
 def _without_paths(values: dict[str, Any], key: bytes) -> dict[str, Any]:
-    from screen.id_key import pseudonym
-
     shown = str(values["path"])
     message = str(values.get("message") or "")
-    prefix = "same SOPInstanceUID as "
-    if message.startswith(prefix):  # the one message that names another file
-        message = prefix + "file " + pseudonym(key, "path", message[len(prefix):])
+    if message.startswith(DUPLICATE_OF):  # the one message that names another file
+        message = DUPLICATE_OF + "file " + pseudonym(key, "path", message[len(DUPLICATE_OF):])
     return {**values, "path": "", "path_key": pseudonym(key, "path", shown),
             "message": message.replace(shown, "this file") if shown else message}
 

@@ -116,7 +116,7 @@ def _check_earlier_nights(plan: StudyPlan, state: StudyState | None, ledger: Led
             plan.refuse(UID_COLLISION, "StudyInstanceUID was screened for another patient on an earlier night")
             result.collisions.append(plan.study_instance_uid)
             return
-    for inst in plan.images + [r.instance for r in plan.failed if r.instance is not None]:
+    for inst in plan.views:
         owner = ledger.instance_owner(inst.sop_instance_uid)
         if owner is not None and owner != plan.study_instance_uid:
             message = "a SOPInstanceUID of the study is also in another study"
