@@ -141,7 +141,7 @@ def build_paligemma(
 
     from ensembles.quant import SKIP_MODULES, bitsandbytes_problem
     from ensembles.task_head import TaskHeadPaliGemmaForConditionalGeneration
-    from ensembles.tiny import build_tiny_processor
+    from ensembles.demo_arch.paligemma import build_tiny_processor
 
     if size.quantization == "8bit":
         problem = bitsandbytes_problem(device)
@@ -263,7 +263,7 @@ def paligemma_rows(
     """Score, detect and fixed-length generation sweeps of one PaliGemma size."""
     from ensembles.members.paligemma_classifier import PaliGemmaClassifier
     from ensembles.members.paligemma_detector import PaliGemmaDetector
-    from ensembles.tiny import default_spec
+    from ensembles.demo_arch.paligemma import default_spec
 
     built = try_build(size, device, dtype)
     if isinstance(built, Row):
@@ -308,7 +308,7 @@ def build_detr_member(device: Any, args: argparse.Namespace) -> Any:
     """A DETR-ResNet-50 member (the tiny DETR with ``--tiny``) on ``device``, random weights."""
     from ensembles.checkpoint import MemberSpec
     from ensembles.members.detr import DetrMember
-    from ensembles.tiny_detr import IMAGENET_MEAN, IMAGENET_STD, build_detr, build_tiny_detr
+    from ensembles.demo_arch.detr import IMAGENET_MEAN, IMAGENET_STD, build_detr, build_tiny_detr
 
     model = build_tiny_detr() if args.tiny else build_detr(backbone="resnet50")
     name = "tiny-detr" if args.tiny else "detr-r50"
@@ -356,7 +356,7 @@ def together_rows(
     from ensembles.members.detr import DetrMember
     from ensembles.members.paligemma_classifier import PaliGemmaClassifier
     from ensembles.members.paligemma_detector import PaliGemmaDetector
-    from ensembles.tiny import default_spec
+    from ensembles.demo_arch.paligemma import default_spec
 
     start = time.perf_counter()
     detector_built = try_build(sizes["pg2-10b-8bit"], device, dtype)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pydicom
 
-from dicom_io.scan import DecodeTask, decode_one, scan_archive
+from dicom_io.decode import DecodeTask, decode_one
+from dicom_io.scan import scan_archive
 from dicom_io.pixels import PixelPolicy
 from dicom_io.workers import run_tasks
 

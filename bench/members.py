@@ -7,7 +7,7 @@ Run from the repository root::
     python -m bench.members --members detr --json out.json
 
 What it does: writes tiny checkpoints of each member kind into a temporary directory with the
-project's own factories (:mod:`ensembles.tiny` for PaliGemma, :mod:`ensembles.tiny_detr` for
+project's own factories (:mod:`ensembles.demo_arch.paligemma` for PaliGemma, :mod:`ensembles.demo_arch.detr` for
 DETR), loads each through the registry (``create_member``, the screener's path) once per batch
 size, warms up on one batch, then times ``predict`` over the same images ``repeats`` times and
 keeps the best run. It prints images/s at batch 1 and batch 16 and their ratio, all measured in
@@ -78,14 +78,14 @@ class BenchResult:
 
 
 def _write_detr(directory: Path) -> Any:
-    from ensembles.tiny_detr import write_tiny_detr_checkpoint
+    from ensembles.demo_arch.detr import write_tiny_detr_checkpoint
 
     return write_tiny_detr_checkpoint(directory)  # its own 128 px letterbox
 
 
 def _write_paligemma(kind: str, threshold: float) -> Callable[[Path], Any]:
     def write(directory: Path) -> Any:
-        from ensembles.tiny import write_tiny_paligemma_checkpoint
+        from ensembles.demo_arch.paligemma import write_tiny_paligemma_checkpoint
 
         return write_tiny_paligemma_checkpoint(
             directory, kind=kind, threshold=threshold, text_model="gemma2"
@@ -95,23 +95,23 @@ def _write_paligemma(kind: str, threshold: float) -> Callable[[Path], Any]:
 
 
 CASES: tuple[BenchCase, ...] = (
-    BenchCase("detr", "detr", ("ensembles.members.detr", "ensembles.tiny_detr"), _write_detr),
+    BenchCase("detr", "detr", ("ensembles.members.detr", "ensembles.demo_arch.detr"), _write_detr),
     BenchCase(
         "paligemma-classifier",
         "paligemma-classifier",
-        ("ensembles.members.paligemma_classifier", "ensembles.tiny"),
+        ("ensembles.members.paligemma_classifier", "ensembles.demo_arch.paligemma"),
         _write_paligemma("paligemma-classifier", 0.5),
     ),
     BenchCase(
         "paligemma-detector score-only",
         "paligemma-detector",
-        ("ensembles.members.paligemma_detector", "ensembles.tiny"),
+        ("ensembles.members.paligemma_detector", "ensembles.demo_arch.paligemma"),
         _write_paligemma("paligemma-detector", 1.0),
     ),
     BenchCase(
         "paligemma-detector decode-all",
         "paligemma-detector",
-        ("ensembles.members.paligemma_detector", "ensembles.tiny"),
+        ("ensembles.members.paligemma_detector", "ensembles.demo_arch.paligemma"),
         _write_paligemma("paligemma-detector", 0.0),
     ),
 )

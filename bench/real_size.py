@@ -18,7 +18,7 @@ Gemma's RMSNorm weights 0 since it scales by ``1 + w``; LayerNorm weights 1; bia
 head's queries N(0, 1) as the head initialises them) and written into safetensors shards of
 at most 2 GB with ``model.safetensors.index.json``; ``lm_head`` is tied to the embeddings and
 written once. The folder also gets ``config.json``, the project's offline processor
-(``ensembles.tiny.build_tiny_processor``: its ids all lie below 257,216) and ``member.json``.
+(``ensembles.demo_arch.paligemma.build_tiny_processor``: its ids all lie below 257,216) and ``member.json``.
 Peak memory while building is about one shard, so the 10B (about 19 GB in bf16) is written on
 a 24 GiB machine. A complete build (``build.json`` written last) is reused; the checkpoints
 are deleted at the end unless ``--keep``.
@@ -273,7 +273,7 @@ def skeleton(size: PaliGemmaSize) -> tuple[Any, Any]:
     import torch
 
     from ensembles.task_head import TaskHeadPaliGemmaForConditionalGeneration
-    from ensembles.tiny import build_tiny_processor
+    from ensembles.demo_arch.paligemma import build_tiny_processor
 
     processor = build_tiny_processor(size.image_size, size.image_tokens)
     config = real_configs.paligemma_config(size, processor)
@@ -303,7 +303,7 @@ def build_checkpoint(
     from safetensors.torch import save_file
 
     from ensembles.checkpoint import write_member_spec
-    from ensembles.tiny import default_spec
+    from ensembles.demo_arch.paligemma import default_spec
 
     start = time.perf_counter()
     directory.mkdir(parents=True, exist_ok=True)
@@ -452,8 +452,8 @@ def run_qlora(checkpoint: Path, device: Any, meter: MemoryMeter, images: Sequenc
     from ensembles.members.paligemma_common import encode_prompts, position_ids_for
     from ensembles.preprocess import PreprocessConfig, preprocess_batch
     from ensembles.quant import weight_bytes
-    from ensembles.tiny import DETECTOR_LABELS, DETECTOR_PROMPT
-    from train.config import OptimConfig, PaliGemmaSection
+    from ensembles.demo_arch.paligemma import DETECTOR_LABELS, DETECTOR_PROMPT
+    from train.train_config import OptimConfig, PaliGemmaSection
     from train.losses import token_cross_entropy
     from train.recipes.paligemma_model import build_model, core_model
 

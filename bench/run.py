@@ -15,8 +15,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from screen.config import load_site_config
-from screen.runner import RunOptions, run_screen
+from screen.site_config import load_site_config
+from screen.nightly.runner import RunOptions, run_screen
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,14 +1,17 @@
 """Errors raised by :mod:`dicom_io`.
 
-Every error here subclasses :class:`DicomIOError`; only the CLI turns them into exit codes.
+Every error here subclasses :class:`DicomIOError`, itself a :class:`~ensembles.errors.ScreenError`
+(the project's one root, imported from a module with no imports); only the CLI turns them into exit codes.
 Each carries a short machine-readable ``reason`` code, the same codes that appear in the
 ``reason`` column of ``scan.csv`` and ``studies.csv``.
 """
 
 from __future__ import annotations
 
+from ensembles.errors import ScreenError
 
-class DicomIOError(Exception):
+
+class DicomIOError(ScreenError):
     """Base of every error raised by :mod:`dicom_io`."""
 
     reason: str = "error"

@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import cv2
@@ -35,6 +34,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from dicom_io.errors import GeometryError
+from ensembles.types import ResizeMode
 
 __all__ = [
     "SPACING_SOURCES",
@@ -156,13 +156,6 @@ def spacing_from_dataset(ds: Dataset) -> PixelSpacingInfo:
             source="ImagerPixelSpacing/magnification",
         )
     return PixelSpacingInfo(row_mm=pair[0], col_mm=pair[1], source="ImagerPixelSpacing")
-
-
-class ResizeMode(str, Enum):
-    """How a source image becomes a member's square input."""
-
-    SQUASH = "squash"
-    LETTERBOX = "letterbox"
 
 
 def _positive_int(name: str, value: Any) -> int:

@@ -7,7 +7,6 @@ code and a message; nothing is logged instead of recorded.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 from dicom_io.discover import FoundFile, discover
 from dicom_io.errors import DicomIOError, SizeLimitError
 from dicom_io.index import IndexedFileError, Instance, Study, group_studies, header_fields, read_instance
-from dicom_io.pixels import PixelPolicy, Radiograph, load_radiograph
+from dicom_io.decode import DecodeTask, decode_check
+from dicom_io.pixels import PixelPolicy
 from dicom_io.select import SelectionRules, select_instance
 from dicom_io.workers import run_tasks
 
@@ -111,33 +111,6 @@ def _index_one(task: _IndexTask) -> _Indexed:
         return _Indexed(exc.instance, (exc.reason, str(exc)))
 
 
-@dataclass(frozen=True)
-class DecodeSummary:
-    """What a decode check keeps of a radiograph (the pixels stay in the worker)."""
-
-    voi_source: str
-    decode_ms: float
-
-
-@dataclass(frozen=True)
-class DecodeTask:
-    """A picklable request to decode one instance with a policy."""
-
-    path: Path
-    policy: PixelPolicy
-
-
-def decode_one(task: DecodeTask) -> Radiograph:
-    """Decode one file into a :class:`Radiograph` (runs in a worker)."""
-    return load_radiograph(task.path, task.policy)
-
-
-def _decode_check(task: DecodeTask) -> DecodeSummary:
-    start = time.perf_counter()
-    radiograph = decode_one(task)
-    return DecodeSummary(radiograph.voi_source, (time.perf_counter() - start) * 1000.0)
-
-
 def scan_archive(
     root: str | Path,
     *,
@@ -204,7 +177,7 @@ def _decode_rows(rows: Iterable[ScanRow], workers: int, policy: PixelPolicy, pro
     selected = [r for r in rows if r.outcome == SELECTED]
     by_path = {r.path: r for r in selected}
     tasks = [DecodeTask(r.path, policy) for r in selected]
-    for outcome in progress(run_tasks(_decode_check, tasks, workers=workers), "decode", len(tasks)):
+    for outcome in progress(run_tasks(decode_check, tasks, workers=workers), "decode", len(tasks)):
         row = by_path[outcome.item.path]
         if outcome.result is not None:
             row.voi_source = outcome.result.voi_source
@@ -216,5 +189,4 @@ def _decode_rows(rows: Iterable[ScanRow], workers: int, policy: PixelPolicy, pro
 
 __all__ = [
     "DicomIOError", "ScanResult", "ScanRow", "SCAN_COLUMNS", "scan_archive", "display_path",
-    "DecodeTask", "decode_one",
 ]

@@ -37,12 +37,13 @@ from typing import Any, Sequence, cast
 import torch
 from transformers import LogitsProcessor
 
+from ensembles.errors import EnsembleError
 from ensembles.loc_tokens import LOC_TOKENS, NORMAL_TEXT, NUM_LOC_BINS
 
 LOC_BINS = NUM_LOC_BINS
 
 
-class GrammarError(ValueError):
+class GrammarError(EnsembleError, ValueError):
     """The tokenizer cannot express the grammar, or a budget is too small for any answer."""
 
 

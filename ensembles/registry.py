@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from ensembles.errors import EnsembleError, MemberUnavailableError
-from ensembles.types import MemberOutput
+from ensembles.types import MemberKind, MemberOutput
 
 
 @runtime_checkable
@@ -36,7 +36,7 @@ class Member(Protocol):
 
 
 @dataclass(frozen=True)
-class MemberKind:
+class RegisteredKind:
     """A registered member kind.
 
     Attributes:
@@ -72,21 +72,21 @@ class KindInfo:
 
 
 BUILTIN_KINDS: tuple[KindInfo, ...] = (
-    KindInfo("paligemma-classifier", "ensembles.members.paligemma_classifier",
+    KindInfo(MemberKind.PALIGEMMA_CLASSIFIER, "ensembles.members.paligemma_classifier",
              ("torch", "transformers"),
              "PaliGemma classifier: P(fracture) vs P(normal) from the first answer token"),
-    KindInfo("paligemma-detector", "ensembles.members.paligemma_detector",
+    KindInfo(MemberKind.PALIGEMMA_DETECTOR, "ensembles.members.paligemma_detector",
              ("torch", "transformers"),
              "PaliGemma detector: loc-vs-Normal score, then grammar-forced box decoding"),
-    KindInfo("detr", "ensembles.members.detr", ("torch", "transformers", "timm"),
+    KindInfo(MemberKind.DETR, "ensembles.members.detr", ("torch", "transformers", "timm"),
              "DETR detector (transformers DetrForObjectDetection, timm backbone)"),
-    KindInfo("refiner", "ensembles.members.refiner", ("torch", "timm", "safetensors"),
+    KindInfo(MemberKind.REFINER, "ensembles.members.refiner", ("torch", "timm", "safetensors"),
              "box refiner stage (timm crop regressor); use refine(), not predict()"),
 )
 """The kinds this package ships, described statically so listing them never imports torch
 (a test holds each module's ``register_member`` call equal to its entry here)."""
 
-_REGISTRY: dict[str, MemberKind] = {}
+_REGISTRY: dict[str, RegisteredKind] = {}
 _KNOWN: dict[str, KindInfo] = {info.kind: info for info in BUILTIN_KINDS}
 
 
@@ -106,7 +106,7 @@ def register_member(
         if kind in _REGISTRY and _REGISTRY[kind].factory is not factory:
             raise EnsembleError(f"member kind {kind!r} is registered twice")
         module = getattr(factory, "__module__", "")
-        _REGISTRY[kind] = MemberKind(
+        _REGISTRY[kind] = RegisteredKind(
             kind=kind, factory=factory, requires=needs, description=text, module=module
         )
         _KNOWN.setdefault(kind, KindInfo(kind, module, needs, text))
@@ -151,8 +151,8 @@ def member_availability() -> dict[str, list[str]]:
     return {kind: missing_requirements(kind) for kind in list_members()}
 
 
-def member_kind(kind: str) -> MemberKind:
-    """The registered :class:`MemberKind` of ``kind`` (imports its module, hence torch).
+def member_kind(kind: str) -> RegisteredKind:
+    """The registered :class:`RegisteredKind` of ``kind`` (imports its module, hence torch).
 
     Raises:
         EnsembleError: the kind is unknown.

@@ -11,7 +11,40 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, NamedTuple
+
+
+class ResizeMode(StrEnum):
+    """How a source image becomes a member's square input (:mod:`dicom_io.geometry` undoes it).
+
+    ``squash`` stretches to the square (PaliGemma's own); ``letterbox`` keeps the aspect ratio
+    and pads. A ``StrEnum``: config files and ``member.json`` hold the plain string, and a member
+    equals its string (``ResizeMode.SQUASH == "squash"``).
+    """
+
+    SQUASH = "squash"
+    LETTERBOX = "letterbox"
+
+
+class VoteRuleName(StrEnum):
+    """The study-level vote rules of :class:`ensembles.fusion.VoteRule`."""
+
+    ANY = "any"
+    K_OF_N = "k-of-n"
+    WEIGHTED_MEAN = "weighted-mean"
+
+
+class MemberKind(StrEnum):
+    """The built-in member kinds (``member.json``'s ``kind``; :mod:`ensembles.registry`).
+
+    A plugin may register other kinds by name; these are the ones the project ships.
+    """
+
+    PALIGEMMA_CLASSIFIER = "paligemma-classifier"
+    PALIGEMMA_DETECTOR = "paligemma-detector"
+    DETR = "detr"
+    REFINER = "refiner"
 
 
 class Box(NamedTuple):

@@ -5,16 +5,13 @@ from __future__ import annotations
 import errno
 import sqlite3
 
-from dicom_io.errors import DicomIOError
+from ensembles.errors import EXIT_USAGE, ScreenError
 
 #: Exit codes the CLI documents (README "Exit codes").
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_SOME_FAILED = 0, 1
 
-
-class ScreenError(Exception):
-    """Base of the screener's own errors; ``exit_code`` is what the CLI exits with."""
-
-    exit_code = EXIT_USAGE
+__all__ = ["EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "ConfigError", "EnvironmentProblem",
+           "OutputLockedError", "ScreenError", "environment_detail", "is_environment_error"]
 
 
 class ConfigError(ScreenError):
@@ -50,21 +47,3 @@ def environment_detail(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror} ({errno.errorcode.get(exc.errno or 0, exc.errno)})"
     return str(exc)
-
-
-def domain_errors() -> tuple[type[Exception], ...]:
-    """Every error family the CLI converts to a clean message (ensembles only when importable)."""
-    families: list[type[Exception]] = [ScreenError, DicomIOError]
-    try:
-        from ensembles.errors import EnsembleError
-    except ImportError:  # pragma: no cover - ensembles is part of the distribution
-        pass
-    else:
-        families.append(EnsembleError)
-    try:
-        from train.errors import TrainError
-    except ImportError:  # pragma: no cover - train is part of the distribution
-        pass
-    else:
-        families.append(TrainError)
-    return tuple(families)

@@ -1,4 +1,4 @@
-"""Stock-format PaliGemma checkpoints built *without* the project's factory (``ensembles.tiny``).
+"""Stock-format PaliGemma checkpoints built *without* the project's factory (``ensembles.demo_arch.paligemma``).
 
 What a site brings: ``PaliGemmaForConditionalGeneration.save_pretrained`` plus
 ``PaliGemmaProcessor.save_pretrained``, with a Gemma tokenizer laid out however its maker laid

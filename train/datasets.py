@@ -40,7 +40,7 @@ __all__ = [
     "split_path",
 ]
 
-#: The paper's classifier question and detector prompt (``ensembles.tiny`` uses the same).
+#: The paper's classifier question and detector prompt (``ensembles.demo_arch.paligemma`` uses the same).
 CLASSIFIER_PROMPT = "Is there a fracture in this x-ray?"
 DETECTOR_PROMPT = "Detect Fracture"
 POSITIVE_ANSWER = "Fracture"

@@ -13,9 +13,9 @@ What :func:`train_demo` does, seeded end to end (every step is the project's own
 
 Choosing the operating point and measuring the members on a fresh phantom set need the
 screener's member loading and tuning (:mod:`screen`), so that part lives in
-:mod:`screen.demo_cmd`; the one documented command runs both::
+:mod:`screen.commands.demo`; the one documented command runs both::
 
-    python -m screen.demo_cmd --out sample_data        # or: screen train-demo --out sample_data
+    python -m screen.commands.demo --out sample_data        # or: screen train-demo --out sample_data
 
 Work files (archives, prepared data, run folders with metrics and curves) go to ``work_dir``;
 an interrupted demo resumes: finished members are kept, and a run resumes from its ``last/``.
@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from dicom_io.phantom import PhantomConfig, write_phantom_archive
 from ensembles.checkpoint import read_member_spec, write_member_spec
-from train.config import load_train_config
+from train.train_config import load_train_config
 from train.errors import TrainError
 from train.prepare import PrepareOptions, prepare_dataset
 
@@ -253,7 +253,7 @@ def site_config_text(members: Sequence[DemoMember], models_dir: Path, site_dir: 
     ``refiner``, ``<models_dir>/refiner`` corrects the detectors' boxes."""
     lines = [
         "# The embedded default of `screen run` (no --config): tiny members trained on the phantom by",
-        "#   python -m screen.demo_cmd --out sample_data     (or: screen train-demo --out sample_data)",
+        "#   python -m screen.commands.demo --out sample_data     (or: screen train-demo --out sample_data)",
         "# Run it with: screen run sample_data/archive --config sample_data/site.toml --out OUT",
         f'operating_point = "{operating_point}"',
         "",

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Iterator, Mapping, Protocol, runtime_checkable
 import torch
 from tqdm.auto import tqdm
 
-from train.config import LoopConfig, OptimConfig, TrainConfig
+from train.train_config import LoopConfig, OptimConfig, TrainConfig
 from train.errors import NonFiniteLossError, TrainError
 from train.run_files import (
     METRICS_FILE,

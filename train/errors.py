@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ensembles.errors import ScreenError
 
-class TrainError(Exception):
+
+class TrainError(ScreenError):
     """Base of every error raised by :mod:`train`."""
 
 

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from dicom_io.pixels import PixelPolicy
-from dicom_io.scan import SELECTED, DecodeTask, decode_one, scan_archive
+from dicom_io.decode import DecodeTask, decode_one
+from dicom_io.scan import SELECTED, scan_archive
 from dicom_io.select import SelectionRules
 from dicom_io.workers import run_tasks
 from train.datasets import load_image, load_records

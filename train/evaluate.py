@@ -8,7 +8,7 @@ Sources:
 - a DICOM archive plus a labels CSV: scanned and selected like ``screen run`` (the site's
   ``[selection]``), decoded by :func:`dicom_io.pixels.load_radiograph` in worker processes.
 
-Members are loaded exactly as ``screen run`` loads them (:func:`screen.members.load_members`
+Members are loaded exactly as ``screen run`` loads them (:func:`screen.nightly.site_members.load_members`
 is the runner's; it is passed in by the CLI so ``train`` never imports ``screen``), they see
 the same float images, and the study decision is :meth:`OperatingPoint.decide`, the runner's
 own fusion. A member's study score is the maximum of its image scores. Studies with an image
@@ -34,7 +34,7 @@ from dicom_io.geometry import ResizeSpec
 from dicom_io.select import SelectionRules
 from ensembles.checkpoint import MemberSpec
 from ensembles.fusion import StudyDecision
-from ensembles.operating_point import OperatingPoint, load_operating_point
+from ensembles.operating_point.point import OperatingPoint, load_operating_point
 from ensembles.preprocess import letterbox_box_to_image
 from ensembles.registry import Member
 from ensembles.types import Box, MemberOutput
@@ -59,7 +59,7 @@ class EvalError(TrainError):
 
 
 class EvalMember(Protocol):
-    """What evaluation needs of a loaded member (``screen.members.LoadedMember`` fits)."""
+    """What evaluation needs of a loaded member (``screen.nightly.site_members.LoadedMember`` fits)."""
 
     @property
     def name(self) -> str: ...
@@ -360,7 +360,7 @@ def evaluate(
         source: a prepared data folder or a DICOM archive.
         out_dir: folder for ``predictions.csv``, ``image_predictions.csv``, ``report.md``,
             ``metrics.json`` (created).
-        members: loaded members (``screen.members.load_members(site)``); their names are the
+        members: loaded members (``screen.nightly.site_members.load_members(site)``); their names are the
             ``score:<name>`` columns.
         operating_point: the point deciding the ensemble (object or JSON path). ``None`` uses
             every member's ``member.json`` threshold with the ``any`` vote.

@@ -1,4 +1,4 @@
-"""The losses of the PaliGemma recipes, each a switch in ``[loss]`` (see :mod:`train.config`).
+"""The losses of the PaliGemma recipes, each a switch in ``[loss]`` (see :mod:`train.train_config`).
 
 All work on next-token logits under teacher forcing: ``logits[:, t]`` predicts ``labels[:, t+1]``
 (:func:`shift_logits_labels`), with ``labels`` ``-100`` on image, prompt and padding, as

@@ -36,7 +36,8 @@ from dicom_io.errors import GeometryError
 from dicom_io.geometry import ResizeSpec
 from dicom_io.index import Instance
 from dicom_io.pixels import PixelPolicy
-from dicom_io.scan import SELECTED, DecodeTask, decode_one, display_path, scan_archive
+from dicom_io.decode import DecodeTask, decode_one
+from dicom_io.scan import SELECTED, display_path, scan_archive
 from dicom_io.select import SelectionRules
 from dicom_io.workers import run_tasks
 from ensembles.loc_tokens import format_detections

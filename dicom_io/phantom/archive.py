@@ -25,7 +25,7 @@ from dicom_io.atomic import atomic_write_bytes, atomic_write_text
 from dicom_io.phantom.config import PhantomConfig, PhantomError
 from dicom_io.phantom.draw import generate_image
 from dicom_io.phantom.header import ImageHeader, StudyHeader, build_dataset, compress, to_bytes
-from dicom_io.phantom.plan import StudyPlan, plan_archive
+from dicom_io.phantom.cohort import StudyPlan, plan_archive
 
 LABEL_COLUMNS = (
     "StudyInstanceUID", "SOPInstanceUID", "label", "x0", "y0", "x1", "y1",

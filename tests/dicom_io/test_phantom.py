@@ -33,7 +33,7 @@ from dicom_io.phantom import (
 )
 from dicom_io.phantom.__main__ import main as phantom_main
 from dicom_io.phantom.header import ImageHeader, StudyHeader, build_dataset, compress, to_bytes
-from dicom_io.phantom.plan import allocate, plan_archive
+from dicom_io.phantom.cohort import allocate, plan_archive
 
 SMALL = PhantomConfig(n_studies=8, seed=7, size_range=(96, 160))
 SYNTAX_OF = {

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import pytest
 
 from dicom_io.pixels import PixelPolicy
-from dicom_io.scan import DecodeTask, decode_one
+from dicom_io.decode import DecodeTask, decode_one
 from dicom_io.workers import Outcome, run_tasks
 
 #: The timeout for hanging tasks. Its clock also covers starting a worker, so it is kept well

@@ -21,7 +21,7 @@ from ensembles.errors import CheckpointError, EnsembleError, MemberUnavailableEr
 from ensembles.members.detr import DetrMember, decode_detr_outputs  # noqa: E402
 from ensembles.preprocess import PreprocessConfig, preprocess_batch  # noqa: E402
 from ensembles.registry import create_member, list_members  # noqa: E402
-from ensembles.tiny_detr import build_tiny_detr, write_detr_checkpoint  # noqa: E402
+from ensembles.demo_arch.detr import build_tiny_detr, write_detr_checkpoint  # noqa: E402
 from ensembles.types import Box  # noqa: E402
 
 IMAGE_SIZE = 96

@@ -215,7 +215,7 @@ def test_import_with_a_lora_adapter(stock: Any, tmp_path: Path) -> None:
 
 
 def test_detr_import_and_class_check(tmp_path: Path) -> None:
-    from ensembles.tiny_detr import build_detr
+    from ensembles.demo_arch.detr import build_detr
 
     def stock_detr(folder: Path, labels: tuple[str, ...]) -> Path:
         build_detr(backbone="resnet18", labels=labels, num_queries=5, d_model=32, encoder_layers=1,

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 
 from ensembles.errors import OperatingPointError
-from ensembles.op_levels import (
+from ensembles.operating_point.levels import (
     decide_with_levels,
     finding_level,
     load_operating_points,
     operating_points_from_dict,
     save_operating_points,
 )
-from ensembles.operating_point import (
+from ensembles.operating_point.point import (
     OperatingPoint,
     OutOfFold,
     Provenance,

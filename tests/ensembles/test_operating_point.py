@@ -11,7 +11,7 @@ import pytest
 
 from ensembles.errors import OperatingPointError
 from ensembles.fusion import BoxSettings, VoteRule
-from ensembles.operating_point import (
+from ensembles.operating_point.point import (
     SCHEMA_VERSION,
     OperatingPoint,
     apply_operating_point,

@@ -18,7 +18,7 @@ from ensembles.loc_tokens import parse_detections  # noqa: E402
 from ensembles.members.paligemma_classifier import PaliGemmaClassifier  # noqa: E402
 from ensembles.members.paligemma_detector import PaliGemmaDetector  # noqa: E402
 from ensembles.registry import Member, create_member, list_members  # noqa: E402
-from ensembles.tiny import build_tiny_paligemma, default_spec, write_tiny_paligemma_checkpoint  # noqa: E402
+from ensembles.demo_arch.paligemma import build_tiny_paligemma, default_spec, write_tiny_paligemma_checkpoint  # noqa: E402
 
 SMALL = dict(image_size=48, patch=16, siglip_hidden=32, siglip_layers=2, text_hidden=64,
              text_layers=2)

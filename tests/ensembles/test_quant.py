@@ -19,7 +19,7 @@ from ensembles.errors import CheckpointError, MemberUnavailableError  # noqa: E4
 from ensembles.members.paligemma_classifier import PaliGemmaClassifier  # noqa: E402
 from ensembles.members.paligemma_common import load_paligemma  # noqa: E402
 from ensembles.registry import create_member  # noqa: E402
-from ensembles.tiny import (  # noqa: E402
+from ensembles.demo_arch.paligemma import (  # noqa: E402
     QUANTIZABLE_TEXT,
     save_paligemma_checkpoint,
     write_tiny_paligemma_checkpoint,

@@ -89,7 +89,7 @@ def test_no_boxes_means_no_refiner_call_and_the_name_passes_through() -> None:
 
 def test_a_zero_head_refiner_checkpoint_leaves_boxes_where_they_were(tmp_path: Path) -> None:
     from ensembles.registry import create_member
-    from ensembles.tiny_detr import write_tiny_refiner_checkpoint
+    from ensembles.demo_arch.detr import write_tiny_refiner_checkpoint
 
     write_tiny_refiner_checkpoint(tmp_path / "ref", architecture="resnet18", crop_size=32, zero_head=True)
     refiner = create_member("refiner", tmp_path / "ref")

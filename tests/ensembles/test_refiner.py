@@ -28,7 +28,7 @@ from ensembles.members.refiner import (  # noqa: E402
 )
 from ensembles.preprocess import PreprocessConfig, preprocess_image  # noqa: E402
 from ensembles.registry import create_member  # noqa: E402
-from ensembles.tiny_detr import write_tiny_refiner_checkpoint  # noqa: E402
+from ensembles.demo_arch.detr import write_tiny_refiner_checkpoint  # noqa: E402
 from ensembles.types import Box, Detection  # noqa: E402
 
 ARCH = "resnet18"

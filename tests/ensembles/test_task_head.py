@@ -20,7 +20,7 @@ from ensembles.task_head import (  # noqa: E402
     TaskHeadSettings,
     image_token_count,
 )
-from ensembles.tiny import build_tiny_paligemma, write_tiny_paligemma_checkpoint  # noqa: E402
+from ensembles.demo_arch.paligemma import build_tiny_paligemma, write_tiny_paligemma_checkpoint  # noqa: E402
 
 SMALL = dict(patch=16, siglip_hidden=32, siglip_layers=1, text_hidden=32, text_layers=1)
 

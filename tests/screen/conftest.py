@@ -16,8 +16,8 @@ MEMBER_NAMES = ("pg-cls", "pg-det", "detr")
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Random-init tiny members of the three real architectures, as checkpoints (built once)."""
-    from ensembles.tiny import write_tiny_paligemma_checkpoint
-    from ensembles.tiny_detr import write_tiny_detr_checkpoint
+    from ensembles.demo_arch.paligemma import write_tiny_paligemma_checkpoint
+    from ensembles.demo_arch.detr import write_tiny_detr_checkpoint
 
     root = tmp_path_factory.mktemp("models")
     write_tiny_paligemma_checkpoint(root / "pg-cls", "paligemma-classifier", name="pg-cls", seed=1)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ensembles.operating_point import load_operating_point, save_operating_point, uniform_operating_point
-from screen.demo_cmd import BOX_MEMBER_FLOOR, _restrict_box_members, choose_box_members
+from ensembles.operating_point.point import load_operating_point, save_operating_point, uniform_operating_point
+from screen.commands.demo import BOX_MEMBER_FLOOR, _restrict_box_members, choose_box_members
 
 VALIDATION = {"boxes": {"pg-det": {"recall_iou_0.3": 0.0}, "detr": {"recall_iou_0.3": 0.9},
                         "detr (before refiner)": {"recall_iou_0.3": 0.2}}}

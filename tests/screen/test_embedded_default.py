@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from screen.cli import cli
-from screen.config import DEFAULT_CONFIG, PROJECT_ROOT
+from screen.site_config import DEFAULT_CONFIG, PROJECT_ROOT
 
 ARCHIVE = PROJECT_ROOT / "sample_data" / "archive"
 
@@ -48,7 +48,7 @@ def test_committed_members_separate_the_sample_archive(tmp_path: Path) -> None:
     A regression guard for the whole path from DICOM to member scores: a change to decoding,
     preprocessing or loading that the members were not trained with shows here first.
     """
-    from screen.eval_cmd import run_eval
+    from screen.commands.eval import run_eval
 
     result = run_eval(ARCHIVE, tmp_path / "eval", labels_csv=PROJECT_ROOT / "sample_data" / "labels.csv",
                       workers=1, bootstrap=0)

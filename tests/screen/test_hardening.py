@@ -95,12 +95,12 @@ def test_a_full_disk_mid_run_is_one_line_and_nothing_done_is_lost(dataset_factor
                                                                   tiny_models: Path, site_writer: Callable[..., Path],
                                                                   tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import screen.study
+    import screen.nightly.writers
 
     archive, out = tmp_path / "export", tmp_path / "out"
     uids = [_study(dataset_factory, archive / f"s{i}") for i in range(4)]
     site = site_writer(tmp_path / "site", tiny_models)
-    real, calls = screen.study.write_sr, []
+    real, calls = screen.nightly.writers.write_sr, []
 
     def filling_up(ds: Any, path: Path) -> Path:
         calls.append(path)
@@ -108,14 +108,14 @@ def test_a_full_disk_mid_run_is_one_line_and_nothing_done_is_lost(dataset_factor
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(ds, path)
 
-    monkeypatch.setattr(screen.study, "write_sr", filling_up)
+    monkeypatch.setattr(screen.nightly.writers, "write_sr", filling_up)
     full = CliRunner().invoke(cli, ["run", str(archive), "--config", str(site), "--out", str(out), "--batch-size", "1"])
     assert full.exit_code == 1
     assert full.output.splitlines()[-1] == (
         f"Error: cannot write to {out}: No space left on device (ENOSPC); the 2 studies screened before it are "
         "recorded. Make the folder writable by this user and free space, then run again (finished studies are "
         "not screened again)")
-    monkeypatch.setattr(screen.study, "write_sr", real)
+    monkeypatch.setattr(screen.nightly.writers, "write_sr", real)
     again = CliRunner().invoke(cli, ["run", str(archive), "--config", str(site), "--out", str(out)])
     assert again.exit_code == 0, again.output
     rows = {r["study_instance_uid"]: r["status"] for r in _rows(out / "studies.csv")}
@@ -125,7 +125,7 @@ def test_a_full_disk_mid_run_is_one_line_and_nothing_done_is_lost(dataset_factor
 
 def test_an_unwritable_output_folder_is_one_line(dataset_factory: Callable[..., Any], site: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import screen.ledger
+    import screen.nightly.ledger
 
     archive = tmp_path / "export"
     _study(dataset_factory, archive / "a")
@@ -133,7 +133,7 @@ def test_an_unwritable_output_folder_is_one_line(dataset_factory: Callable[..., 
     def read_only(*args: Any, **kwargs: Any) -> int:
         raise PermissionError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(screen.ledger.os, "open", read_only)
+    monkeypatch.setattr(screen.nightly.ledger.os, "open", read_only)
     result = CliRunner().invoke(cli, ["run", str(archive), "--config", str(site), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2
     assert result.output == (f"Error: cannot write to {tmp_path / 'out'}: Read-only file system (EROFS); nothing "
@@ -142,12 +142,12 @@ def test_an_unwritable_output_folder_is_one_line(dataset_factory: Callable[..., 
 
 
 def test_an_unexpected_error_is_one_line_and_a_private_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import screen.scan
+    import screen.commands.scan
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("a message quoting PID-123")
 
-    monkeypatch.setattr(screen.scan, "run_scan", broken)
+    monkeypatch.setattr(screen.commands.scan, "run_scan", broken)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     import tempfile
 
@@ -162,12 +162,12 @@ def test_an_unexpected_error_is_one_line_and_a_private_report(tmp_path: Path, mo
 
 
 def test_any_command_reports_an_unwritable_place_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import screen.scan
+    import screen.commands.scan
 
     def denied(*args: Any, **kwargs: Any) -> Any:
         raise PermissionError(errno.EACCES, "Permission denied", "/srv/scan-out/scan.csv")
 
-    monkeypatch.setattr(screen.scan, "write_scan_csv", denied)
+    monkeypatch.setattr(screen.commands.scan, "write_scan_csv", denied)
     result = CliRunner().invoke(cli, ["scan", str(tmp_path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert result.output == ("Error: cannot write /srv/scan-out/scan.csv: Permission denied (EACCES); make it "

@@ -27,7 +27,7 @@ def test_missing_requirement_is_reported(monkeypatch: pytest.MonkeyPatch) -> Non
         return None if name == "timm" else real(name, *args)
 
     monkeypatch.setattr(registry.importlib.util, "find_spec", fake_find_spec)
-    monkeypatch.setattr("screen.models_cmd._default_exists", lambda: False)
+    monkeypatch.setattr("screen.commands.models._default_exists", lambda: False)
     result = CliRunner().invoke(cli, ["models"])
     (detr_line,) = [line for line in result.output.splitlines() if line.startswith("detr ")]
     assert " no " in detr_line and "missing: timm" in detr_line

@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 from pydicom.uid import generate_uid
 
 from screen.cli import cli
-from screen.ledger import Ledger
+from screen.nightly.ledger import Ledger
 
 SHOULDER = {"BodyPartExamined": "SHOULDER"}
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR")  # the bad values are the point

@@ -11,14 +11,14 @@ import pytest
 from click.testing import CliRunner
 
 from screen.cli import cli
-from screen.config import load_site_config
+from screen.site_config import load_site_config
 from screen.errors import ConfigError
-from screen.members import load_members, member_version
+from screen.nightly.site_members import load_members, member_version
 
 
 @pytest.fixture(scope="module")
 def refiner_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ensembles.tiny_detr import write_tiny_refiner_checkpoint
+    from ensembles.demo_arch.detr import write_tiny_refiner_checkpoint
 
     root = tmp_path_factory.mktemp("refiner")
     write_tiny_refiner_checkpoint(root / "refiner", architecture="resnet18", crop_size=32, seed=5)

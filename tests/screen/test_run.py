@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from screen.cli import cli
-from screen.config import load_site_config
-from screen.ledger import OutputLock
-from screen.runner import RunOptions, run_screen
+from screen.site_config import load_site_config
+from screen.nightly.ledger import OutputLock
+from screen.nightly.runner import RunOptions, run_screen
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -175,7 +175,7 @@ def test_operating_point_naming_another_member_is_refused(archive: Path, site: P
 def test_members_load_only_when_something_is_to_be_scored(archive: Path, site: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A night with nothing new, a dry run, or only failed studies loads no model."""
-    import screen.runner as runner
+    import screen.nightly.runner as runner
 
     loads: list[int] = []
     real = runner.load_members

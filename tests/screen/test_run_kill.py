@@ -19,8 +19,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from screen.config import load_site_config
-from screen.runner import run_screen
+from screen.site_config import load_site_config
+from screen.nightly.runner import run_screen
 
 
 def _screened(ledger: Path) -> int:

@@ -16,15 +16,15 @@ from numpy.typing import NDArray
 from sklearn.model_selection import StratifiedKFold
 
 from ensembles.fusion import VoteRule, decide_study
-from ensembles.op_levels import finding_level, load_operating_points
-from ensembles.operating_point import load_operating_point
+from ensembles.operating_point.levels import finding_level, load_operating_points
+from ensembles.operating_point.point import load_operating_point
 from ensembles.types import MemberOutput
 from screen.cli import _DomainErrorGroup
 from screen.errors import ConfigError
-from screen.tune import TuneSettings, decide_predictions, run_tune, tune
-from screen.tune_cmd import tune_cmd
-from screen.tune_input import Predictions, TuneError, read_predictions
-from screen.tune_search import decide, fused_scores, search, weight_grid
+from screen.tune.tuner import TuneSettings, decide_predictions, run_tune, tune
+from screen.commands.tune import tune_cmd
+from screen.tune.inputs import Predictions, TuneError, read_predictions
+from screen.tune.search import decide, fused_scores, search, weight_grid
 from train.metrics import bootstrap_metrics, confusion
 
 WriteCsv = Callable[..., Path]

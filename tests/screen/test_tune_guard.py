@@ -16,14 +16,14 @@ from sklearn.model_selection import StratifiedKFold
 
 from ensembles.errors import OperatingPointError
 from ensembles.fusion import VoteRule
-from ensembles.op_levels import load_operating_points
-from ensembles.operating_point import OperatingPoint, TuneGuard, load_operating_point
+from ensembles.operating_point.levels import load_operating_points
+from ensembles.operating_point.point import OperatingPoint, TuneGuard, load_operating_point
 from screen.cli import cli
-from screen.config import PROJECT_ROOT
+from screen.site_config import PROJECT_ROOT
 from screen.errors import ConfigError
-from screen.tune import TuneSettings, tune
-from screen.tune_input import Predictions, read_predictions
-from screen.tune_search import (
+from screen.tune.tuner import TuneSettings, tune
+from screen.tune.inputs import Predictions, read_predictions
+from screen.tune.search import (
     decide, exact_interval, free_parameters, min_tp_shown, positives_needed, search,
 )
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from screen.tune import TuneSettings, tune
-from screen.tune_input import Predictions, TuneError
-from screen.tune_search import decide
+from screen.tune.tuner import TuneSettings, tune
+from screen.tune.inputs import Predictions, TuneError
+from screen.tune.search import decide
 
 MEMBERS = ("a", "b")
 TARGET = 0.8

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from ensembles.operating_point import load_operating_point
-from screen.config import DEFAULT_CONFIG, load_site_config
-from screen.demo_cmd import run_demo, train_demo_cmd
-from screen.members import load_members
+from ensembles.operating_point.point import load_operating_point
+from screen.site_config import DEFAULT_CONFIG, load_site_config
+from screen.commands.demo import run_demo, train_demo_cmd
+from screen.nightly.site_members import load_members
 from train.demo import DemoError, DemoOptions
 
 TINY_PG = {"image_size": 32, "patch": 8, "siglip_hidden": 32, "siglip_layers": 1,
@@ -73,7 +73,7 @@ def test_demo_trains_members_the_screener_runs_and_measures_them(tmp_path: Path)
     for member in summary["members"]:
         assert member["steps"] == 1 and Path(member["checkpoint"]).is_dir()
     text = (out / "models" / "DEMO.md").read_text()
-    assert "python -m screen.demo_cmd --out sample_data" in text and "| detr |" in text
+    assert "python -m screen.commands.demo --out sample_data" in text and "| detr |" in text
     assert report.files["markdown"] == out / "models" / "DEMO.md"
 
     # a second run keeps the members it already trained (resumable demo), and says so

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from train.config import LoopConfig, OptimConfig, config_from_dict
+from train.train_config import LoopConfig, OptimConfig, config_from_dict
 from train.engine import StepLoss, fit, lr_factor, planned_steps
 from train.errors import NonFiniteLossError, TrainError
 

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from ensembles.checkpoint import MemberSpec
 from ensembles.errors import OperatingPointError
 from ensembles.fusion import VoteRule
-from ensembles.operating_point import OperatingPoint
+from ensembles.operating_point.point import OperatingPoint
 from ensembles.types import Box, Detection, MemberOutput
 from train.evaluate import EvalError, EvalOptions, evaluate
 
@@ -240,9 +240,9 @@ def test_nothing_to_evaluate(tmp_path: Path) -> None:
 def test_prepare_then_eval_with_real_tiny_members(tmp_path: Path) -> None:
     """The whole path on real (random-init) checkpoints: phantom → prepare → screen eval."""
     from dicom_io.phantom import PhantomConfig, write_phantom_archive
-    from ensembles.tiny import write_tiny_paligemma_checkpoint
-    from ensembles.tiny_detr import write_tiny_detr_checkpoint
-    from screen.eval_cmd import eval_cmd
+    from ensembles.demo_arch.paligemma import write_tiny_paligemma_checkpoint
+    from ensembles.demo_arch.detr import write_tiny_detr_checkpoint
+    from screen.commands.eval import eval_cmd
     from train.prepare import PrepareOptions, prepare_dataset
 
     config = PhantomConfig(n_studies=6, seed=5, size_range=(80, 112), views_range=(1, 2), positive_fraction=0.5)

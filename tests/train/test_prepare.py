@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from dicom_io.phantom import PhantomConfig, write_phantom_archive
 from dicom_io.pixels import load_radiograph
 from ensembles.loc_tokens import parse_detections
-from screen.prepare_cmd import prepare_cmd
+from screen.commands.prepare import prepare_cmd
 from train.datasets import DETECTOR_PROMPT, CLASSIFIER_PROMPT, load_image, load_records
 from train.labels import LabelsError, read_labels, study_labels
 from train.manifest import ManifestError, data_fingerprint, read_manifest

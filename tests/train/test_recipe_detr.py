@@ -14,7 +14,7 @@ import torch
 
 from dicom_io.phantom import MAX_VALUE, generate_image
 from ensembles.registry import create_member
-from train.config import config_from_dict
+from train.train_config import config_from_dict
 from train.engine import fit
 from train.errors import RecipeError, TrainConfigError
 from train.recipes import get_recipe

@@ -24,11 +24,11 @@ from ensembles.loc_tokens import format_detections
 from ensembles.quant import quantized_module_names
 from ensembles.registry import create_member
 from ensembles.types import Box, Detection
-from ensembles.tiny import QUANTIZABLE_TEXT
+from ensembles.demo_arch.paligemma import QUANTIZABLE_TEXT
 from screen.cli import cli
 from screen.errors import ScreenError
-from screen.train_cmd import TrainFailedError, run_train, train_cmd
-from train.config import config_from_dict
+from screen.commands.train import TrainFailedError, run_train, train_cmd
+from train.train_config import config_from_dict
 from train.engine import fit
 from train.errors import RecipeError
 from train.recipes import get_recipe, recipe_names

@@ -15,7 +15,7 @@ import torch
 from ensembles.members.refiner import Refiner, RefinerConfig, apply_corrections, crop_window
 from ensembles.registry import create_member
 from ensembles.types import Box, Detection
-from train.config import config_from_dict
+from train.train_config import config_from_dict
 from train.engine import fit
 from train.errors import TrainConfigError
 from train.recipes import get_recipe

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from train.config import (
+from train.train_config import (
     LoopConfig,
     config_from_dict,
     load_train_config,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable
 from train.errors import RecipeError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from train.config import TrainConfig
+    from train.train_config import TrainConfig
 
 __all__ = ["RECIPES", "RECIPE_MODULES", "RecipeError", "get_recipe", "recipe_names", "register_recipe"]
 

@@ -30,9 +30,9 @@ import torch
 
 from ensembles.preprocess import PreprocessConfig
 from ensembles.quant import resolve_device
-from ensembles.tiny_detr import IMAGENET_MEAN, IMAGENET_STD
+from ensembles.demo_arch.detr import IMAGENET_MEAN, IMAGENET_STD
 from train import losses
-from train.config import OptimConfig, TrainConfig
+from train.train_config import OptimConfig, TrainConfig
 from train.datasets import load_records
 from train.engine import StepLoss, fit
 from train.errors import RecipeError, TrainConfigError

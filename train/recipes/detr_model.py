@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ensembles.checkpoint import MemberSpec, write_member_spec
-from ensembles.tiny_detr import IMAGENET_MEAN, IMAGENET_STD
+from ensembles.demo_arch.detr import IMAGENET_MEAN, IMAGENET_STD
 from train.errors import RecipeError
 
 

@@ -33,7 +33,7 @@ from ensembles.preprocess import PreprocessConfig
 from ensembles.quant import resolve_device
 from ensembles.types import Box
 from train import losses
-from train.config import OptimConfig, PaliGemmaSection, TrainConfig
+from train.train_config import OptimConfig, PaliGemmaSection, TrainConfig
 from train.datasets import (
     CLASSIFIER_PROMPT,
     DETECTOR_PROMPT,

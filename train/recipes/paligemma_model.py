@@ -27,8 +27,8 @@ from ensembles.checkpoint import MemberSpec, read_member_spec, write_member_spec
 from ensembles.members.paligemma_common import load_paligemma
 from ensembles.quant import LORA_TARGET_REGEX
 from ensembles.task_head import TaskHeadSettings
-from ensembles.tiny import build_tiny_paligemma, save_paligemma_checkpoint
-from train.config import PaliGemmaSection
+from ensembles.demo_arch.paligemma import build_tiny_paligemma, save_paligemma_checkpoint
+from train.train_config import PaliGemmaSection
 from train.errors import RecipeError
 
 logger = logging.getLogger(__name__)

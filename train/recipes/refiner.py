@@ -40,7 +40,7 @@ from ensembles.checkpoint import read_member_spec
 from ensembles.errors import EnsembleError
 from ensembles.quant import resolve_device
 from ensembles.types import Box
-from train.config import OptimConfig, TrainConfig
+from train.train_config import OptimConfig, TrainConfig
 from train.datasets import load_image, load_records
 from train.engine import StepLoss, fit
 from train.errors import RecipeError, TrainConfigError

@@ -1,0 +1,1 @@
+"""The Click commands: thin wrappers over plain library functions."""

@@ -1,0 +1,1 @@
+"""The night: scan, plan, decode, members, fuse, write, ledger."""

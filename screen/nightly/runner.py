@@ -1,0 +1,533 @@
+"""``screen run``: scan → select → decode (workers) → members (batched across studies) → fuse → write.
+
+The data's path of ARCHITECTURE.md. Decoding runs in worker processes ahead of the models;
+images of several studies share a forward pass; each study is finished (fusion, SR, ledger)
+as soon as its last image is scored. The ledger entry is written last, so a run can be killed
+at any moment and the next run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sqlite3
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Hashable, Iterator
+
+from pydicom.uid import generate_uid
+
+import screen
+from dicom_io.atomic import file_mode
+from dicom_io.pixels import PixelPolicy, Radiograph
+from dicom_io.decode import DecodeTask, decode_one
+from dicom_io.scan import scan_archive
+from dicom_io.sr import AlgorithmInfo
+from dicom_io.uids import is_valid_uid
+from dicom_io.workers import Outcome, run_tasks
+from ensembles.checkpoint import read_member_spec
+from ensembles.operating_point.levels import finding_level
+from ensembles.operating_point.point import OperatingPoint
+from ensembles.types import MemberOutput
+from screen.site_config import SiteConfig, load_site_config
+from screen.errors import ConfigError, EnvironmentProblem, environment_detail, is_environment_error
+from screen.id_key import load_id_key
+from screen.nightly.ledger import Ledger, OutputLock, now_iso
+from screen.nightly.site_members import LoadedMember, load_members, member_version, model_key
+from ensembles.operating_point.levels import load_points, op_id
+from screen.nightly.tables import patient_id_value, study_columns, write_findings_csv, write_run_json, write_studies_csv
+from screen.nightly.plan import FAILED_STUDY, OUT_OF_SCOPE, SCREENED, SKIPPED, StudyPlan, plan_studies
+from screen.commands.scan import write_scan_csv
+from screen.nightly.scope import scope_key
+from screen.nightly.triage import Triage, triage
+from screen.nightly.writers import box_levels, finding_rows, member_columns, to_pixels, write_study_sr
+
+log = logging.getLogger("screen.run")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Command-line choices of one run (``None`` keeps the site config's value)."""
+
+    workers: int | None = None
+    batch_size: int | None = None
+    device: str | None = None
+    limit: int | None = None
+    since: date | None = None
+    dry_run: bool = False
+    force: bool = False
+    operating_point: Path | None = None
+    send_to: str | None = None
+    rescreen_since: date | None = None
+    allow_demo: bool = False
+
+
+@dataclass
+class RunSummary:
+    """What a run did; written to ``run.json`` and printed as the closing table."""
+
+    run_id: str
+    out_dir: Path
+    counts: Counter[str] = field(default_factory=Counter)
+    positives: int = 0
+    images: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    would_screen: list[str] = field(default_factory=list)
+    sent: dict[str, int] = field(default_factory=dict)
+    needs_attention: list[tuple[str, str]] = field(default_factory=list)  # (study, reason)
+    collisions: list[str] = field(default_factory=list)  # studies found colliding tonight
+    intended_use: str = "clinical"
+
+    @property
+    def exit_code(self) -> int:
+        failed = self.counts.get(FAILED_STUDY, 0) or self.sent.get("failed", 0) or self.needs_attention
+        return 1 if failed else 0
+
+
+@dataclass
+class _Pending:
+    """A study whose images are being decoded and scored."""
+
+    plan: StudyPlan
+    shapes: dict[Hashable, tuple[int, int]] = field(default_factory=dict)  # (rows, cols) per SOP UID
+    outputs: dict[Hashable, dict[str, MemberOutput]] = field(default_factory=dict)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    waiting: int = 0
+
+
+class _Clock:
+    """Wall time spent in named phases (the benchmark reads the share outside the members)."""
+
+    def __init__(self) -> None:
+        self.seconds: defaultdict[str, float] = defaultdict(float)
+
+    def timed(self, phase: str) -> "_Timer":
+        return _Timer(self, phase)
+
+
+class _Timer:
+    def __init__(self, clock: _Clock, phase: str) -> None:
+        self.clock, self.phase = clock, phase
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.clock.seconds[self.phase] += time.perf_counter() - self.start
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def run_screen(
+    archive: Path,
+    out_dir: Path,
+    *,
+    config: SiteConfig | None = None,
+    config_path: Path | None = None,
+    options: RunOptions = RunOptions(),
+    progress: Callable[[Iterator[Any], str, int], Any] | None = None,
+) -> RunSummary:
+    """Screen ``archive`` into ``out_dir``; callable without Click (see module docstring)."""
+    started = time.perf_counter()
+    site = config or load_site_config(config_path)
+    point_file = options.operating_point or site.operating_point
+    if point_file is None:
+        raise ConfigError(
+            "screen run needs an operating point: set operating_point = \"op.json\" in the site "
+            "config or pass --operating-point FILE (make one with screen eval, then screen tune)"
+        )
+    points = load_points(point_file)
+    for point in points:
+        point.check_members([m.name for m in site.members])
+    uses = member_intended_uses(site)
+    if options.send_to:
+        from dicom_io.send import parse_destination
+
+        parse_destination(options.send_to)  # a bad destination is a usage error before any work
+        demo = sorted(name for name, use in uses.items() if use == "demo")
+        if demo and not options.allow_demo:
+            raise ConfigError(
+                f"--send-to would send results of demo members ({', '.join(demo)}: intended_use \"demo\" "
+                "in member.json) to a PACS: they are phantom-trained and mean nothing on patients. Use "
+                "members declared fit for patients (screen models import --intended-use clinical), or "
+                "pass --allow-demo to send demo results knowingly (e.g. to a test PACS)"
+            )
+    if options.dry_run:
+        return _dry_run(archive, out_dir, site, points, options)
+    summary = RunSummary(new_run_id(), out_dir, intended_use=least_fit_use(uses))
+    try:
+        with file_mode(site.output.mode_bits):  # every file it writes holds identifiers
+            lock = OutputLock(out_dir)
+            lock.acquire()  # before anything slow, so a second run is refused at once
+            try:
+                return _run_locked(archive, out_dir, site, points, options, progress, started, summary, uses)
+            finally:
+                lock.release()
+    except (OSError, sqlite3.OperationalError) as exc:
+        if not is_environment_error(exc):
+            raise
+        raise _environment_problem(out_dir, exc, summary) from exc
+
+
+def _environment_problem(out_dir: Path, exc: BaseException, summary: RunSummary) -> EnvironmentProblem:
+    """One line for an error of the machine; what was done before it stays recorded."""
+    detail = environment_detail(exc)
+    done = summary.counts.get(SCREENED, 0)
+    kept = f"; the {done} studies screened before it are recorded" if done else "; nothing was lost"
+    return EnvironmentProblem(
+        f"cannot write to {out_dir}: {detail}{kept}. Make the folder writable by this user and free "
+        "space, then run again (finished studies are not screened again)",
+        exit_code=1 if done else 2,
+    )
+
+
+def member_intended_uses(site: SiteConfig) -> dict[str, str]:
+    """Each member's declared intended use (``member.json``; read without loading a model)."""
+    return {m.name: read_member_spec(m.checkpoint).intended_use for m in site.members}
+
+
+def least_fit_use(uses: dict[str, str]) -> str:
+    """The run's intended use: its least fit member's (demo < research < clinical)."""
+    order = ("demo", "research", "clinical")
+    return min(uses.values(), key=order.index) if uses else "research"
+
+
+def _key_file(site: SiteConfig) -> Path | None:
+    return Path(site.output.id_key_file) if site.output.id_key_file else None
+
+
+def _triage(plans: list[StudyPlan], ledger: Ledger, site: SiteConfig, key: str, options: RunOptions) -> Triage:
+    return triage(plans, ledger, key=key, scope=site.scope, scope_mark=scope_key(site.scope),
+                  force=options.force, rescreen_since=options.rescreen_since,
+                  max_attempts=site.run.max_attempts, limit=options.limit)
+
+
+def _dry_run(archive: Path, out_dir: Path, site: SiteConfig, points: list[OperatingPoint],
+             options: RunOptions) -> RunSummary:
+    """Scan and select, compare with the ledger, write nothing."""
+    summary = RunSummary(new_run_id(), out_dir)
+    key = model_key(site, op_id(points[0]))
+    ledger = Ledger(out_dir, read_only=True)
+    try:
+        ledger.bind_key(load_id_key(_key_file(site), out_dir=out_dir, create=False))
+        scan = scan_archive(archive, rules=site.selection, workers=options.workers or site.run.workers)
+        fate = _triage(plan_studies(scan, rules=site.selection, since=options.since), ledger, site, key, options)
+        summary.needs_attention = ledger.needs_attention(site.run.max_attempts)
+    finally:
+        ledger.close()
+    summary.would_screen = [p.study_instance_uid for p in fate.todo]
+    summary.counts["would-screen"] = len(fate.todo)
+    return summary
+
+
+def _run_locked(archive: Path, out_dir: Path, site: SiteConfig, points: list[OperatingPoint], options: RunOptions,
+                progress: Callable[[Iterator[Any], str, int], Any] | None, started: float,
+                summary: RunSummary, uses: dict[str, str]) -> RunSummary:
+    clock = _Clock()
+    key = model_key(site, op_id(points[0]))
+    workers = options.workers or site.run.workers
+    ledger = Ledger(out_dir)  # refuses a missing (beside results) or corrupt ledger before any change
+    try:
+        ledger.bind_key(load_id_key(_key_file(site), out_dir=out_dir))
+        if ledger.backup is not None:
+            log.info("migrated the ledger to this version; the previous one is kept as %s", ledger.backup.name)
+        with clock.timed("scan"):
+            scan = scan_archive(archive, rules=site.selection, workers=workers, progress=progress or _quiet)
+        plans = plan_studies(scan, rules=site.selection, since=options.since)
+        sr_dir = out_dir / "sr"
+        removed = ledger.sweep_orphans(sr_dir)
+        if removed:
+            log.info("removed %d partial or orphan files left by an interrupted run", len(removed))
+        hide_paths = site.output.patient_id != "include"
+        write_scan_csv(scan, out_dir / "scan.csv", path_key=ledger.id_key if hide_paths else None)
+        ledger.start_run(summary.run_id, str(archive), key, op_id(points[0]))
+        batch_size = options.batch_size or site.run.batch_size
+        fate = _triage(plans, ledger, site, key, options)
+        context = _RunContext(site, options, points, key, summary, ledger, out_dir, sr_dir, clock, batch_size,
+                              reuse_sr=fate.reuse_sr)
+        summary.counts["already-screened"] += fate.done
+        summary.collisions = fate.collisions
+        for plan in fate.unscreenable:
+            context.record_unscreenable(plan)
+        for plan, reason in fate.out_of_scope:
+            context.record_out_of_scope(plan, reason)
+        for plan in fate.refused:
+            context.record_failed(plan, plan.failure_reason())
+        context.screen(fate.todo, workers, progress)
+        if options.send_to:
+            with clock.timed("send"):
+                summary.sent = _send(ledger, options.send_to, allow_demo=options.allow_demo)
+        summary.needs_attention = ledger.needs_attention(site.run.max_attempts)
+        _write_views(context)
+        summary.timings = {k: round(v, 3) for k, v in clock.seconds.items()}
+        summary.timings["wall"] = round(time.perf_counter() - started, 3)
+        ledger.finish_run(summary.run_id, "failed" if summary.exit_code else "ok", summary_dict(summary))
+        write_run_json(out_dir / "run.json", summary_dict(summary) | {
+            "archive": str(archive), "model_key": key, "operating_point_id": op_id(points[0]),
+            "members": {m.name: member_version(m) for m in site.members}, "member_intended_use": uses,
+            "finished_at": now_iso(),
+        })
+    finally:
+        ledger.close()
+    return summary
+
+
+def _quiet(iterable: Iterator[Any], description: str, total: int) -> Iterator[Any]:
+    return iterable
+
+
+@dataclass
+class _RunContext:
+    site: SiteConfig
+    options: RunOptions
+    points: list[OperatingPoint]
+    key: str
+    summary: RunSummary
+    ledger: Ledger
+    out_dir: Path
+    sr_dir: Path
+    clock: _Clock
+    batch_size: int
+    sr_series_uid: str = field(default_factory=generate_uid)
+    loaded: list[LoadedMember] | None = None
+    reuse_sr: dict[str, str] = field(default_factory=dict)  # study -> SR SOP UID to write again
+
+    @property
+    def members(self) -> list[LoadedMember]:
+        """The members, loaded when the first decoded image needs them: a night with nothing
+        new, or whose new studies all fail to decode, loads no model (a 10B takes minutes)."""
+        if self.loaded is None:
+            with self.clock.timed("load-members"):
+                self.loaded = load_members(self.site, device=self.options.device,
+                                           batch_size=self.options.batch_size)
+        return self.loaded
+
+    # -- rows -------------------------------------------------------------------------------
+    def base_row(self, plan: StudyPlan, status: str, reason: str = "") -> dict[str, Any]:
+        first = plan.first
+        row: dict[str, Any] = {
+            "study_instance_uid": plan.study_instance_uid, "study_date": first.study_date,
+            "status": status, "reason": reason, "n_images": len(plan.images),
+            "model_version": self.key, "operating_point_id": op_id(self.points[0]),
+            "run_id": self.summary.run_id, "screened_at": now_iso(),
+            "intended_use": self.summary.intended_use, "content_hash": plan.content_hash(),
+        }
+        patient = patient_id_value(first.patient_id, self.site.output.patient_id, self.ledger.id_key)
+        if patient is not None:
+            row["patient_id"] = patient
+        if self.site.output.accession:
+            row["accession_number"] = first.accession_number
+        return row
+
+    def _identity(self, plan: StudyPlan) -> dict[str, Any]:
+        """The study's patient (hashed) and instances, remembered for later nights' collisions;
+        nothing for a study that is one already (its earlier record stays the reference)."""
+        keys = plan.patient_keys
+        if plan.problem is not None or len(keys) != 1:
+            return {}
+        sops = [inst.sop_instance_uid for inst in plan.views]
+        return {"patient_key": self.ledger.patient_key(next(iter(keys))), "instances": sops}
+
+    def record_unscreenable(self, plan: StudyPlan) -> None:
+        row = self.base_row(plan, SKIPPED, plan.skip_reason())
+        self.ledger.record_study(row=row, content_hash=plan.content_hash(), model_key=self.key,
+                                 run_id=self.summary.run_id, **self._identity(plan))
+        self.summary.counts[SKIPPED] += 1
+
+    def record_out_of_scope(self, plan: StudyPlan, reason: str) -> None:
+        row = self.base_row(plan, OUT_OF_SCOPE, reason)
+        self.ledger.record_study(row=row, content_hash=plan.content_hash(), model_key=scope_key(self.site.scope),
+                                 run_id=self.summary.run_id, keep_sr=True, **self._identity(plan))
+        self.summary.counts[OUT_OF_SCOPE] += 1
+
+    def record_failed(self, plan: StudyPlan, reason: str) -> None:
+        row = self.base_row(plan, FAILED_STUDY, reason)
+        self.ledger.record_study(row=row, content_hash=plan.content_hash(), model_key=self.key,
+                                 run_id=self.summary.run_id, keep_sr=True, **self._identity(plan))
+        self.summary.counts[FAILED_STUDY] += 1
+        log.warning("study %s failed: %s", _logged_uid(plan.study_instance_uid), reason)
+
+    # -- the pipeline -----------------------------------------------------------------------
+    def screen(self, todo: list[StudyPlan], workers: int, progress: Callable[..., Any] | None) -> None:
+        policy = PixelPolicy(max_pixel_bytes=self.site.selection.max_pixel_bytes)
+        pending: dict[str, _Pending] = {}
+        tasks: list[DecodeTask] = []
+        owner: dict[Path, str] = {}
+        for plan in todo:
+            if plan.failed:
+                self.record_failed(plan, plan.failure_reason())
+                continue
+            pending[plan.study_instance_uid] = _Pending(plan, waiting=len(plan.images))
+            for inst in plan.images:
+                tasks.append(DecodeTask(inst.path, policy))
+                owner[inst.path] = plan.study_instance_uid
+        batch_size = self.batch_size
+        queue: list[tuple[str, str, Radiograph]] = []
+        decoded: Iterator[Outcome[DecodeTask, Radiograph]] = run_tasks(
+            decode_one, tasks, workers=workers, prefetch=max(2 * batch_size, 4 * workers),
+            timeout_s=self.site.run.decode_timeout_s)
+        stream = progress(decoded, "screen", len(tasks)) if progress else decoded
+        wait_start = time.perf_counter()
+        for outcome in stream:
+            self.clock.seconds["decode-wait"] += time.perf_counter() - wait_start
+            uid = owner[outcome.item.path]
+            state = pending[uid]
+            sop = _sop_of(state.plan, outcome.item.path)
+            if outcome.result is None:
+                assert outcome.failure is not None
+                state.failures.append((outcome.failure.reason, outcome.failure.message))
+                state.waiting -= 1
+            else:
+                queue.append((uid, sop, outcome.result))
+                self.summary.images += 1
+            if len(queue) >= batch_size:
+                self._score(queue, pending)
+                queue = []
+            self._finish_ready(pending)
+            wait_start = time.perf_counter()
+        if queue:
+            self._score(queue, pending)
+        self._finish_ready(pending)
+
+    def _score(self, queue: list[tuple[str, str, Radiograph]], pending: dict[str, _Pending]) -> None:
+        images = [r.pixels for _, _, r in queue]
+        for loaded in self.members:
+            with self.clock.timed("members"):
+                outputs = loaded.member.predict(images)
+            for (uid, sop, _), output in zip(queue, outputs):
+                pending[uid].outputs.setdefault(sop, {})[loaded.name] = output
+        for uid, sop, radiograph in queue:
+            pending[uid].shapes[sop] = (radiograph.rows, radiograph.cols)  # pixels are not kept
+            pending[uid].waiting -= 1
+
+    def _finish_ready(self, pending: dict[str, _Pending]) -> None:
+        for uid in [u for u, s in pending.items() if s.waiting == 0]:
+            state = pending.pop(uid)
+            if state.failures:
+                counts = Counter(reason for reason, _ in state.failures)
+                detail = ", ".join(f"{r} ({n})" for r, n in counts.most_common())
+                self.record_failed(state.plan, f"{len(state.failures)} of {len(state.plan.images)} images failed to decode: {detail}")
+                continue
+            try:
+                with self.clock.timed("write"):
+                    self._finish(state)
+            except Exception as exc:  # noqa: BLE001 - one study's failure must not stop the run
+                if isinstance(exc, (OSError, sqlite3.OperationalError)) and is_environment_error(exc):
+                    raise  # the machine's (a full or read-only disk): the run stops with one line
+                # the exception's text may quote header values: the reason names its type only
+                log.debug("study %s: %s", _logged_uid(state.plan.study_instance_uid), exc)
+                self.record_failed(state.plan, f"write-failed: {type(exc).__name__} while writing the results")
+
+    def _finish(self, state: _Pending) -> None:
+        plan = state.plan
+        shapes = state.shapes
+        letterboxed = {m.name: m.letterbox_size for m in self.members if m.letterbox_size}
+        decisions = [p.decide(state.outputs, letterboxed=letterboxed, image_shapes=shapes) for p in self.points]
+        decision = decisions[0]
+        levels = box_levels(decision, self.points, decisions)
+        level = finding_level(self.points, decisions) if len(self.points) > 1 else None
+        images = {inst.sop_instance_uid: inst for inst in plan.images}
+        placed = to_pixels(decision, images, levels)
+        previous = self.ledger.study_state(plan.study_instance_uid)
+        sr_path = sr_uid = None
+        supersedes = None
+        if self.site.output.write_sr:
+            reuse = self.reuse_sr.get(plan.study_instance_uid)  # its SR file was lost: the same SR again
+            old = self.ledger.sr_datasets_of(plan.study_instance_uid, excluding=reuse) if previous is not None else []
+            sr_path, sr_uid = write_study_sr(
+                images=plan.images, decision=decision, placed=placed, algorithm=self._algorithm(),
+                sr_dir=self.sr_dir, out_dir=self.out_dir, series_instance_uid=self.sr_series_uid,
+                series_number=self.site.output.sr_series_number, supersedes=old[-1:],
+                institution_name=self.site.output.institution_name, sop_instance_uid=reuse,
+            )
+            supersedes = previous.sr_sop_instance_uid if previous is not None and reuse is None else None
+        row = self.base_row(plan, SCREENED)
+        row.update({
+            "decision": "positive" if decision.positive else "negative",
+            "level": level or "", "fused_score": decision.score,
+            "n_boxes": sum(1 for f in placed if f.box is not None), "sr_path": sr_path or "",
+            "sr_sop_instance_uid": sr_uid or "",
+        })
+        row.update(member_columns(state.outputs, decision, [m.name for m in self.members]))
+        self.ledger.record_study(
+            row=row, content_hash=plan.content_hash(), model_key=self.key, run_id=self.summary.run_id,
+            findings=finding_rows(plan.study_instance_uid, placed, self.summary.run_id),
+            sr_path=sr_path, sr_sop_instance_uid=sr_uid, supersedes=supersedes,
+            intended_use=self.summary.intended_use, **self._identity(plan),
+        )
+        self.summary.counts[SCREENED] += 1
+        self.summary.positives += int(decision.positive)
+
+    def _algorithm(self) -> AlgorithmInfo:
+        point = self.points[0]
+        parameters = {f"threshold:{name}": f"{value:.6g}" for name, value in point.thresholds.items()}
+        parameters["vote"] = point.vote.label
+        return AlgorithmInfo(
+            name="fracture-screen", version=screen.__version__, operating_point_id=op_id(point),
+            members=tuple((m.name, m.version) for m in self.members), parameters=parameters,
+            intended_use=self.summary.intended_use,
+        )
+
+
+def _logged_uid(uid: str) -> str:
+    """A study's UID for a log line: itself when it is a UID, never an arbitrary header value."""
+    return uid if is_valid_uid(uid) else "(with an invalid StudyInstanceUID)"
+
+
+def _sop_of(plan: StudyPlan, path: Path) -> str:
+    for inst in plan.images:
+        if inst.path == path:
+            return inst.sop_instance_uid
+    raise KeyError(path)
+
+
+def _send(ledger: Ledger, destination: str, *, allow_demo: bool = False) -> dict[str, int]:
+    """C-STORE every SR of this folder not yet stored at ``destination`` (demo members' SRs
+    only with ``allow_demo``); record each result."""
+    from dicom_io.send import parse_destination, send_files
+
+    target = parse_destination(destination)
+    unsent = ledger.unsent_srs(destination, allow_demo=allow_demo)
+    if not unsent:
+        return {"sent": 0, "failed": 0}
+    results = send_files([path for _, path in unsent], target)
+    counts = Counter[str]()
+    for (uid, _), result in zip(unsent, results):
+        ledger.record_send(uid, destination, ok=result.ok, status=result.status, attempts=result.attempts,
+                           error=result.error)
+        counts["sent" if result.ok else "failed"] += 1
+    return {"sent": counts["sent"], "failed": counts["failed"]}
+
+
+def _write_views(context: _RunContext) -> None:
+    site = context.site
+    columns = study_columns([m.name for m in site.members], patient_id=site.output.patient_id != "omit",
+                            accession=site.output.accession)
+    write_studies_csv(context.out_dir / "studies.csv", context.ledger.study_rows(), columns)
+    write_findings_csv(context.out_dir / "findings.csv", context.ledger.finding_rows())
+
+
+def summary_dict(summary: RunSummary) -> dict[str, Any]:
+    """The JSON-able part of a summary."""
+    return {
+        "run_id": summary.run_id, "counts": dict(summary.counts), "positives": summary.positives,
+        "images": summary.images, "timings_s": summary.timings, "sent": summary.sent,
+        "exit_code": summary.exit_code, "intended_use": summary.intended_use,
+        "needs_attention": [{"study_instance_uid": uid, "reason": reason} for uid, reason in summary.needs_attention],
+        "collisions": summary.collisions,
+    }
+
+
+def parse_since(value: str, option: str = "--since") -> date:
+    """``--since`` (or ``option``) as YYYY-MM-DD or YYYYMMDD."""
+    for fmt in ("%Y-%m-%d", "%Y%m%d"):
+        try:
+            return datetime.strptime(value, fmt).date()
+        except ValueError:
+            continue
+    raise ConfigError(f"{option} {value!r} is not a date; use YYYY-MM-DD (e.g. 2026-11-26)")

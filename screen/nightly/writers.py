@@ -1,0 +1,144 @@
+"""Finishing one study: fused decision → CSV rows in source pixels → SR → ledger.
+
+Box geometry: members report Boxes in their own input frame; the fusion maps letterbox
+members into the image frame (normalised source image), and
+:class:`dicom_io.geometry.ResizeSpec` in squash mode maps that frame to source pixel columns
+and rows, so one mapping places every box on the source image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Hashable, Mapping, Sequence
+
+import pydicom
+
+from dicom_io.deflate import read_header
+from dicom_io.geometry import ResizeSpec
+from dicom_io.index import Instance
+from dicom_io.sr import AlgorithmInfo, SRFinding, build_screening_sr, write_sr
+from dicom_io.uids import is_valid_uid
+from ensembles.fusion import Finding, StudyDecision
+from ensembles.operating_point.point import OperatingPoint
+from ensembles.types import MemberOutput
+
+
+@dataclass(frozen=True)
+class PixelFinding:
+    """A finding placed on its source image: pixel-edge box (or ``None``), score, level."""
+
+    instance: Instance
+    box: tuple[float, float, float, float] | None
+    score: float
+    members: tuple[str, ...]
+    level: str | None
+
+
+def to_pixels(decision: StudyDecision, images: Mapping[str, Instance], levels: Sequence[str | None]) -> list[PixelFinding]:
+    """Map each finding's image-frame box to source pixel columns/rows of its image."""
+    placed = []
+    for finding, level in zip(decision.findings, levels):
+        instance = images[str(finding.image)]
+        box = None
+        if finding.box is not None:
+            spec = ResizeSpec(instance.rows, instance.columns, 1, "squash")
+            box = spec.box_to_source(tuple(finding.box))
+        placed.append(PixelFinding(instance, box, float(finding.score), tuple(finding.members), level))
+    return placed
+
+
+def box_levels(decision: StudyDecision, points: Sequence[OperatingPoint], decisions: Sequence[StudyDecision],
+               iou: float = 0.3) -> list[str | None]:
+    """Each finding's level under several operating points (``None`` for a single point).
+
+    A finding takes the level of the strictest point that also reports it: the same image
+    and, for boxes, a box of that point's decision overlapping it at IoU >= ``iou`` (the
+    study-level counterpart is :func:`ensembles.operating_point.levels.finding_level`).
+    """
+    if len(points) < 2:
+        return [None] * len(decision.findings)
+    levels: list[str | None] = []
+    for finding in decision.findings:
+        level = points[0].level or "point-1"
+        for index in range(1, len(points)):
+            strict = decisions[index]
+            if strict.positive and any(_same(finding, other, iou) for other in strict.findings):
+                level = points[index].level or f"point-{index + 1}"
+        levels.append(level)
+    return levels
+
+
+def _same(a: Finding, b: Finding, iou: float) -> bool:
+    if a.image != b.image:
+        return False
+    if a.box is None or b.box is None:
+        return a.box is None and b.box is None
+    return a.box.iou(b.box) >= iou
+
+
+def finding_rows(study_uid: str, placed: Sequence[PixelFinding], run_id: str) -> list[dict[str, Any]]:
+    """``findings.csv`` rows for one study."""
+    rows = []
+    for f in placed:
+        col0, row0, col1, row1 = f.box if f.box is not None else (None, None, None, None)
+        rows.append({
+            "study_instance_uid": study_uid, "series_instance_uid": f.instance.series_instance_uid,
+            "sop_instance_uid": f.instance.sop_instance_uid, "col0": col0, "row0": row0, "col1": col1,
+            "row1": row1, "score": f.score, "level": f.level or "", "members": ";".join(f.members),
+            "run_id": run_id,
+        })
+    return rows
+
+
+def member_columns(outputs: Mapping[Hashable, Mapping[str, MemberOutput]], decision: StudyDecision,
+                   member_names: Sequence[str]) -> dict[str, Any]:
+    """``score:<member>`` (study score = max over images) and ``vote:<member>`` columns."""
+    columns: dict[str, Any] = {}
+    for name in member_names:
+        scores = [per[name].score for per in outputs.values() if name in per]
+        columns[f"score:{name}"] = max(scores) if scores else None
+        vote = decision.votes.get(name)
+        columns[f"vote:{name}"] = None if vote is None else bool(vote)
+    return columns
+
+
+def write_study_sr(
+    *,
+    images: Sequence[Instance],
+    decision: StudyDecision,
+    placed: Sequence[PixelFinding],
+    algorithm: AlgorithmInfo,
+    sr_dir: Path,
+    out_dir: Path,
+    series_instance_uid: str,
+    series_number: int,
+    supersedes: Sequence[Path],
+    institution_name: str | None,
+    sop_instance_uid: str | None = None,
+) -> tuple[str, str]:
+    """Build and atomically write the study's SR; returns (path relative to out_dir, SOP UID).
+
+    The path is built from the study's and the SR's UIDs only: the planner has checked that
+    the study's is a DICOM UID (``invalid-uid`` otherwise), and the SR's is made here or is one
+    this folder made (``sop_instance_uid``: an SR written again after its file was lost).
+    """
+    sources = [read_header(inst.path) for inst in images]  # bounded, deflated files too
+    previous = [pydicom.dcmread(p) for p in supersedes if p.is_file()]
+    findings = [
+        SRFinding(source_sop_instance_uid=f.instance.sop_instance_uid, box=f.box, score=f.score,
+                  members=f.members, level=f.level)
+        for f in placed
+    ]
+    ds = build_screening_sr(
+        sources, findings, positive=decision.positive, score=decision.score, algorithm=algorithm,
+        series_instance_uid=series_instance_uid, series_number=series_number,
+        instance_number=len(previous) + 1, supersedes=previous, institution_name=institution_name,
+        sop_instance_uid=sop_instance_uid,
+    )
+    study_uid, sop_uid = str(ds.StudyInstanceUID), str(ds.SOPInstanceUID)
+    if not (is_valid_uid(study_uid) and is_valid_uid(sop_uid)):  # never a path from anything else
+        raise ValueError("refusing to name an SR file after a study or SR UID that is not a DICOM UID")
+    path = sr_dir / study_uid / f"{sop_uid}.dcm"
+    write_sr(ds, path)
+    return path.relative_to(out_dir).as_posix(), str(ds.SOPInstanceUID)

@@ -1,0 +1,1 @@
+"""``screen tune``: choosing the operating point for a target sensitivity."""

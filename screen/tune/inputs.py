@@ -1,0 +1,288 @@
+"""What ``screen tune`` reads: the per-study predictions file ``screen eval`` writes, and the
+settings (:class:`TuneSettings`, one field per CLI option).
+
+``predictions.csv``: one row per study; columns ``study_instance_uid``, ``label``
+(``fracture`` | ``normal``), ``n_images``, one ``score:<member>`` per member (the member's study
+score in [0, 1], the max over the study's images; empty when the member gave nothing), and
+optionally ``fused_score`` and ``split``. Other columns are ignored.
+
+Every problem is refused with the file, the line and the column named, since a tuned operating
+point is only as good as the file it was tuned on.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ensembles.operating_point.point import GUARDS
+from screen.errors import ConfigError, ScreenError
+from screen.tune.search import OBJECTIVES, RULE_FAMILIES
+
+__all__ = [
+    "GUARDS", "HIGH_SENSITIVITY", "HIGH_SPECIFICITY", "LABELS", "MIN_BOOTSTRAP", "REPORTED",
+    "SCORE_PREFIX", "Predictions", "TuneError", "TuneSettings", "read_predictions",
+]
+
+HIGH_SENSITIVITY, HIGH_SPECIFICITY = "high-sensitivity", "high-specificity"
+#: Figures reported (with intervals) at every point.
+REPORTED: tuple[str, ...] = ("sensitivity", "specificity", "ppv", "npv", "f1")
+MIN_BOOTSTRAP = 2000
+SCORE_PREFIX = "score:"
+#: Label values: ``fracture`` is the positive class.
+LABELS = ("fracture", "normal")
+_REQUIRED = ("study_instance_uid", "label", "n_images")
+
+
+class TuneError(ScreenError):
+    """``screen tune`` cannot produce an honest operating point; the message says why and what
+    to do."""
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """What ``screen tune`` aims for (each field is a CLI option of the same name).
+
+    Attributes:
+        target_recall: study-level sensitivity the decision point must reach, in (0, 1].
+        objective: what to maximise under it: precision, specificity, f1 or youden.
+        rules: rule families to search: any, k-of-n, weighted-mean.
+        dual: also choose a high-specificity point.
+        target_specificity: specificity the high-specificity point must reach (``dual``).
+        folds: stratified folds of the out-of-fold estimate (0 skips it).
+        n_bootstrap: bootstrap resamples of the F1 interval (>= 2,000).
+        seed: seed of the folds and the bootstrap.
+        weight_step: simplex grid step of weighted-mean weights.
+        max_combinations: cap on enumerated threshold combinations (see tune_search).
+        guard: what the decision point must meet beyond its in-sample sensitivity: ``oof``,
+            ``lower-ci`` or ``none`` (see the module docstring).
+        allow_small: tune a set with too few fracture studies to show the target anyway.
+    """
+
+    target_recall: float = 0.9
+    objective: str = "precision"
+    rules: tuple[str, ...] = RULE_FAMILIES
+    dual: bool = False
+    target_specificity: float = 0.9
+    folds: int = 5
+    n_bootstrap: int = MIN_BOOTSTRAP
+    seed: int = 0
+    weight_step: float = 0.1
+    max_combinations: int = 50_000
+    guard: str = "oof"
+    allow_small: bool = False
+
+    def __post_init__(self) -> None:
+        t = self.target_recall
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 1:
+            raise ConfigError(f"--target-recall must be in (0, 1], e.g. 0.90; got {t!r}")
+        s = self.target_specificity
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s <= 1:
+            raise ConfigError(f"--target-specificity must be in (0, 1], e.g. 0.90; got {s!r}")
+        choices = OBJECTIVES[:4]
+        if self.objective not in choices:
+            raise ConfigError(
+                f"--objective {self.objective!r} is unknown; choose one of {', '.join(choices)}"
+            )
+        rules = tuple(self.rules)
+        bad = [r for r in rules if r not in RULE_FAMILIES]
+        if bad or not rules:
+            raise ConfigError(f"--rules {','.join(rules)!r} is invalid; give a comma-separated "
+                              f"subset of {','.join(RULE_FAMILIES)}")
+        object.__setattr__(self, "rules", rules)
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds == 1 \
+                or self.folds < 0:
+            raise ConfigError(f"--folds must be 0 (skip the out-of-fold estimate) or >= 2, "
+                              f"got {self.folds!r}")
+        if not isinstance(self.n_bootstrap, int) or self.n_bootstrap < MIN_BOOTSTRAP:
+            raise ConfigError(f"--bootstrap must be at least {MIN_BOOTSTRAP} resamples, "
+                              f"got {self.n_bootstrap!r}")
+        if self.max_combinations < 1:
+            raise ConfigError(f"--max-combinations must be >= 1, got {self.max_combinations!r}")
+        parts = round(1.0 / self.weight_step) if self.weight_step > 0 else 0
+        if parts < 1 or parts > 100 or not math.isclose(parts * self.weight_step, 1.0):
+            raise ConfigError(f"--weight-step must divide 1 into at most 100 steps (e.g. 0.1, "
+                              f"0.25), got {self.weight_step!r}")
+        if self.guard not in GUARDS:
+            raise ConfigError(f"--guard {self.guard!r} is unknown; choose one of "
+                              f"{', '.join(GUARDS)}")
+        if not isinstance(self.allow_small, bool):
+            raise ConfigError(f"--allow-small is a flag (true or false), got {self.allow_small!r}")
+        if self.guard == "oof" and not self.folds:
+            raise ConfigError("--guard oof needs the out-of-fold estimate, but --folds is 0; "
+                              "give --folds >= 2 (default 5), or choose --guard lower-ci or "
+                              "--guard none")
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Per-study member scores and truth, as read from a predictions file.
+
+    Attributes:
+        study_uids: StudyInstanceUID per row.
+        labels: ``True`` for a fracture study.
+        members: member names, in column order.
+        scores: ``(studies, members)`` scores; ``nan`` where the member gave nothing.
+        source: the file read (``None`` when built in memory).
+        sha256: SHA-256 of the file's bytes.
+        split: the ``split`` value kept (``None``: all rows).
+    """
+
+    study_uids: tuple[str, ...]
+    labels: NDArray[np.bool_]
+    members: tuple[str, ...]
+    scores: NDArray[np.float64]
+    source: Path | None = None
+    sha256: str | None = None
+    split: str | None = None
+    n_images: tuple[int | None, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        n = len(self.study_uids)
+        if self.labels.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},), got {self.labels.shape}")
+        if self.scores.shape != (n, len(self.members)):
+            raise ValueError(
+                f"scores must have shape ({n}, {len(self.members)}), got {self.scores.shape}"
+            )
+
+    @property
+    def positives(self) -> int:
+        """Fracture studies."""
+        return int(self.labels.sum())
+
+    @property
+    def negatives(self) -> int:
+        """Normal studies."""
+        return int(self.labels.size - self.labels.sum())
+
+    def empty_counts(self) -> dict[str, int]:
+        """``{member: studies without a score}`` for members with any empty cell."""
+        counts = np.isnan(self.scores).sum(axis=0)
+        return {m: int(c) for m, c in zip(self.members, counts) if c}
+
+    def filled(self, members: Sequence[str] | None = None) -> NDArray[np.float64]:
+        """Scores of ``members`` (default all) with empty cells counted as 0.0 (no suspicion).
+
+        A member that gave nothing for a study cannot have seen a fracture there; 0.0 never
+        reaches a threshold above 0 and pulls a weighted mean down, as a missing vote should.
+        """
+        cols = [self.members.index(m) for m in (members or self.members)]
+        return np.nan_to_num(self.scores[:, cols], nan=0.0)
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _score(text: str, where: str, column: str) -> float:
+    if not text.strip():
+        return math.nan
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # also refuses nan/inf written as text
+        raise TuneError(f"{where}: column {column!r} must be a number in [0, 1] or empty, "
+                        f"got {text!r}; re-run `screen eval` to rewrite the file")
+    return value
+
+
+def read_predictions(
+    path: str | Path, *, split: str | None = None, members: Sequence[str] | None = None,
+) -> Predictions:
+    """Read and validate a predictions file.
+
+    Args:
+        path: the CSV written by ``screen eval``.
+        split: keep only rows whose ``split`` column equals this (``None``: every row).
+        members: members to keep, in this order (``None``: every ``score:`` column).
+
+    Raises:
+        TuneError: the file is missing or malformed (the message names the line and column),
+            a requested member has no column, a member has no score at all, or no row is left.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise TuneError(f"predictions file {str(file)!r} does not exist; write it with "
+                        "`screen eval ... --out DIR` (DIR/predictions.csv)")
+    with file.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = list(reader.fieldnames or [])
+        lacking = [c for c in _REQUIRED if c not in columns]
+        if lacking:
+            raise TuneError(
+                f"predictions file {str(file)!r} lacks column(s) {', '.join(lacking)} "
+                f"(it has: {', '.join(columns) or 'nothing'}); use the file `screen eval` writes"
+            )
+        score_cols = [c for c in columns if c.startswith(SCORE_PREFIX)]
+        available = [c[len(SCORE_PREFIX):] for c in score_cols]
+        if not available:
+            raise TuneError(f"predictions file {str(file)!r} has no member score columns "
+                            f"({SCORE_PREFIX}<member>); columns: {', '.join(columns)}")
+        chosen = list(members) if members else available
+        for name in chosen:
+            if name not in available:
+                raise TuneError(
+                    f"predictions file {str(file)!r} has no column '{SCORE_PREFIX}{name}' for "
+                    f"member {name!r} that the operating point needs (members in the file: "
+                    f"{', '.join(available)}); run `screen eval` with that member or leave it "
+                    "out of --members"
+                )
+        if split is not None and "split" not in columns:
+            raise TuneError(f"--split {split!r} was given but predictions file {str(file)!r} "
+                            "has no 'split' column; drop --split")
+        uids: list[str] = []
+        labels: list[bool] = []
+        rows: list[list[float]] = []
+        images: list[int | None] = []
+        seen: dict[str, int] = {}
+        for line, row in enumerate(reader, start=2):
+            where = f"{file}, line {line}"
+            if None in row:
+                raise TuneError(f"{where}: more fields than the header's {len(columns)}")
+            if split is not None and row.get("split") != split:
+                continue
+            uid = (row["study_instance_uid"] or "").strip()
+            if not uid:
+                raise TuneError(f"{where}: column 'study_instance_uid' is empty")
+            if uid in seen:
+                raise TuneError(f"{where}: study {uid!r} already appeared on line {seen[uid]}; "
+                                "one row per study")
+            seen[uid] = line
+            label = (row["label"] or "").strip().lower()
+            if label not in LABELS:
+                raise TuneError(f"{where}: column 'label' must be 'fracture' or 'normal', "
+                                f"got {row['label']!r}")
+            count = (row["n_images"] or "").strip()
+            if count and not count.isdigit():
+                raise TuneError(f"{where}: column 'n_images' must be a count >= 0, got {count!r}")
+            uids.append(uid)
+            labels.append(label == "fracture")
+            images.append(int(count) if count else None)
+            rows.append([_score(row[SCORE_PREFIX + m] or "", where, SCORE_PREFIX + m)
+                         for m in chosen])
+    if not uids:
+        which = f" with split {split!r}" if split is not None else ""
+        raise TuneError(f"predictions file {str(file)!r} has no study rows{which}")
+    scores = np.array(rows, dtype=np.float64).reshape(len(uids), len(chosen))
+    for j, name in enumerate(chosen):
+        if np.isnan(scores[:, j]).all():
+            raise TuneError(f"member {name!r} has no score in any row of {str(file)!r}; "
+                            "leave it out of --members or re-run `screen eval` with it working")
+    return Predictions(
+        study_uids=tuple(uids), labels=np.array(labels, dtype=bool), members=tuple(chosen),
+        scores=scores, source=file, sha256=_file_hash(file), split=split,
+        n_images=tuple(images),
+    )

@@ -1,0 +1,66 @@
+"""What ``screen tune`` decided and measured: the chosen points and the whole result.
+
+Shared by the tuner (which builds them) and the report (which draws from them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ensembles.operating_point.point import OperatingPoint, TuneGuard
+from screen.tune.inputs import Predictions, TuneSettings
+from screen.tune.search import Choice, SearchResult
+from train.metrics import Interval
+
+
+@dataclass(frozen=True)
+class TunedPoint:
+    """One chosen operating point and its measured figures.
+
+    Attributes:
+        level: ``high-sensitivity`` or ``high-specificity``.
+        choice: rule, thresholds and tuning-set counts from the search.
+        operating_point: what ``screen run`` reads.
+        decisions: the point's decision per tuning study.
+        in_sample: figures with intervals on the studies it was chosen on.
+        out_of_fold: pooled held-out figures (``None`` when folds = 0).
+        oof_decisions: pooled held-out decision per study.
+        search: the search's summary (exactness, candidates, reachable figures).
+        guard: the guard it passed (``none`` for a high-specificity point: chosen in sample),
+            its rule's free parameters and what the set could show (op.json's
+            ``provenance.guard``).
+    """
+
+    level: str
+    choice: Choice
+    operating_point: OperatingPoint
+    decisions: NDArray[np.bool_]
+    in_sample: dict[str, Interval]
+    out_of_fold: dict[str, Interval] | None
+    oof_decisions: NDArray[np.bool_] | None
+    search: SearchResult
+    guard: TuneGuard
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """Everything ``screen tune`` decided and measured; the report is drawn from it.
+
+    Attributes:
+        positives_needed: fewest fracture studies that could show the target (``None``: no
+            number can, a target of 1).
+    """
+
+    predictions: Predictions
+    settings: TuneSettings
+    points: tuple[TunedPoint, ...]
+    members_alone: dict[str, Choice] = field(default_factory=dict)
+    positives_needed: int | None = None
+
+    @property
+    def decision_point(self) -> TunedPoint:
+        """The point that decides (high-sensitivity)."""
+        return self.points[0]
