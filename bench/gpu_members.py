@@ -48,8 +48,8 @@ grow until out of memory, a run longer than ``--max-run-s``, or the ``--budget-s
 (default 360 s; with the builds and the run in flight it aims at about 8 minutes on an H100,
 not yet measured there).
 
-On the device machines of this workplace: ``bitsandbytes`` is not in their image; carry its
-wheel (``/work/.library/device/README.md``) or the 10B row is skipped with that reason.
+On a GPU machine without ``bitsandbytes`` installed (``pip install bitsandbytes``, or a wheel
+copied there when it has no network), the 10B row is skipped with that reason.
 """
 
 from __future__ import annotations
@@ -308,9 +308,11 @@ def build_detr_member(device: Any, args: argparse.Namespace) -> Any:
     """A DETR-ResNet-50 member (the tiny DETR with ``--tiny``) on ``device``, random weights."""
     from ensembles.checkpoint import MemberSpec
     from ensembles.members.detr import DetrMember
-    from ensembles.demo_arch.detr import IMAGENET_MEAN, IMAGENET_STD, build_detr, build_tiny_detr
+    from ensembles.demo_arch.detr import build_tiny_detr
+    from ensembles.detr_arch import DetrArchitecture, build_detr
+    from ensembles.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
-    model = build_tiny_detr() if args.tiny else build_detr(backbone="resnet50")
+    model = build_tiny_detr() if args.tiny else build_detr(DetrArchitecture(backbone="resnet50")).eval()
     name = "tiny-detr" if args.tiny else "detr-r50"
     size = 128 if args.tiny else args.detr_image_size
     spec = MemberSpec(kind="detr", name=name, image_size=size, resize="letterbox",

@@ -73,7 +73,7 @@ TINY_QUANT_PG2 = replace(
     head_dim=128,
 )
 """Tiny, but every quantised Linear is a multiple of 128 wide: bitsandbytes' AVX-512-BF16 4-bit
-CPU kernel asserts ``N % 32 == 0`` on each output width (STACK-NOTES)."""
+CPU kernel asserts ``N % 32 == 0`` on each output width (docs/stack-notes.md)."""
 
 
 def paligemma_config(size: PaliGemmaSize, processor: Any) -> Any:

@@ -449,7 +449,7 @@ def run_qlora(checkpoint: Path, device: Any, meter: MemoryMeter, images: Sequenc
     """Scenario d: build the QLoRA model as ``screen train`` does, then two optimizer steps."""
     import torch
 
-    from ensembles.members.paligemma_common import encode_prompts, position_ids_for
+    from ensembles.members.paligemma_inputs import encode_prompts, position_ids_for
     from ensembles.preprocess import PreprocessConfig, preprocess_batch
     from ensembles.quant import weight_bytes
     from ensembles.demo_arch.paligemma import DETECTOR_LABELS, DETECTOR_PROMPT

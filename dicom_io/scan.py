@@ -18,19 +18,16 @@ from dicom_io.index import IndexedFileError, Instance, Study, group_studies, hea
 from dicom_io.decode import DecodeTask, decode_check
 from dicom_io.pixels import PixelPolicy
 from dicom_io.select import SelectionRules, select_instance
+from dicom_io.tables import SCAN
 from dicom_io.workers import run_tasks
 
 SELECTED, SKIPPED, FAILED = "selected", "skipped", "failed"
 #: Index refusals that are policy, not damage: the row is skipped, not failed.
 SKIP_REASONS = frozenset({SizeLimitError.reason, "dicomdir"})
 
-#: Column order of ``scan.csv``.
-SCAN_COLUMNS: tuple[str, ...] = (
-    "path", "outcome", "reason", "message", "study_instance_uid", "series_instance_uid",
-    "sop_instance_uid", "sop_class", "modality", "body_part", "transfer_syntax", "photometric",
-    "rows", "columns", "frames", "bits_stored", "spacing_source", "file_size", "voi_source",
-    "decode_ms",
-)
+#: Column order of ``scan.csv`` (declared in :data:`dicom_io.tables.SCAN`; ``path_key`` only
+#: replaces ``path`` when paths are hidden).
+SCAN_COLUMNS: tuple[str, ...] = tuple(name for name in SCAN.names if name != "path_key")
 
 
 _T = TypeVar("_T")
@@ -67,7 +64,7 @@ class ScanRow:
             row.update(header_fields(self.instance))
         row["file_size"] = self.file_size if self.file_size is not None else ""
         row["voi_source"] = self.voi_source
-        row["decode_ms"] = f"{self.decode_ms:.1f}" if self.decode_ms is not None else ""
+        row["decode_ms"] = round(self.decode_ms, 1) if self.decode_ms is not None else None
         return row
 
 

@@ -20,11 +20,16 @@ that skips an instance, so every skip carries exactly one reason code:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
-from typing import Any, Mapping
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import ValidationError, field_validator
 
 from dicom_io.errors import DicomIOError
 from dicom_io.index import DEFAULT_MAX_PIXEL_BYTES, Instance
+from ensembles.config_model import ConfigModel, Problem, Wording, check, code_init, parse_model, raise_problem, show
 
 #: Modalities of objects that are never images to screen.
 NON_IMAGE_MODALITIES = frozenset(
@@ -42,6 +47,10 @@ NON_IMAGE_SOP_PREFIXES = (
 #: Secondary Capture SOP classes (single- and multi-frame).
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 
+#: A DICOM CS value (Modality, BodyPartExamined): 1 to 16 of upper-case letters, digits, space, ``_``.
+_CODE_STRING = re.compile(r"[A-Z0-9 _]{1,16}")
+CODE_STRINGS = "a list of DICOM code strings (1 to 16 of A-Z, 0-9, space and _ each)"
+
 
 class SelectionConfigError(DicomIOError, ValueError):
     """The ``[selection]`` configuration has an unknown key or a bad value."""
@@ -49,9 +58,39 @@ class SelectionConfigError(DicomIOError, ValueError):
     reason = "config"
 
 
-@dataclass(frozen=True)
-class SelectionRules:
+def code_strings(value: Any, *, wildcard: bool = False) -> tuple[str, ...]:
+    """``value`` (a list of strings) as upper-case DICOM CS values, stripped.
+
+    Raises:
+        ValueError: not a list of strings, or a value that is no CS value (``"*"`` passes
+            with ``wildcard``); the message says what is expected.
+    """
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) \
+            or not all(isinstance(v, str) for v in value):
+        raise ValueError("a list of strings")
+    codes = tuple(v.strip().upper() for v in value)
+    if not all(_CODE_STRING.fullmatch(c) or (wildcard and c == "*") for c in codes):
+        raise ValueError(CODE_STRINGS)
+    return codes
+
+
+def _selection_where(problem: Problem) -> str:
+    return "selection." + ".".join(str(part) for part in problem.loc) if problem.loc else "selection"
+
+
+SELECTION_WORDING = Wording(
+    unknown=lambda p: f"unknown selection key(s) {', '.join(p.keys)}; valid keys: {', '.join(sorted(p.valid))}",
+    invalid=lambda p: f"{_selection_where(p)} must be {p.expected}, got {show(p.value)}",
+    missing=lambda p: f"{_selection_where(p)} is missing",
+)
+"""How selection problems read (``[selection]`` of the site config prefixes them)."""
+
+
+class SelectionRules(ConfigModel):
     """Which instances are screened. Every field maps to a ``[selection]`` key of the site config.
+
+    Building one in code (``SelectionRules(modalities=("CR",))``) validates it as reading the
+    site config does and raises :class:`SelectionConfigError` naming the key.
 
     Attributes:
         modalities: modalities that are projection radiographs to screen; ``"*"`` accepts
@@ -75,41 +114,38 @@ class SelectionRules:
     allow_derived: bool = False
     allow_secondary_capture: bool = False
     allow_for_processing: bool = True
-    max_pixel_bytes: int = DEFAULT_MAX_PIXEL_BYTES
+    max_pixel_bytes: Annotated[int, check(lambda v: v > 0, "a positive number of bytes")] = DEFAULT_MAX_PIXEL_BYTES
     deduplicate: bool = True
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "modalities", tuple(m.strip().upper() for m in self.modalities))
-        object.__setattr__(self, "body_parts", tuple(b.strip().upper() for b in self.body_parts))
-        if not self.modalities:
-            raise SelectionConfigError("selection.modalities is empty: nothing would be screened; list e.g. [\"CR\", \"DX\"]")
-        if self.max_pixel_bytes <= 0:
-            raise SelectionConfigError(f"selection.max_pixel_bytes must be positive, got {self.max_pixel_bytes}")
+    if not TYPE_CHECKING:  # type checkers see the fields' own keyword arguments
+        @code_init  # code only: the site config's [selection] is validated as data
+        def __init__(self, **values: Any) -> None:
+            try:
+                super().__init__(**values)
+            except ValidationError as exc:
+                raise_problem(type(self), exc, error=SelectionConfigError, wording=SELECTION_WORDING)
+
+    @field_validator("modalities", mode="before")
+    @classmethod
+    def _modalities(cls, value: Any) -> tuple[str, ...]:
+        codes = code_strings(value, wildcard=True)
+        if not codes:
+            raise ValueError('a non-empty list: with none, nothing would be screened; list e.g. ["CR", "DX"]')
+        return codes
+
+    @field_validator("body_parts", mode="before")
+    @classmethod
+    def _body_parts(cls, value: Any) -> tuple[str, ...]:
+        return code_strings(value)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "SelectionRules":
-        """Build rules from a config table, naming any unknown key and the valid ones."""
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - valid)
-        if unknown:
-            raise SelectionConfigError(
-                f"unknown selection key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))}"
-            )
-        kwargs: dict[str, Any] = {}
-        for key, value in values.items():
-            if key in ("modalities", "body_parts"):
-                if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-                    raise SelectionConfigError(f"selection.{key} must be a list of strings, got {value!r}")
-                kwargs[key] = tuple(value)
-            elif key == "max_pixel_bytes":
-                if not isinstance(value, int) or isinstance(value, bool):
-                    raise SelectionConfigError(f"selection.max_pixel_bytes must be an integer, got {value!r}")
-                kwargs[key] = value
-            else:
-                if not isinstance(value, bool):
-                    raise SelectionConfigError(f"selection.{key} must be true or false, got {value!r}")
-                kwargs[key] = value
-        return cls(**kwargs)
+        """Build rules from a config table, naming any unknown key and the valid ones.
+
+        Raises:
+            SelectionConfigError: an unknown key or a bad value.
+        """
+        return parse_model(cls, values, error=SelectionConfigError, wording=SELECTION_WORDING)
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,21 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from pydantic import ValidationError, field_validator, model_validator
 
+from ensembles.config_model import (
+    CHECK_ERRORS,
+    ConfigModel,
+    Problem,
+    Wording,
+    code_init,
+    is_predicate,
+    raise_problem,
+    show,
+)
 from ensembles.errors import EnsembleError
 from ensembles.types import Box, Detection
 
@@ -49,7 +61,30 @@ LIBRARY_CONF_TYPES: dict[str, str] = {
 
 
 class FusionError(EnsembleError, ValueError):
-    """Fusion inputs or settings are invalid."""
+    """Fusion inputs or settings are invalid.
+
+    A ``ValueError`` too, so a check inside a :class:`~ensembles.config_model.ConfigModel`
+    validator (a vote rule or box settings read from ``op.json``) reports where it failed.
+    """
+
+
+def fusion_wording(what: str) -> Wording:
+    """How a fusion setting built in code words a problem (as :class:`FusionError`): a check's
+    own sentence, or ``<what> <key> must be ...`` (``what``: ``box``, ``vote``); ``op.json``
+    words the same problems its own way."""
+
+    def invalid(problem: Problem) -> str:
+        key = ".".join(str(part) for part in problem.loc)
+        if problem.type in CHECK_ERRORS:
+            predicate = key and is_predicate(problem.expected)
+            return f"{what} {key} {problem.expected}" if predicate else problem.expected
+        return f"{what} {key} must be {problem.expected}, got {show(problem.value)}"
+
+    return Wording(
+        unknown=lambda p: f"unknown {what} setting(s) {', '.join(p.keys)}; valid: {', '.join(p.valid)}",
+        invalid=invalid,
+        missing=lambda p: f"{what} {'.'.join(map(str, (*p.loc, *p.keys)))} is missing",
+    )
 
 
 @dataclass(frozen=True)
@@ -67,9 +102,9 @@ class FusedDetection(Detection):
     n_boxes: int = 1
 
 
-@dataclass(frozen=True)
-class BoxSettings:
-    """How boxes are fused per image and which fused boxes become findings.
+class BoxSettings(ConfigModel):
+    """How boxes are fused per image and which fused boxes become findings (also ``op.json``'s
+    ``boxes`` table).
 
     Attributes:
         score_threshold: fused boxes scoring below it are not reported.
@@ -82,6 +117,9 @@ class BoxSettings:
             on the member count.
         weights: per-member weights (> 0) for fusion; ``None`` means 1 each, and a fused
             member not named here gets 1.
+
+    Raises:
+        FusionError: (building one) a value out of range, an unknown scoring or a bad weight.
     """
 
     score_threshold: float = 0.0
@@ -89,24 +127,37 @@ class BoxSettings:
     scoring: str = "max"
     skip_box_threshold: float = 0.0
     members: tuple[str, ...] = ()
-    weights: Mapping[str, float] | None = None
+    weights: dict[str, float] | None = None
 
-    def __post_init__(self) -> None:
+    @code_init
+    def __init__(self, **settings: Any) -> None:
+        try:
+            super().__init__(**settings)
+        except ValidationError as exc:
+            raise_problem(type(self), exc, error=FusionError, wording=fusion_wording("box"))
+
+    @field_validator("members", mode="before")
+    @classmethod
+    def _member_list(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return tuple(value)
+        if not isinstance(value, tuple):
+            raise FusionError(f"must be a list of member names, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _settings_fit(self) -> "BoxSettings":
         for name in ("score_threshold", "iou_threshold", "skip_box_threshold"):
             _check_unit(name, getattr(self, name))
         if self.scoring not in SCORING_MODES:
             raise FusionError(
                 f"box scoring {self.scoring!r} is unknown; choose one of {', '.join(SCORING_MODES)}"
             )
-        if isinstance(self.members, str):
-            raise FusionError(f"box members must be a list of names, got {self.members!r}")
-        object.__setattr__(self, "members", tuple(self.members))
         if len(set(self.members)) != len(self.members):
             raise FusionError(f"box members are listed twice: {list(self.members)}")
         if self.weights is not None:
-            object.__setattr__(
-                self, "weights", _check_weights(self.weights, "box weights", positive=True)
-            )
+            _check_weights(self.weights, "box weights", positive=True)
+        return self
 
 
 def _check_unit(name: str, value: object) -> None:

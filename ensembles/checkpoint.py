@@ -13,31 +13,46 @@ one is refused with a message saying so rather than half-read.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
+from pydantic import Field, ValidationError, field_validator
+
+from ensembles.config_model import (
+    CHECK_ERRORS,
+    ConfigModel,
+    ListAsTuple,
+    Problem,
+    Wording,
+    check,
+    code_init,
+    is_predicate,
+    parse_model,
+    raise_problem,
+    show,
+)
 from ensembles.errors import CheckpointError
+from ensembles.registry import list_members
+from ensembles.types import ResizeMode
 
 MEMBER_JSON = "member.json"
 FORMAT_VERSION = 2
 """2 added ``intended_use``; a version-1 file (without it) reads as ``research``."""
 
-INTENDED_USES: tuple[str, ...] = ("clinical", "research", "demo")
+IntendedUse = Literal["clinical", "research", "demo"]
 """What a site declares a member fit for: ``clinical`` (validated for screening patients at
 this site), ``research`` (not validated for patient care; the default), ``demo`` (phantom-trained
 examples that mean nothing on real radiographs)."""
-DEFAULT_INTENDED_USE = "research"
-
-RESIZE_MODES: tuple[str, ...] = ("squash", "letterbox")
-"""``squash``: resize each axis to the square side (PaliGemma's own); ``letterbox``: keep aspect."""
+INTENDED_USES: tuple[str, ...] = get_args(IntendedUse)
+DEFAULT_INTENDED_USE: IntendedUse = "research"
 
 _KIND_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
 
 
 def _code_version() -> str:
@@ -48,16 +63,52 @@ def _code_version() -> str:
         return "0.1.0"
 
 
-@dataclass(frozen=True)
-class MemberSpec:
-    """What a member checkpoint's ``member.json`` holds.
+def _key(loc: tuple[str | int, ...]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else (f".{part}" if i else part)
+                   for i, part in enumerate(loc))
+
+
+def _invalid(problem: Problem) -> str:
+    key = _key(problem.loc)
+    if problem.type in CHECK_ERRORS:
+        if not key:
+            return f"member spec {problem.expected}"
+        if not is_predicate(problem.expected):
+            return f"member spec field {key!r}: {problem.expected}"
+        got = "" if ", got " in problem.expected else f", got {show(problem.value)}"
+        return f"member spec field {key!r} {problem.expected}{got}"
+    expected = problem.expected
+    if expected == "a table":
+        expected = "a JSON object"
+    if problem.type in _BOUNDS:
+        expected = expected.removeprefix("a number ")
+    return f"member spec field {key!r} must be {expected}, got {show(problem.value)}"
+
+
+MEMBER_WORDING = Wording(
+    unknown=lambda p: (f"member spec has unknown field(s) {', '.join(p.keys)}; valid fields: "
+                       f"{', '.join(p.valid)} (put kind-specific settings under 'options')"
+                       if not p.loc else
+                       f"member spec {_key(p.loc)!r} has unknown field(s) {', '.join(p.keys)}"),
+    invalid=_invalid,
+    missing=lambda p: f"member spec is missing required field(s) {_key((*p.loc, *p.keys))}",
+)
+"""How ``member.json`` words a problem (``member spec field 'image_size' must be >= 1 ...``)."""
+
+
+UnitFloat = Annotated[float, check(lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]")]
+
+
+class MemberSpec(ConfigModel):
+    """What a member checkpoint's ``member.json`` holds (checked whole when read or built).
 
     Attributes:
         kind: registry kind that loads it (``"paligemma-classifier"``, ``"paligemma-detector"``,
-            ``"detr"``, ``"refiner"``).
+            ``"detr"``, ``"refiner"``, or a plugin's registered kind).
         name: display name, e.g. ``"pg2-3b-cls"``; shown in CSV columns and the SR.
         image_size: side of the square model input in pixels (224/448/896 for PaliGemma).
-        resize: ``"squash"`` (PaliGemma's own) or ``"letterbox"`` (see :mod:`ensembles.preprocess`).
+        resize: :class:`~ensembles.types.ResizeMode` ``squash`` (PaliGemma's own) or
+            ``letterbox`` (see :mod:`ensembles.preprocess`).
         mean: per-channel normalisation mean the checkpoint expects.
         std: per-channel normalisation std the checkpoint expects (all > 0).
         prompt: PaliGemma prefix text, e.g. ``"Detect Fracture"``; ``None`` for DETR/refiner.
@@ -70,126 +121,99 @@ class MemberSpec:
         intended_use: what the site declares the member fit for, one of
             :data:`INTENDED_USES`; never ``clinical`` unless someone said so.
         code_version: fracture-screen version that wrote the checkpoint.
-        format_version: version of this JSON layout.
+        format_version: version of this JSON layout (1 .. :data:`FORMAT_VERSION`).
         options: kind-specific settings (``task_head``, ``quantization``, ``max_new_tokens``...);
             must be JSON-serialisable.
+
+    Raises:
+        CheckpointError: (building one) a field missing, unknown or invalid.
     """
 
     kind: str
-    name: str
-    image_size: int
-    resize: str = "squash"
+    name: Annotated[str, check(lambda v: bool(v.strip()), "must be a non-empty string")]
+    image_size: int = Field(ge=1)
+    resize: ResizeMode = Field(default=ResizeMode.SQUASH, strict=False)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: Annotated[tuple[float, float, float],
+                   check(lambda v: all(c > 0 for c in v), "must be > 0 per channel")] = (0.5, 0.5, 0.5)
     prompt: str | None = None
-    labels: tuple[str, ...] = ("fracture",)
-    canny_blend: float = 0.0
+    labels: Annotated[tuple[str, ...], ListAsTuple,
+                      check(lambda v: bool(v) and all(label.strip() for label in v),
+                            "must list at least one non-empty string")] = ("fracture",)
+    canny_blend: UnitFloat = 0.0
     clahe: bool = False
-    threshold: float = 0.5
-    intended_use: str = DEFAULT_INTENDED_USE
-    code_version: str = field(default_factory=_code_version)
-    format_version: int = FORMAT_VERSION
-    options: dict[str, Any] = field(default_factory=dict)
+    threshold: UnitFloat = 0.5
+    intended_use: IntendedUse = DEFAULT_INTENDED_USE
+    code_version: str = Field(default_factory=_code_version, min_length=1)
+    format_version: int = Field(default=FORMAT_VERSION, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.kind, str) or not _KIND_PATTERN.match(self.kind):
-            raise CheckpointError(
-                f"member spec field 'kind' must be a registry kind such as "
-                f"'paligemma-detector' (lower case, digits, '-' or '_'), got {self.kind!r}"
-            )
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise CheckpointError(
-                f"member spec field 'name' must be a non-empty string, got {self.name!r}"
-            )
-        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int):
-            raise CheckpointError(
-                f"member spec field 'image_size' must be an integer pixel side, "
-                f"got {self.image_size!r}"
-            )
-        if self.image_size < 1:
-            raise CheckpointError(
-                f"member spec field 'image_size' must be >= 1, got {self.image_size}"
-            )
-        if self.resize not in RESIZE_MODES:
-            raise CheckpointError(
-                f"member spec field 'resize' must be one of {', '.join(RESIZE_MODES)}, "
-                f"got {self.resize!r}"
-            )
-        object.__setattr__(self, "mean", _triple("mean", self.mean, positive=False))
-        object.__setattr__(self, "std", _triple("std", self.std, positive=True))
-        if self.prompt is not None and not isinstance(self.prompt, str):
-            raise CheckpointError(
-                f"member spec field 'prompt' must be a string or null, got {self.prompt!r}"
-            )
-        if isinstance(self.labels, str) or not isinstance(self.labels, (tuple, list)):
-            raise CheckpointError(
-                f"member spec field 'labels' must be a list of strings, got {self.labels!r}"
-            )
-        labels = tuple(self.labels)
-        if not labels or not all(isinstance(x, str) and x.strip() for x in labels):
-            raise CheckpointError(
-                f"member spec field 'labels' must list at least one non-empty string, "
-                f"got {self.labels!r}"
-            )
-        object.__setattr__(self, "labels", labels)
-        object.__setattr__(
-            self, "canny_blend", _unit_float("canny_blend", self.canny_blend)
-        )
-        if not isinstance(self.clahe, bool):
-            raise CheckpointError(
-                f"member spec field 'clahe' must be true or false, got {self.clahe!r}"
-            )
-        object.__setattr__(self, "threshold", _unit_float("threshold", self.threshold))
-        if self.intended_use not in INTENDED_USES:
-            raise CheckpointError(
-                f"member spec field 'intended_use' must be one of {', '.join(INTENDED_USES)}, "
-                f"got {self.intended_use!r}"
-            )
-        if not isinstance(self.code_version, str) or not self.code_version:
-            raise CheckpointError(
-                f"member spec field 'code_version' must be a non-empty string, "
-                f"got {self.code_version!r}"
-            )
-        if isinstance(self.format_version, bool) or not isinstance(self.format_version, int):
-            raise CheckpointError(
-                f"member spec field 'format_version' must be an integer, "
-                f"got {self.format_version!r}"
-            )
-        if not 1 <= self.format_version <= FORMAT_VERSION:
-            raise CheckpointError(
-                f"member spec 'format_version' {self.format_version} is not supported: this "
-                f"fracture-screen reads versions 1..{FORMAT_VERSION}; upgrade fracture-screen "
-                "to load this checkpoint"
-            )
-        if not isinstance(self.options, dict) or not all(
-            isinstance(k, str) for k in self.options
-        ):
-            raise CheckpointError(
-                f"member spec field 'options' must be a mapping with string keys, "
-                f"got {self.options!r}"
-            )
+    @code_init
+    def __init__(self, **fields: Any) -> None:
         try:
-            json.dumps(self.options, allow_nan=False)
+            super().__init__(**fields)
+        except ValidationError as exc:
+            raise_problem(type(self), exc, error=CheckpointError, wording=MEMBER_WORDING)
+
+    @field_validator("kind")
+    @classmethod
+    def _registered_kind(cls, value: str) -> str:
+        if not _KIND_PATTERN.match(value):
+            raise ValueError(
+                "must be a registry kind such as 'paligemma-detector' (lower case, digits, '-' "
+                f"or '_'), got {value!r}"
+            )
+        known = list_members()
+        if value not in known:
+            raise ValueError(
+                f"must be a registered member kind ({', '.join(known)}), got {value!r}"
+            )
+        return value
+
+    @field_validator("mean", "std", mode="before")
+    @classmethod
+    def _three(cls, value: Any) -> Any:
+        if not isinstance(value, (list, tuple)) or len(value) != 3:
+            raise ValueError(f"must list three per-channel numbers, got {value!r}")
+        return tuple(value)
+
+    @field_validator("format_version")
+    @classmethod
+    def _readable(cls, value: int) -> int:
+        if value > FORMAT_VERSION:
+            raise ValueError(
+                f"{value} is newer than this fracture-screen supports ({FORMAT_VERSION}); "
+                "upgrade fracture-screen to load this checkpoint"
+            )
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _json_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json.dumps(value, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise CheckpointError(
-                f"member spec field 'options' must be JSON-serialisable: {exc}"
-            ) from None
+            raise ValueError(f"must be JSON-serialisable: {exc}") from None
+        return value
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (tuples become lists)."""
-        data = asdict(self)
+        """A JSON-ready dict (tuples become lists, the resize mode its word)."""
+        data = {name: getattr(self, name) for name in type(self).model_fields}
         for key in ("mean", "std", "labels"):
             data[key] = list(data[key])
+        data["resize"] = self.resize.value
+        data["options"] = json.loads(json.dumps(self.options))
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "MemberSpec":
-        """Build from a parsed ``member.json``, naming any missing or unknown field.
+    def from_dict(cls, data: Any) -> "MemberSpec":
+        """Build from a parsed ``member.json``, naming any missing, unknown or invalid field.
 
         Raises:
-            CheckpointError: a required field is missing, a field is unknown or invalid.
+            CheckpointError: not an object, a newer format, or a field missing, unknown or
+                invalid.
         """
-        if not isinstance(data, dict):
+        if not isinstance(data, Mapping):
             raise CheckpointError(
                 f"member spec must be a JSON object, got {type(data).__name__}"
             )
@@ -199,53 +223,7 @@ class MemberSpec:
                 f"member spec 'format_version' {version} is newer than this fracture-screen "
                 f"supports ({FORMAT_VERSION}); upgrade fracture-screen to load this checkpoint"
             )
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise CheckpointError(
-                f"member spec has unknown field(s) {', '.join(unknown)}; valid fields: "
-                f"{', '.join(sorted(known))} (put kind-specific settings under 'options')"
-            )
-        required = ("kind", "name", "image_size")
-        missing = [key for key in required if key not in data]
-        if missing:
-            raise CheckpointError(
-                f"member spec is missing required field(s) {', '.join(missing)}"
-            )
-        kwargs = dict(data)
-        for key in ("mean", "std", "labels"):
-            if key in kwargs and isinstance(kwargs[key], list):
-                kwargs[key] = tuple(kwargs[key])
-        return cls(**kwargs)
-
-
-def _triple(name: str, value: Any, *, positive: bool) -> tuple[float, float, float]:
-    if isinstance(value, str) or not isinstance(value, (tuple, list)) or len(value) != 3:
-        raise CheckpointError(
-            f"member spec field {name!r} must list three per-channel numbers, got {value!r}"
-        )
-    out: list[float] = []
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise CheckpointError(
-                f"member spec field {name!r} must hold finite numbers, got {value!r}"
-            )
-        if positive and v <= 0:
-            raise CheckpointError(
-                f"member spec field {name!r} must be > 0 per channel, got {value!r}"
-            )
-        out.append(float(v))
-    return (out[0], out[1], out[2])
-
-
-def _unit_float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise CheckpointError(f"member spec field {name!r} must be a number, got {value!r}")
-    if not 0.0 <= float(value) <= 1.0:
-        raise CheckpointError(
-            f"member spec field {name!r} must be in [0, 1], got {value!r}"
-        )
-    return float(value)
+        return parse_model(cls, data, error=CheckpointError, wording=MEMBER_WORDING)
 
 
 def read_member_spec(checkpoint_dir: Path) -> MemberSpec:
@@ -273,8 +251,6 @@ def read_member_spec(checkpoint_dir: Path) -> MemberSpec:
         raise CheckpointError(f"cannot read {str(path)!r}: {exc}") from None
     try:
         return MemberSpec.from_dict(data)
-    except TypeError as exc:  # e.g. wrong argument types slipping through dataclass init
-        raise CheckpointError(f"invalid {str(path)!r}: {exc}") from None
     except CheckpointError as exc:
         raise CheckpointError(f"invalid {str(path)!r}: {exc}") from None
 
@@ -296,6 +272,22 @@ def write_member_spec(checkpoint_dir: Path, spec: MemberSpec) -> Path:
     data["format_version"] = FORMAT_VERSION  # what this writer writes, whatever was read
     text = json.dumps(data, sort_keys=True, indent=2, allow_nan=False) + "\n"
     atomic_write_text(target, text)
+    return target
+
+
+def save_paligemma_checkpoint(directory: str | Path, model: Any, processor: Any,
+                              spec: MemberSpec) -> Path:
+    """Write a PaliGemma member checkpoint: the model (safetensors), its processor and tokenizer
+    (``save_pretrained``) and ``member.json``, into ``directory`` (created if needed).
+
+    Returns:
+        The checkpoint directory.
+    """
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(target, safe_serialization=True)
+    processor.save_pretrained(target)
+    write_member_spec(target, spec)
     return target
 
 

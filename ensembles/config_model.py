@@ -24,13 +24,14 @@ import math
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from ensembles.errors import ScreenError
 
-__all__ = ["ConfigModel", "Problem", "Wording", "parse_model", "problems", "valid_keys"]
+__all__ = ["CHECK_ERRORS", "ConfigModel", "ListAsTuple", "Problem", "Wording", "check", "code_init",
+           "is_predicate", "parse_model", "problems", "raise_problem", "show", "valid_keys"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -46,6 +47,15 @@ class ConfigModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False,
                               validate_default=True, populate_by_name=True)
 
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes``, validated like a fresh one (``model_copy`` does not validate).
+
+        Raises:
+            pydantic.ValidationError: or the project error a subclass's ``__init__`` raises.
+        """
+        return type(self)(**{**{name: getattr(self, name) for name in type(self).model_fields},
+                             **changes})
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -60,6 +70,8 @@ class Problem:
         valid: for ``unknown``: the keys the table takes, in the model's order.
         value: the value found (``invalid``), else ``None``.
         expected: what the value must be, in words (``an integer``, ``a number >= 1`` ...).
+        type: pydantic's error type (``int_type``, ``greater_than_equal``, ``value_error`` for a
+            model's own check, whose ``expected`` is then that check's own sentence).
     """
 
     kind: str
@@ -68,6 +80,7 @@ class Problem:
     valid: tuple[str, ...] = ()
     value: Any = None
     expected: str = ""
+    type: str = ""
 
 
 _EXPECTED = {
@@ -103,7 +116,8 @@ def _model_at(model: type[BaseModel], loc: Sequence[str | int]) -> type[BaseMode
     hint: Any = model
     for part in loc:
         if isinstance(hint, type) and issubclass(hint, BaseModel):
-            field = hint.model_fields.get(str(part))
+            field = hint.model_fields.get(str(part)) or next(  # errors name a field by its alias
+                (f for f in hint.model_fields.values() if f.alias == part), None)
             if field is None:
                 return None
             hint = field.annotation
@@ -156,7 +170,8 @@ def problems(model: type[BaseModel], exc: ValidationError) -> list[Problem]:
         else:
             loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith(("function-", "union["))))
             out.append(Problem("invalid", loc, keys=(str(loc[-1]),) if loc else (),
-                               value=error.get("input"), expected=_expected(error)))
+                               value=error.get("input"), expected=_expected(error),
+                               type=str(kind)))
     result = []
     for problem in out:
         if problem.kind == "unknown":
@@ -184,6 +199,20 @@ class Wording:
         return {"unknown": self.unknown, "missing": self.missing}.get(problem.kind, self.invalid)(problem)
 
 
+CHECK_ERRORS = ("value_error", "assertion_error")
+"""Error types of a model's own checks (a validator that raised): their ``expected`` is the
+check's sentence, not a noun phrase."""
+
+_PREDICATE_STARTS = ("must ", "needs ")
+
+
+def is_predicate(sentence: str) -> bool:
+    """Whether a check's sentence reads after the key (``must be ...``, ``needs ...``) rather
+    than standing alone (``vote rule 'x' is unknown ...``); wordings put ``key: `` before the
+    latter."""
+    return sentence.startswith(_PREDICATE_STARTS)
+
+
 def show(value: Any) -> str:
     """A value as messages quote it (``nan`` for a float NaN, else ``repr``)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -202,5 +231,54 @@ def parse_model(model: type[M], data: Any, *, error: type[ScreenError], wording:
     try:
         return model.model_validate(data, context=dict(context) if context else None)
     except ValidationError as exc:
-        found = problems(model, exc)
-        raise error(wording.message(found[0]) if found else str(exc)) from None
+        raise_problem(model, exc, error=error, wording=wording)
+
+
+InitT = TypeVar("InitT", bound=Callable[..., None])
+
+
+def code_init(init: InitT) -> InitT:
+    """Mark a model's own ``__init__`` (say one that raises the project's error, or takes
+    positional arguments) as the door for code only.
+
+    Pydantic calls a model's custom ``__init__`` for nested tables too, which would lose where
+    in the file a problem is; marked like pydantic's own ``BaseModel.__init__``, nested tables
+    are validated as data and only ``Model(...)`` in code goes through ``init``.
+    """
+    setattr(init, "__pydantic_base_init__", True)
+    return init
+
+
+def raise_problem(model: type[BaseModel], exc: ValidationError, *, error: type[ScreenError],
+                  wording: Wording) -> NoReturn:
+    """Raise ``error`` with ``exc``'s first problem worded by ``wording`` (what
+    :func:`parse_model` does; for a model whose ``__init__`` turns its own errors into the
+    project's, so building one in code fails as reading its file does).
+
+    Raises:
+        ScreenError: always (the ``error`` subclass).
+    """
+    found = problems(model, exc)
+    raise error(wording.message(found[0]) if found else str(exc)) from None
+
+
+def _list_as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+ListAsTuple = BeforeValidator(_list_as_tuple)
+"""Put on a tuple field (``Annotated[tuple[str, ...], ListAsTuple]``): TOML and JSON arrays
+arrive as lists, which a strict tuple refuses; the items are still checked strictly."""
+
+
+def check(test: Callable[[Any], bool], phrase: str) -> AfterValidator:
+    """A field validator refusing every value ``test`` rejects, with ``phrase`` as the problem's
+    ``expected`` (``Annotated[float, check(lambda v: 0 <= v <= 1, "in [0, 1]")]``): for a rule
+    a plain bound cannot say, in the words the file kind's :class:`Wording` puts it in."""
+
+    def validate(value: Any) -> Any:
+        if not test(value):
+            raise ValueError(phrase)
+        return value
+
+    return AfterValidator(validate)

@@ -28,6 +28,8 @@ import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from pydantic import Field, ValidationError, field_validator, model_validator
+
 from ensembles.box_fusion import (
     RECALL_MODES,
     SCORING_MODES,
@@ -36,9 +38,11 @@ from ensembles.box_fusion import (
     FusionError,
     _check_weights,
     fuse_boxes,
+    fusion_wording,
 )
+from ensembles.config_model import ConfigModel, code_init, raise_problem
 from ensembles.preprocess import letterbox_box_to_image
-from ensembles.types import Box, Detection, MemberOutput
+from ensembles.types import Box, Detection, MemberOutput, VoteRuleName
 
 __all__ = [
     "RECALL_MODES", "SCORING_MODES", "VOTE_RULES", "BoxSettings", "FusedDetection", "FusionError",
@@ -46,65 +50,81 @@ __all__ = [
     "study_member_scores", "threshold_centred",
 ]
 
-VOTE_RULES: tuple[str, ...] = ("any", "k-of-n", "weighted-mean")
+VOTE_RULES: tuple[str, ...] = tuple(name.value for name in VoteRuleName)
 _BELOW_HALF = math.nextafter(0.5, 0.0)
 
 
-@dataclass(frozen=True)
-class VoteRule:
-    """How member votes become a study decision.
+class VoteRule(ConfigModel):
+    """How member votes become a study decision (also ``op.json``'s ``vote`` table).
 
     Attributes:
-        rule: ``"any"``, ``"k-of-n"`` or ``"weighted-mean"``.
+        rule: ``any``, ``k-of-n`` or ``weighted-mean`` (a :class:`VoteRuleName`; a plain
+            string is accepted).
         k: votes needed for ``k-of-n`` (>= 1); unused otherwise.
         weights: ``{member: weight >= 0}`` for ``weighted-mean``; every voting member needs one.
         threshold: decision threshold on the weighted mean for ``weighted-mean``.
+
+    Raises:
+        FusionError: (building one) an unknown rule, or settings the rule does not use or lacks.
     """
 
-    rule: str = "any"
+    rule: VoteRuleName = Field(strict=False)  # ``any`` when built in code; a file says it
     k: int | None = None
-    weights: Mapping[str, float] | None = None
+    weights: dict[str, float] | None = None
     threshold: float | None = None
 
-    def __post_init__(self) -> None:
-        if self.rule not in VOTE_RULES:
+    @code_init
+    def __init__(self, rule: str = VoteRuleName.ANY, k: int | None = None,
+                 weights: Mapping[str, float] | None = None, threshold: float | None = None) -> None:
+        try:
+            super().__init__(**{"rule": rule, "k": k, "weights": weights, "threshold": threshold})
+        except ValidationError as exc:
+            raise_problem(type(self), exc, error=FusionError, wording=fusion_wording("vote"))
+
+    @field_validator("rule", mode="before")
+    @classmethod
+    def _known_rule(cls, value: object) -> object:
+        if value not in VOTE_RULES:
             raise FusionError(
-                f"vote rule {self.rule!r} is unknown; choose one of {', '.join(VOTE_RULES)}"
+                f"vote rule {value!r} is unknown; choose one of {', '.join(VOTE_RULES)}"
             )
-        if self.rule == "k-of-n":
-            if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+        return value
+
+    @model_validator(mode="after")
+    def _fits_rule(self) -> "VoteRule":
+        if self.rule == VoteRuleName.K_OF_N:
+            if self.k is None or self.k < 1:
                 raise FusionError(f"k-of-n needs an integer k >= 1, got k={self.k!r}")
         elif self.k is not None:
-            raise FusionError(f"k is only used by the k-of-n rule, not {self.rule!r}; remove it")
-        if self.rule == "weighted-mean":
+            raise FusionError(f"k is only used by the k-of-n rule, not {self.rule.value!r}; remove it")
+        if self.rule == VoteRuleName.WEIGHTED_MEAN:
             if not self.weights:
                 raise FusionError(
                     "weighted-mean needs weights, e.g. {'classifier': 1.0, 'detr': 0.5}"
                 )
-            object.__setattr__(self, "weights", _check_weights(self.weights, "vote weights"))
+            _check_weights(self.weights, "vote weights")
             t = self.threshold
-            if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 1:
+            if t is None or not 0 <= t <= 1:
                 raise FusionError(f"weighted-mean needs a threshold in [0, 1], got {t!r}")
-            object.__setattr__(self, "threshold", float(t))
-        else:
-            if self.weights is not None or self.threshold is not None:
-                raise FusionError(
-                    f"weights and threshold are only used by weighted-mean, not {self.rule!r}; "
-                    "remove them"
-                )
+        elif self.weights is not None or self.threshold is not None:
+            raise FusionError(
+                f"weights and threshold are only used by weighted-mean, not {self.rule.value!r}; "
+                "remove them"
+            )
+        return self
 
     @property
     def label(self) -> str:
         """Short name for reports: ``"any"``, ``"k-of-n(k=2)"`` or ``"weighted-mean"``."""
-        return f"k-of-n(k={self.k})" if self.rule == "k-of-n" else self.rule
+        return f"k-of-n(k={self.k})" if self.rule == VoteRuleName.K_OF_N else self.rule.value
 
     def check_members(self, members: Sequence[str]) -> None:
         """Raise :class:`FusionError` unless the rule fits an ensemble of ``members``."""
-        if self.rule == "k-of-n" and self.k is not None and self.k > len(members):
+        if self.rule == VoteRuleName.K_OF_N and self.k is not None and self.k > len(members):
             raise FusionError(
                 f"k-of-n needs k <= number of members ({len(members)}), got k={self.k}"
             )
-        if self.rule == "weighted-mean" and self.weights is not None:
+        if self.rule == VoteRuleName.WEIGHTED_MEAN and self.weights is not None:
             unknown = sorted(set(self.weights) - set(members))
             missing = sorted(set(members) - set(self.weights))
             if unknown:
@@ -201,7 +221,7 @@ def decide_study(
     members = list(thresholds)
     rule.check_members(members)
     votes = {m: float(member_scores[m]) >= float(thresholds[m]) for m in members}
-    if rule.rule == "weighted-mean":
+    if rule.rule == VoteRuleName.WEIGHTED_MEAN:
         weights = rule.weights or {}
         total = sum(weights[m] for m in members)
         score = sum(weights[m] * float(member_scores[m]) for m in members) / total
@@ -212,7 +232,7 @@ def decide_study(
             (threshold_centred(float(member_scores[m]), float(thresholds[m])) for m in members),
             reverse=True,
         )
-        needed = 1 if rule.rule == "any" else int(rule.k or 1)
+        needed = 1 if rule.rule == VoteRuleName.ANY else int(rule.k or 1)
         positive = sum(votes.values()) >= needed
         score = centred[needed - 1]
         score = max(score, 0.5) if positive else min(score, _BELOW_HALF)

@@ -4,7 +4,7 @@ A trained detector should never emit text the codec cannot parse, and a random o
 one must not either (the tests sample from random-init models). :class:`DetectionGrammar` is a
 small automaton over token ids, built from the tokenizer, and
 :class:`GrammarLogitsProcessor` applies it in ``generate`` by setting every token the grammar
-does not allow to ``-inf``. It costs about 2x on a tiny model (STACK-NOTES) and nothing that
+does not allow to ``-inf``. It costs about 2x on a tiny model (docs/stack-notes.md) and nothing that
 matters on a real one.
 
 The language, in the text the codec reads (:mod:`ensembles.loc_tokens`)::

@@ -29,29 +29,28 @@ from ensembles.checkpoint import INTENDED_USES, MEMBER_JSON, MemberSpec, write_m
 from ensembles.errors import CheckpointError
 from ensembles.member_check import CheckReport, check_member
 from ensembles.member_check.files import PICKLE_SUFFIXES, pickle_files, safetensors_files
+from ensembles.types import MemberKind, ResizeMode
+from ensembles.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 IMPORT_KINDS: dict[str, str] = {
-    "paligemma-classifier": "paligemma",
-    "paligemma-detector": "paligemma",
-    "detr": "detr",
+    MemberKind.PALIGEMMA_CLASSIFIER: "paligemma",
+    MemberKind.PALIGEMMA_DETECTOR: "paligemma",
+    MemberKind.DETR: "detr",
 }
 """Importable kinds and the ``config.json`` ``model_type`` each needs."""
 
 DEFAULT_PROMPTS: dict[str, str] = {
-    "paligemma-classifier": "Is there a fracture in this x-ray?",
-    "paligemma-detector": "Detect Fracture",
+    MemberKind.PALIGEMMA_CLASSIFIER: "Is there a fracture in this x-ray?",
+    MemberKind.PALIGEMMA_DETECTOR: "Detect Fracture",
 }
 """The paper's prompts; a fine-tune answers the prompt it was trained with (pass ``prompt``)."""
 
 DEFAULT_LABELS: dict[str, tuple[str, ...]] = {
-    "paligemma-classifier": ("Fracture", "Normal"),
-    "paligemma-detector": ("Fracture",),
+    MemberKind.PALIGEMMA_CLASSIFIER: ("Fracture", "Normal"),
+    MemberKind.PALIGEMMA_DETECTOR: ("Fracture",),
 }
 DETR_IMAGE_SIZE = 800
 """DETR's own shortest side; the member letterboxes to a square of this side by default."""
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
 COPIED_SUFFIXES: tuple[str, ...] = (".json", ".safetensors", ".model", ".txt", ".md")
 """What is copied: configs, weights, tokenizer files (``tokenizer.model`` is a protobuf), notes."""
 ADAPTER_BASE = "base"
@@ -163,7 +162,7 @@ def _validate(src: Path, target: Path, options: ImportOptions) -> None:
         raise CheckpointError(
             f"--adapter {str(options.adapter)!r} is not a PEFT adapter folder (no adapter_config.json)"
         )
-    if options.adapter is not None and options.kind == "detr":
+    if options.adapter is not None and options.kind == MemberKind.DETR:
         raise CheckpointError("--adapter is for PaliGemma members; a DETR member has no LoRA")
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise CheckpointError(
@@ -223,14 +222,14 @@ def _spec(src: Path, config: dict[str, Any], options: ImportOptions, folder_name
     settings = _image_processor_settings(src)
     name = options.name or folder_name
     member_options: dict[str, Any] = {}
-    if options.kind == "detr":
+    if options.kind == MemberKind.DETR:
         found = settings.get("size")
         size: dict[str, Any] = found if isinstance(found, dict) else {}
         image_size = options.image_size or int(size.get("shortest_edge", DETR_IMAGE_SIZE))
         id2label = config.get("id2label") or {}
         labels = options.labels or tuple(str(id2label[k]) for k in sorted(id2label, key=int))
         return MemberSpec(
-            kind="detr", name=name, image_size=image_size, resize="letterbox",
+            kind=MemberKind.DETR, name=name, image_size=image_size, resize=ResizeMode.LETTERBOX,
             mean=_triple(settings.get("image_mean"), IMAGENET_MEAN),
             std=_triple(settings.get("image_std"), IMAGENET_STD),
             labels=labels, threshold=options.threshold, intended_use=options.intended_use,
@@ -248,7 +247,7 @@ def _spec(src: Path, config: dict[str, Any], options: ImportOptions, folder_name
     if options.adapter is not None:
         member_options["base"] = ADAPTER_BASE
     return MemberSpec(
-        kind=options.kind, name=name, image_size=image_size, resize="squash",
+        kind=options.kind, name=name, image_size=image_size, resize=ResizeMode.SQUASH,
         mean=_triple(settings.get("image_mean"), (0.5, 0.5, 0.5)),
         std=_triple(settings.get("image_std"), (0.5, 0.5, 0.5)),
         prompt=options.prompt or DEFAULT_PROMPTS[options.kind],

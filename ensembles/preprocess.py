@@ -32,9 +32,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ensembles.checkpoint import RESIZE_MODES, MemberSpec
+from ensembles.checkpoint import MemberSpec
 from ensembles.errors import EnsembleError
-from ensembles.types import Box
+from ensembles.types import Box, ResizeMode
 
 RANGE_TOLERANCE = 1e-3
 """How far outside ``[0, 1]`` an input pixel may lie (rounding in the pixel pipeline) before it
@@ -47,6 +47,11 @@ CANNY_HIGH = 150
 
 CLAHE_CLIP_LIMIT = 2.0
 CLAHE_TILES = 8
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+"""ImageNet's per-channel mean and standard deviation: DETR's own normalisation, recorded in a
+DETR member's ``member.json`` by the recipe and by the demo architecture."""
 
 CLAHE_WARNING = (
     "CLAHE preprocessing is enabled; the paper saw CLAHE collapse a fine-tuned PaliGemma model "
@@ -64,7 +69,7 @@ class PreprocessConfig:
 
     Attributes:
         image_size: side ``S`` of the square model input.
-        resize: ``"squash"`` or ``"letterbox"``.
+        resize: :class:`~ensembles.types.ResizeMode` (``"squash"`` or ``"letterbox"``).
         mean: per-channel mean subtracted after the grey image is copied to three channels.
         std: per-channel std divided by (all > 0).
         canny_blend: weight ``a`` of Canny edges in ``(1 - a) * image + a * edges``; 0 = off.
@@ -74,7 +79,7 @@ class PreprocessConfig:
     """
 
     image_size: int
-    resize: str = "squash"
+    resize: ResizeMode = ResizeMode.SQUASH
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     canny_blend: float = 0.0
@@ -87,10 +92,11 @@ class PreprocessConfig:
             raise PreprocessError(f"image_size must be an integer, got {self.image_size!r}")
         if self.image_size < 1:
             raise PreprocessError(f"image_size must be >= 1, got {self.image_size}")
-        if self.resize not in RESIZE_MODES:
+        if self.resize not in tuple(ResizeMode):
             raise PreprocessError(
-                f"resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}"
+                f"resize must be one of {', '.join(ResizeMode)}, got {self.resize!r}"
             )
+        object.__setattr__(self, "resize", ResizeMode(self.resize))
         for name in ("mean", "std"):
             value = getattr(self, name)
             if len(value) != 3 or not all(
@@ -210,7 +216,7 @@ def to_square(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """Steps 1 to 4: the resized, optionally enhanced grey ``S x S`` float32 image in ``[0, 1]``."""
     data = validate_image(image)
     size = cfg.image_size
-    if cfg.resize == "squash":
+    if cfg.resize == ResizeMode.SQUASH:
         geometry = LetterboxGeometry(size, size, 0, 0)
     else:
         geometry = letterbox_geometry(data.shape[0], data.shape[1], size)

@@ -1,7 +1,9 @@
 """Member protocol and registry (after timm's ``_registry.py``).
 
-A member kind registers a factory with :func:`register_member`; :func:`create_member` builds
-one from a local checkpoint directory. Heavy backends (torch, transformers, bitsandbytes) are
+A member kind registers a factory with :func:`register_member`, and the options it takes as a
+:class:`MemberOptions` model (declared once, with the factory); :func:`create_member` checks the
+options against it (an unknown option, or one of the wrong type, is refused in one place with
+one wording) and builds the member from a local checkpoint directory. Heavy backends (torch, transformers, bitsandbytes) are
 imported by the member modules themselves, and the built-in kinds are described statically
 (:data:`BUILTIN_KINDS`), so listing kinds and :func:`member_availability` (what can run on this
 machine, what is missing) never import torch: they work where torch is not installed.
@@ -13,11 +15,12 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, TypeVar, runtime_checkable
 
 import numpy as np
 
-from ensembles.errors import EnsembleError, MemberUnavailableError
+from ensembles.config_model import ConfigModel, Problem, Wording, parse_model, show
+from ensembles.errors import CheckpointError, EnsembleError, MemberUnavailableError
 from ensembles.types import MemberKind, MemberOutput
 
 
@@ -35,16 +38,52 @@ class Member(Protocol):
     def predict(self, images: Sequence[np.ndarray]) -> list[MemberOutput]: ...
 
 
+class MemberOptions(ConfigModel):
+    """The options every member kind takes (the site config passes them for each member).
+
+    A kind with more options subclasses it and registers the subclass
+    (``register_member(kind, options=...)``); its factory gets the validated instance.
+
+    Attributes:
+        device: torch device (``cpu``, ``cuda``, ``cuda:1`` ...).
+        dtype: ``None`` for the member's policy, or a torch dtype name.
+        quantization: ``None``, or a quantisation the kind supports (``4bit``, ``8bit``).
+        batch_size: images per forward.
+    """
+
+    device: str = "cpu"
+    dtype: str | None = None
+    quantization: str | None = None
+    batch_size: int = 8
+
+
+def options_wording(kind: str) -> Wording:
+    """How a kind's options word a problem (``detr got unknown option(s) box_flor; valid: ...``)."""
+
+    def invalid(problem: Problem) -> str:
+        key = ".".join(str(part) for part in problem.loc)
+        return f"{kind} option {key!r} must be {problem.expected}, got {show(problem.value)}"
+
+    return Wording(
+        unknown=lambda p: (f"{kind} got unknown option(s) {', '.join(p.keys)}; "
+                           f"valid: {', '.join(p.valid)}"),
+        invalid=invalid,
+        missing=lambda p: f"{kind} needs option {'.'.join(map(str, (*p.loc, *p.keys)))!r}",
+    )
+
+
 @dataclass(frozen=True)
 class RegisteredKind:
     """A registered member kind.
 
     Attributes:
         kind: registry key, e.g. ``"paligemma-detector"``.
-        factory: ``factory(checkpoint_dir, **options) -> Member``.
+        factory: ``factory(checkpoint_dir, options) -> Member`` (``options`` an instance of
+            ``options``).
         requires: importable module names the member needs at run time.
         description: one line for ``screen models``.
         module: where the factory lives (imported lazily by :func:`create_member`).
+        options: the options the kind takes (a :class:`MemberOptions` model).
     """
 
     kind: str
@@ -52,6 +91,17 @@ class RegisteredKind:
     requires: tuple[str, ...]
     description: str
     module: str
+    options: type[MemberOptions] = MemberOptions
+
+    def parse_options(self, options: dict[str, Any]) -> MemberOptions:
+        """``options`` checked against the kind's model.
+
+        Raises:
+            CheckpointError: an unknown option (the message lists the valid ones) or one of
+                the wrong type.
+        """
+        return parse_model(self.options, options, error=CheckpointError,
+                           wording=options_wording(self.kind))
 
 
 @dataclass(frozen=True)
@@ -86,28 +136,33 @@ BUILTIN_KINDS: tuple[KindInfo, ...] = (
 """The kinds this package ships, described statically so listing them never imports torch
 (a test holds each module's ``register_member`` call equal to its entry here)."""
 
+FactoryT = TypeVar("FactoryT", bound=Callable[..., Member])
+
 _REGISTRY: dict[str, RegisteredKind] = {}
 _KNOWN: dict[str, KindInfo] = {info.kind: info for info in BUILTIN_KINDS}
 
 
 def register_member(
-    kind: str, *, requires: Sequence[str] | None = None, description: str | None = None
-) -> Callable[[Callable[..., Member]], Callable[..., Member]]:
+    kind: str, *, options: type[MemberOptions] = MemberOptions,
+    requires: Sequence[str] | None = None, description: str | None = None,
+) -> Callable[[FactoryT], FactoryT]:
     """Class or function decorator registering a member factory under ``kind``.
 
-    A built-in kind takes its requirements and description from :data:`BUILTIN_KINDS` (one
-    place); another kind states them here.
+    The factory is called as ``factory(checkpoint_dir, options)`` with ``options`` an instance
+    of ``options`` (the kind's options, declared once). A built-in kind takes its requirements
+    and description from :data:`BUILTIN_KINDS` (one place); another kind states them here.
     """
     known = _KNOWN.get(kind)
     needs = tuple(requires) if requires is not None else (known.requires if known else ())
     text = description if description is not None else (known.description if known else "")
 
-    def decorator(factory: Callable[..., Member]) -> Callable[..., Member]:
+    def decorator(factory: FactoryT) -> FactoryT:
         if kind in _REGISTRY and _REGISTRY[kind].factory is not factory:
             raise EnsembleError(f"member kind {kind!r} is registered twice")
         module = getattr(factory, "__module__", "")
         _REGISTRY[kind] = RegisteredKind(
-            kind=kind, factory=factory, requires=needs, description=text, module=module
+            kind=kind, factory=factory, requires=needs, description=text, module=module,
+            options=options,
         )
         _KNOWN.setdefault(kind, KindInfo(kind, module, needs, text))
         return factory
@@ -173,10 +228,12 @@ def member_kind(kind: str) -> RegisteredKind:
 
 
 def create_member(kind: str, checkpoint_dir: str | Path, **options: Any) -> Member:
-    """Build a member of ``kind`` from a local checkpoint directory.
+    """Build a member of ``kind`` from a local checkpoint directory with ``options``.
 
     Raises:
         EnsembleError: the kind is unknown.
+        CheckpointError: an option the kind does not take, or one of the wrong type.
         MemberUnavailableError: a module the member needs is missing here.
     """
-    return member_kind(kind).factory(Path(checkpoint_dir), **options)
+    registered = member_kind(kind)
+    return registered.factory(Path(checkpoint_dir), registered.parse_options(options))

@@ -7,7 +7,7 @@ stock projector's ``linear`` to the language model's width. The language model t
 896 px gives 4,096), which keeps the 448/896 px members as cheap in the language model as the
 224 px one and lets the head learn which patches matter for the task.
 
-How it sits in transformers 5 (see STACK-NOTES):
+How it sits in transformers 5 (see docs/stack-notes.md):
 
 - :class:`TaskAttentionProjector` subclasses ``PaliGemmaMultiModalProjector`` and keeps its
   ``.linear``, so a stock checkpoint's projector weights load into it unchanged.

@@ -3,6 +3,7 @@
 Example (``sample_data/site.toml`` is the embedded default)::
 
     # screen run /pacs/export --config site.toml --out /srv/screen
+    schema_version = 1                   # optional (absent: 1); a newer one is refused
     operating_point = "op.json"          # relative paths are relative to this file
 
     [run]
@@ -20,7 +21,7 @@ Example (``sample_data/site.toml`` is the embedded default)::
     modalities = ["CR", "DX", "DR"]
 
     [output]
-    patient_id = "hash"                  # "include" | "hash" (salted SHA-256) | "omit"
+    patient_id = "hash"                  # "include" | "hash" (keyed pseudonym) | "omit"
     write_sr = true
 
     [scope]                              # the studies the members are fit for (intended use)
@@ -28,37 +29,93 @@ Example (``sample_data/site.toml`` is the embedded default)::
     require_body_part = true
     min_patient_age = 18                 # years; 0 = no minimum
 
-Every key is checked: an unknown key or a bad value raises :class:`ConfigError` naming the key,
-the value and the fix.
+Each table is a :class:`~ensembles.config_model.ConfigModel` read by
+:func:`~ensembles.config_model.parse_model`: an unknown key, a value of the wrong type or out of
+range (a NaN timeout, a SeriesNumber DICOM cannot hold, an InstitutionName longer than 64
+characters) is refused when the file is read, with a :class:`ConfigError` naming the key, the
+value and the fix, never later in the night.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping, Self, get_args
 
-from dicom_io.select import SelectionConfigError, SelectionRules
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+
+from dicom_io.select import SELECTION_WORDING, SelectionRules, code_strings
+from ensembles.config_model import ConfigModel, Problem, Wording, check, parse_model, show
+from ensembles.types import MemberKind
 from screen.errors import ConfigError
+
+__all__ = ["DEFAULT_CONFIG", "DEFAULT_SCOPE_BODY_PARTS", "PROJECT_ROOT", "SITE_SCHEMA_VERSION", "MemberConfig",
+           "OutputSettings", "PatientIdPolicy", "RunSettings", "ScopeSettings", "SiteConfig", "load_site_config",
+           "parse_site_config"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: The embedded default: demo members and operating point committed in ``sample_data/``.
 DEFAULT_CONFIG = PROJECT_ROOT / "sample_data" / "site.toml"
-
-PATIENT_ID_MODES = ("include", "hash", "omit")
-QUANTIZATIONS = ("8bit", "4bit")
-DTYPES = ("float32", "bfloat16", "float16")
+#: The newest ``schema_version`` this code reads (a file without one is version 1).
+SITE_SCHEMA_VERSION = 1
 
 
-@dataclass(frozen=True)
-class MemberConfig:
-    """One ensemble member to load.
+class PatientIdPolicy(StrEnum):
+    """``[output] patient_id``: what ``studies.csv`` holds for PatientID."""
+
+    INCLUDE = "include"
+    HASH = "hash"
+    OMIT = "omit"
+
+
+Dtype = Literal["float32", "bfloat16", "float16"]
+Quantization = Literal["8bit", "4bit"]
+PATIENT_ID_MODES: tuple[str, ...] = tuple(PatientIdPolicy)
+DTYPES: tuple[str, ...] = get_args(Dtype)
+QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)
+
+#: The largest DICOM IS value (SeriesNumber): a signed 32-bit integer.
+MAX_IS = 2**31 - 1
+#: A sane oldest ``[scope] min_patient_age``, in years.
+MAX_PATIENT_AGE = 130
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+PositiveInt = Annotated[int, check(lambda v: v >= 1, "a positive integer")]
+
+
+def _is_long_string(value: str) -> bool:
+    """A DICOM LO value (InstitutionName): 1 to 64 characters, no backslash, no control character."""
+    return bool(value.strip()) and len(value) <= 64 and "\\" not in value and not _CONTROL.search(value)
+
+
+def _is_file_mode(value: str) -> bool:
+    """Octal text like ``0600``: readable and writable by the owner, nothing for others."""
+    return (len(value) == 4 and value[0] == "0" and all(c in "01234567" for c in value)
+            and int(value, 8) & 0o600 == 0o600 and not int(value, 8) & 0o007)
+
+
+def _resolved(value: Path | None, info: ValidationInfo) -> Path | None:
+    """``value`` resolved against the config file's folder (the parse's ``base`` context)."""
+    base = (info.context or {}).get("base")
+    if value is None or value.is_absolute() or base is None:
+        return value
+    return Path(base) / value
+
+
+class MemberConfig(ConfigModel):
+    """One ``[members.NAME]`` table: an ensemble member to load.
 
     Attributes:
-        name: the member's name in outputs, thresholds and the operating point.
-        kind: registry kind (``screen models`` lists them).
-        checkpoint: local checkpoint directory (``save_pretrained`` + ``member.json``).
+        name: the member's name in outputs, thresholds and the operating point (the table's
+            name; not a key of the table).
+        kind: registry kind (``screen models`` lists them): a :class:`MemberKind` for a built-in
+            kind, else the plain string a plugin registered (checked when the members load).
+        checkpoint: local checkpoint directory (``save_pretrained`` + ``member.json``), resolved
+            against the config file's folder.
         batch_size: images per forward pass; ``None`` uses ``[run] batch_size``.
         dtype: ``None`` for the policy default (bf16 on CUDA, float32 on CPU).
         quantization: ``None``, ``"8bit"`` or ``"4bit"`` (bitsandbytes; PaliGemma members).
@@ -68,19 +125,34 @@ class MemberConfig:
         refiner_iterations: refinement passes per box.
     """
 
-    name: str
     kind: str
-    checkpoint: Path
-    batch_size: int | None = None
-    dtype: str | None = None
-    quantization: str | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
-    refiner: Path | None = None
-    refiner_iterations: int = 1
+    checkpoint: Path = Field(strict=False)
+    batch_size: PositiveInt | None = None
+    dtype: Dtype | None = None
+    quantization: Quantization | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    refiner: Path | None = Field(default=None, strict=False)
+    refiner_iterations: PositiveInt = 1
+    _name: str = PrivateAttr("")
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a member kind (screen models lists them)")
+        return MemberKind(value) if value in tuple(MemberKind) else value
+
+    @field_validator("checkpoint", "refiner")
+    @classmethod
+    def _path(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolved(value, info)
 
 
-@dataclass(frozen=True)
-class RunSettings:
+class RunSettings(ConfigModel):
     """``[run]``: how the batch runner uses the machine.
 
     Attributes:
@@ -94,24 +166,23 @@ class RunSettings:
     """
 
     device: str = "cpu"
-    workers: int = 2
-    batch_size: int = 8
-    decode_timeout_s: float = 300.0
-    max_attempts: int = 3
+    workers: PositiveInt = 2
+    batch_size: PositiveInt = 8
+    decode_timeout_s: Annotated[float, check(lambda v: v > 0, "a number of seconds > 0")] = 300.0
+    max_attempts: PositiveInt = 3
 
 
 DEFAULT_SCOPE_BODY_PARTS: tuple[str, ...] = ("SHOULDER", "ARM")
 """What the demo members (and the method's shoulder radiographs) cover."""
 
 
-@dataclass(frozen=True)
-class ScopeSettings:
+class ScopeSettings(ConfigModel):
     """``[scope]``: the studies the members are fit for (their intended use). A study outside
     it is ``out-of-scope`` with the reason, never screened and never called negative.
 
     Attributes:
-        body_parts: BodyPartExamined values (upper case) the members were trained on; every
-            screenable view must have one. Empty: any body part.
+        body_parts: BodyPartExamined values (DICOM CS, upper-cased) the members were trained on;
+            every screenable view must have one. Empty: any body part.
         require_body_part: a view without BodyPartExamined makes its study out of scope.
         min_patient_age: youngest patient age in years (PatientAge, else StudyDate minus
             PatientBirthDate); 0: no minimum. With a minimum, an unknown age is out of scope.
@@ -119,185 +190,222 @@ class ScopeSettings:
 
     body_parts: tuple[str, ...] = DEFAULT_SCOPE_BODY_PARTS
     require_body_part: bool = True
-    min_patient_age: float = 0.0
+    min_patient_age: Annotated[float, check(lambda v: 0 <= v <= MAX_PATIENT_AGE,
+                                            f"a number of years from 0 to {MAX_PATIENT_AGE}")] = 0.0
+
+    @field_validator("body_parts", mode="before")
+    @classmethod
+    def _body_parts(cls, value: Any) -> tuple[str, ...]:
+        try:
+            return code_strings(value)
+        except ValueError:
+            raise ValueError("a list of BodyPartExamined values (DICOM code strings: 1 to 16 of "
+                             "A-Z, 0-9, space and _ each)") from None
 
 
-@dataclass(frozen=True)
-class OutputSettings:
+class OutputSettings(ConfigModel):
     """``[output]``: what the outputs may contain.
 
     Attributes:
-        patient_id: PatientID in ``studies.csv``: ``"include"``, ``"hash"`` (a keyed 128-bit
-            pseudonym, :mod:`screen.id_key`) or ``"omit"``. Patient names are never written to
+        patient_id: PatientID in ``studies.csv``: ``include``, ``hash`` (a keyed 128-bit
+            pseudonym, :mod:`screen.id_key`) or ``omit``. Patient names are never written to
             CSV or logs. With ``hash`` or ``omit``, ``scan.csv`` holds no source paths either
             (archives are often laid out by PatientID): a keyed pseudonym of each path instead.
         accession: include AccessionNumber in ``studies.csv``.
         write_sr: write a DICOM SR per screened study.
-        sr_series_number: SeriesNumber of the SR series (one new series per run).
-        institution_name: optional InstitutionName for the SR's equipment module.
+        sr_series_number: SeriesNumber of the SR series (one new series per run): a DICOM IS
+            value from 1 to 2147483647.
+        institution_name: optional InstitutionName for the SR's equipment module (a DICOM LO
+            value: at most 64 characters, no backslash, no control characters).
         id_key_file: the file holding the site's identifier key (mode 0600, outside every output
-            folder); unset: ``$FRACTURE_SCREEN_SALT``, else ``~/.config/fracture-screen/id-key``.
+            folder), resolved against the config file's folder; unset: ``$FRACTURE_SCREEN_SALT``,
+            else ``~/.config/fracture-screen/id-key``.
         file_mode: permissions of the files the run writes (octal text, ``"0600"`` or
             ``"0640"``...): they hold identifiers and SRs with patient names.
     """
 
-    patient_id: str = "hash"
+    patient_id: PatientIdPolicy = Field(default=PatientIdPolicy.HASH, strict=False)
     accession: bool = True
     write_sr: bool = True
-    sr_series_number: int = 9901
-    institution_name: str | None = None
-    id_key_file: str | None = None
-    file_mode: str = "0600"
+    sr_series_number: Annotated[int, check(lambda v: 1 <= v <= MAX_IS,
+                                           f"a DICOM IS SeriesNumber from 1 to {MAX_IS}")] = 9901
+    institution_name: Annotated[str, check(_is_long_string, "a DICOM LO value: 1 to 64 characters, no "
+                                                            "backslash and no control characters")] | None = None
+    id_key_file: Path | None = Field(default=None, strict=False)
+    file_mode: Annotated[str, check(_is_file_mode, 'octal like "0600" or "0640": readable and writable by the '
+                                                   "owner, nothing for others")] = "0600"
 
     @property
     def mode_bits(self) -> int:
         return int(self.file_mode, 8)
 
+    @field_validator("id_key_file")
+    @classmethod
+    def _key_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolved(value, info)
 
-@dataclass(frozen=True)
-class SiteConfig:
-    """The whole site config, with paths resolved against the config file's folder."""
 
-    members: tuple[MemberConfig, ...]
-    operating_point: Path | None  # None before tuning: screen eval uses member.json thresholds
+_MEMBERS_NEEDED = "the site config needs at least one [members.NAME] table with kind and checkpoint"
+_NAME_FORBIDDEN = re.compile(r"[,=\x00-\x1f\x7f-\x9f]")
+
+
+class SiteConfig(ConfigModel):
+    """The whole site config, with paths resolved against the config file's folder.
+
+    Attributes:
+        schema_version: the file format's version (absent: 1); a newer one is refused.
+        operating_point: the operating point JSON; ``None`` before tuning (``screen eval`` then
+            uses each ``member.json`` threshold; ``screen run`` refuses to screen without one).
+        run: ``[run]``.
+        members: the ``[members.NAME]`` tables, in file order (each knows its ``name``).
+        selection: ``[selection]``: :class:`dicom_io.select.SelectionRules`.
+        output: ``[output]``.
+        scope: ``[scope]``.
+        source: the file it was read from (``None`` when parsed from a mapping without one).
+    """
+
+    # "members" only: the field's own name is no key of the file
+    model_config = ConfigDict(validate_by_name=False, validate_by_alias=True)
+
+    schema_version: PositiveInt = 1
+    operating_point: Path | None = Field(default=None, strict=False)
     run: RunSettings = RunSettings()
+    member_tables: dict[str, MemberConfig] = Field(alias="members")
     selection: SelectionRules = SelectionRules()
     output: OutputSettings = OutputSettings()
-    source: Path | None = None
     scope: ScopeSettings = ScopeSettings()
+    _source: Path | None = PrivateAttr(None)
+
+    @property
+    def members(self) -> tuple[MemberConfig, ...]:
+        return tuple(self.member_tables.values())
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes`` (``members=`` the tables by name), validated like the file."""
+        data: dict[str, Any] = {("members" if name == "member_tables" else name): getattr(self, name)
+                                for name in type(self).model_fields}
+        data.update(changes)
+        return type(self).model_validate(data, context={"source": self.source})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _newer(cls, data: Any) -> Any:
+        """A file for a newer fracture-screen is refused before its (maybe new) keys are."""
+        version = data.get("schema_version") if isinstance(data, Mapping) else None
+        if isinstance(version, int) and not isinstance(version, bool) and version > SITE_SCHEMA_VERSION:
+            raise ValueError(
+                f"the site config has schema_version {version}: it was written for a newer fracture-screen "
+                f"(this one reads schema_version {SITE_SCHEMA_VERSION} and older); upgrade fracture-screen "
+                "or write the file for this version")
+        return data
+
+    @field_validator("operating_point")
+    @classmethod
+    def _op(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolved(value, info)
+
+    @field_validator("member_tables")
+    @classmethod
+    def _some_members(cls, value: dict[str, MemberConfig]) -> dict[str, MemberConfig]:
+        if not value:
+            raise ValueError(_MEMBERS_NEEDED)
+        return value
+
+    @model_validator(mode="after")
+    def _members_exist(self, info: ValidationInfo) -> SiteConfig:
+        """Name each member; its name, checkpoint and refiner are checked here, where its
+        table's name is known."""
+        for name, member in self.member_tables.items():
+            where = f"[members.{name}]"
+            if not name.strip() or _NAME_FORBIDDEN.search(name):
+                raise ValueError(
+                    f"[members.{name!r}]: a member name must be non-empty, without ',', '=' or control "
+                    "characters (it is written into outputs and the SR's algorithm parameters); rename the table")
+            if not member.checkpoint.is_dir():
+                raise ValueError(
+                    f"{where} checkpoint {str(member.checkpoint)!r} is not a directory; give the local folder "
+                    "holding member.json and the safetensors weights (hub ids are never used at run time)")
+            if member.refiner is not None and not (member.refiner / "member.json").is_file():
+                raise ValueError(
+                    f"{where}.refiner {str(member.refiner)!r} is not a refiner checkpoint (no member.json there)")
+            if member.refiner is None and "refiner_iterations" in member.model_fields_set:
+                raise ValueError(f'{where}.refiner_iterations needs a refiner = "<checkpoint dir>"')
+            member._name = name
+        source = (info.context or {}).get("source")
+        self._source = Path(source) if source is not None else None
+        return self
 
 
-_TOP_KEYS = ("operating_point", "run", "members", "selection", "output", "scope")
+_TABLES = ("run", "members", "selection", "output", "scope")
 
 
-def _check_keys(where: str, data: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: {', '.join(allowed)}")
+def _where(loc: tuple[str | int, ...]) -> str:
+    """``("run", "workers")`` -> ``[run].workers``; ``("members", "detr")`` -> ``[members.detr]``."""
+    if not loc:
+        return "the site config"
+    if len(loc) == 1 and loc[0] in _TABLES:
+        return f"[{loc[0]}]"
+    if len(loc) == 2 and loc[0] == "members":
+        return f"[members.{loc[1]}]"
+    head, last = loc[:-1], loc[-1]
+    if isinstance(last, int):
+        return f"{_where(head)}[{last}]"
+    return f"{_where(head)}.{last}" if head else str(last)
 
 
-def _typed(where: str, key: str, value: Any, kind: type | tuple[type, ...], expected: str) -> Any:
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise ConfigError(f"{where}.{key} must be {expected}, got {value!r}")
-    return value
+def _selection(problem: Problem) -> str | None:
+    """A ``[selection]`` problem worded as :class:`SelectionRules` words it (as before)."""
+    if problem.loc[:1] != ("selection",) or len(problem.loc) == 1 and problem.kind == "invalid":
+        return None
+    return "[selection]: " + SELECTION_WORDING.message(dataclasses.replace(problem, loc=problem.loc[1:]))
 
 
-def _dataclass_from(where: str, cls: type, data: Mapping[str, Any]) -> Any:
-    """Build a flat settings dataclass, checking keys and the type of each value."""
-    names = tuple(f.name for f in fields(cls))
-    _check_keys(f"[{where}]", data, names)
-    defaults = cls()
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        default = getattr(defaults, key)
-        if isinstance(default, bool):
-            kwargs[key] = _typed(where, key, value, bool, "true or false")
-        elif isinstance(default, int):
-            kwargs[key] = _typed(where, key, value, int, "an integer")
-        elif isinstance(default, float):
-            kwargs[key] = float(_typed(where, key, value, (int, float), "a number"))
-        else:
-            kwargs[key] = _typed(where, key, value, str, "a string")
-    return cls(**kwargs)
+def _unknown(problem: Problem) -> str:
+    return _selection(problem) or (f"unknown key(s) {', '.join(problem.keys)} in {_where(problem.loc)}; "
+                                   f"valid keys: {', '.join(problem.valid)}")
 
 
-def _member(name: str, data: Any, base: Path) -> MemberConfig:
-    where = f"[members.{name}]"
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where} must be a table with kind and checkpoint")
-    _check_keys(where, data, ("kind", "checkpoint", "batch_size", "dtype", "quantization", "options",
-                              "refiner", "refiner_iterations"))
-    for required in ("kind", "checkpoint"):
-        if required not in data:
-            raise ConfigError(f"{where} needs {required!r} (e.g. kind = \"detr\", checkpoint = \"models/detr\")")
-    kind = _typed(where, "kind", data["kind"], str, "a member kind")
-    checkpoint = Path(_typed(where, "checkpoint", data["checkpoint"], str, "a local directory path"))
-    if not checkpoint.is_absolute():
-        checkpoint = base / checkpoint
-    if not checkpoint.is_dir():
-        raise ConfigError(
-            f"{where} checkpoint {str(checkpoint)!r} is not a directory; give the local folder holding "
-            "member.json and the safetensors weights (hub ids are never used at run time)"
-        )
-    batch_size = data.get("batch_size")
-    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
-        raise ConfigError(f"{where}.batch_size must be a positive integer, got {batch_size!r}")
-    dtype = data.get("dtype")
-    if dtype is not None and dtype not in DTYPES:
-        raise ConfigError(f"{where}.dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    quantization = data.get("quantization")
-    if quantization is not None and quantization not in QUANTIZATIONS:
-        raise ConfigError(f"{where}.quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
-    options = data.get("options", {})
-    if not isinstance(options, Mapping):
-        raise ConfigError(f"{where}.options must be a table")
-    refiner: Path | None = None
-    if "refiner" in data:
-        refiner = Path(_typed(where, "refiner", data["refiner"], str, "a local directory path"))
-        refiner = refiner if refiner.is_absolute() else base / refiner
-        if not (refiner / "member.json").is_file():
-            raise ConfigError(f"{where}.refiner {str(refiner)!r} is not a refiner checkpoint (no member.json there)")
-    iterations = data.get("refiner_iterations", 1)
-    if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
-        raise ConfigError(f"{where}.refiner_iterations must be a positive integer, got {iterations!r}")
-    if "refiner_iterations" in data and refiner is None:
-        raise ConfigError(f"{where}.refiner_iterations needs a refiner = \"<checkpoint dir>\"")
-    return MemberConfig(name, kind, checkpoint, batch_size, dtype, quantization, dict(options),
-                        refiner, iterations)
+def _invalid(problem: Problem) -> str:
+    if problem.expected.startswith(("[", "the site config")):  # a check that words its whole message
+        return problem.expected
+    return _selection(problem) or f"{_where(problem.loc)} must be {problem.expected}, got {show(problem.value)}"
+
+
+def _missing(problem: Problem) -> str:
+    key = problem.keys[0] if problem.keys else "?"
+    if not problem.loc and key == "members":
+        return _MEMBERS_NEEDED
+    if problem.loc[:1] == ("members",):
+        return f'{_where(problem.loc)} needs {key!r} (e.g. kind = "detr", checkpoint = "models/detr")'
+    return f"{_where(problem.loc)} needs {key!r}"
+
+
+SITE_WORDING = Wording(unknown=_unknown, invalid=_invalid, missing=_missing)
+"""How site config problems read: ``unknown key(s) wokers in [run]; valid keys: ...``,
+``[run].workers must be an integer, got '4'``."""
 
 
 def parse_site_config(data: Mapping[str, Any], base: Path, source: Path | None = None) -> SiteConfig:
-    """Validate a parsed TOML mapping; relative paths resolve against ``base``."""
-    _check_keys("the site config", data, _TOP_KEYS)
-    members_data = data.get("members")
-    if not isinstance(members_data, Mapping) or not members_data:
-        raise ConfigError("the site config needs at least one [members.NAME] table with kind and checkpoint")
-    members = tuple(_member(name, value, base) for name, value in members_data.items())
-    op_path: Path | None = None
-    if "operating_point" in data:  # optional until tuned; screen run refuses to screen without one
-        op_path = Path(_typed("site config", "operating_point", data["operating_point"], str, "a path"))
-        if not op_path.is_absolute():
-            op_path = base / op_path
-    run = _dataclass_from("run", RunSettings, data.get("run", {}))
-    if run.workers < 1 or run.batch_size < 1 or run.max_attempts < 1:
-        raise ConfigError(f"[run] workers, batch_size and max_attempts must be at least 1, got {run.workers}, "
-                          f"{run.batch_size} and {run.max_attempts}")
-    output = _dataclass_from("output", OutputSettings, data.get("output", {}))
-    if output.patient_id not in PATIENT_ID_MODES:
-        raise ConfigError(f"[output].patient_id must be one of {', '.join(PATIENT_ID_MODES)}, got {output.patient_id!r}")
-    if not (len(output.file_mode) == 4 and output.file_mode[0] == "0"
-            and all(c in "01234567" for c in output.file_mode) and int(output.file_mode, 8) & 0o600 == 0o600
-            and not int(output.file_mode, 8) & 0o007):
-        raise ConfigError(f"[output].file_mode must be octal like \"0600\" or \"0640\": readable and writable by "
-                          f"the owner, nothing for others; got {output.file_mode!r}")
-    if output.id_key_file is not None and not Path(output.id_key_file).is_absolute():
-        output = replace(output, id_key_file=str(base / output.id_key_file))
-    try:
-        selection = SelectionRules.from_mapping(data.get("selection", {}))
-    except SelectionConfigError as exc:
-        raise ConfigError(f"[selection]: {exc}") from None
-    return SiteConfig(members, op_path, run, selection, output, source, _scope(data.get("scope", {})))
+    """Validate a parsed TOML mapping; relative paths resolve against ``base``.
 
-
-def _scope(data: Any) -> ScopeSettings:
-    if not isinstance(data, Mapping):
-        raise ConfigError("[scope] must be a table")
-    plain = {k: v for k, v in data.items() if k != "body_parts"}
-    settings = _dataclass_from("scope", ScopeSettings, plain)
-    if "body_parts" in data:
-        parts = data["body_parts"]
-        if isinstance(parts, str) or not isinstance(parts, list) or not all(isinstance(p, str) and p.strip()
-                                                                            for p in parts):
-            raise ConfigError(f"[scope].body_parts must be a list of BodyPartExamined values, got {parts!r}")
-        settings = ScopeSettings(tuple(p.strip().upper() for p in parts), settings.require_body_part,
-                                 settings.min_patient_age)
-    if settings.min_patient_age < 0:
-        raise ConfigError(f"[scope].min_patient_age must be >= 0 years, got {settings.min_patient_age}")
-    return settings
+    Raises:
+        ConfigError: an unknown key, a missing or bad value, a missing checkpoint folder, or a
+            ``schema_version`` newer than this code reads; the message names the key.
+    """
+    return parse_model(SiteConfig, data, error=ConfigError, wording=SITE_WORDING,
+                       context={"base": base, "source": source})
 
 
 def load_site_config(path: str | Path | None = None) -> SiteConfig:
-    """Read and validate a site config; ``None`` loads the embedded default."""
+    """Read and validate a site config; ``None`` loads the embedded default.
+
+    Raises:
+        ConfigError: the file is missing, not TOML, or not a valid site config.
+    """
     config_path = Path(path) if path is not None else DEFAULT_CONFIG
     if not config_path.is_file():
         hint = "" if path is not None else " (the embedded default ships in sample_data/ of a source checkout)"

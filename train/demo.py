@@ -15,7 +15,7 @@ Choosing the operating point and measuring the members on a fresh phantom set ne
 screener's member loading and tuning (:mod:`screen`), so that part lives in
 :mod:`screen.commands.demo`; the one documented command runs both::
 
-    python -m screen.commands.demo --out sample_data        # or: screen train-demo --out sample_data
+    screen train-demo --out sample_data
 
 Work files (archives, prepared data, run folders with metrics and curves) go to ``work_dir``;
 an interrupted demo resumes: finished members are kept, and a run resumes from its ``last/``.
@@ -23,7 +23,6 @@ an interrupted demo resumes: finished members are kept, and a run resumes from i
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -184,7 +183,7 @@ def _replace_tree(source: Path, target: Path) -> None:
 def _declare_demo(checkpoint: Path) -> None:
     """Mark a demo checkpoint ``intended_use = "demo"``: phantom-trained, never for patients."""
     spec = read_member_spec(checkpoint)
-    write_member_spec(checkpoint, dataclasses.replace(spec, intended_use="demo"))
+    write_member_spec(checkpoint, spec.replace(intended_use="demo"))
 
 
 def train_member(member: DemoMember, data: Path, options: DemoOptions) -> dict[str, Any]:
@@ -228,7 +227,7 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _best(history: list[dict[str, str]], monitor: str, mode: str) -> float | None:
+def _best(history: list[dict[str, Any]], monitor: str, mode: str) -> float | None:
     """The best value of the monitored metric over the run's epochs (``None`` if never measured)."""
     values = [float(r[monitor]) for r in history if r.get(monitor) not in (None, "")]
     values = [v for v in values if v == v]  # drop NaN
@@ -237,13 +236,12 @@ def _best(history: list[dict[str, str]], monitor: str, mode: str) -> float | Non
     return min(values) if mode == "min" else max(values)
 
 
-def _history(path: Path) -> list[dict[str, str]]:
-    import csv
+def _history(path: Path) -> list[dict[str, Any]]:
+    from dicom_io.tables import TRAINING_METRICS, read_table, records
 
     if not path.is_file():
         return []
-    with path.open(encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
+    return records(read_table(path, TRAINING_METRICS, error=DemoError))
 
 
 def site_config_text(members: Sequence[DemoMember], models_dir: Path, site_dir: Path,
@@ -253,8 +251,9 @@ def site_config_text(members: Sequence[DemoMember], models_dir: Path, site_dir: 
     ``refiner``, ``<models_dir>/refiner`` corrects the detectors' boxes."""
     lines = [
         "# The embedded default of `screen run` (no --config): tiny members trained on the phantom by",
-        "#   python -m screen.commands.demo --out sample_data     (or: screen train-demo --out sample_data)",
+        "#   screen train-demo --out sample_data",
         "# Run it with: screen run sample_data/archive --config sample_data/site.toml --out OUT",
+        "schema_version = 1",
         f'operating_point = "{operating_point}"',
         "",
         "[run]",
@@ -269,7 +268,7 @@ def site_config_text(members: Sequence[DemoMember], models_dir: Path, site_dir: 
         if refiner and member.name in DETECTOR_MEMBERS:
             lines += [f'refiner = "{(relative / DEMO_REFINER.name).as_posix()}"',
                       f"refiner_iterations = {refiner_iterations}"]
-    lines += ["", "[output]", 'patient_id = "hash"                  # salted SHA-256 in studies.csv']
+    lines += ["", "[output]", 'patient_id = "hash"                  # a keyed 128-bit pseudonym in studies.csv']
     return "\n".join(lines) + "\n"
 
 

@@ -4,7 +4,7 @@ A recipe builds a :class:`TrainTask` (model, data, loss, validation, how to writ
 checkpoint) and calls :func:`fit`, which owns everything else:
 
 - AdamW over the task's parameter groups; warmup then cosine (or linear/constant) schedule
-  sized in optimizer *steps*, never seconds (shared cores make timings lie, STACK-NOTES);
+  sized in optimizer *steps*, never seconds (shared cores make timings lie, docs/stack-notes.md);
 - gradient accumulation (``grad_accum`` micro-batches per step; a short last group is scaled
   up so every step sees a mean gradient), gradient clipping, bf16 autocast on CUDA;
 - a non-finite loss or gradient stops the run with :class:`NonFiniteLossError` before the
@@ -343,7 +343,8 @@ def fit(task: TrainTask, config: TrainConfig) -> FitResult:
     groups = task.param_groups(config.optim)
     if not any(p.requires_grad for g in groups for p in g["params"]):
         raise TrainError("the task has no trainable parameters; check the recipe's freezing")
-    optimizer = torch.optim.AdamW(groups, lr=config.optim.lr, betas=config.optim.betas,
+    beta1, beta2 = config.optim.betas  # two numbers: checked when the config was read
+    optimizer = torch.optim.AdamW(groups, lr=config.optim.lr, betas=(beta1, beta2),
                                   eps=config.optim.eps, weight_decay=config.optim.weight_decay)
     _, total = planned_steps(loop, task.num_batches())
     scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -1,10 +1,13 @@
 """What ``screen eval`` writes: the paper's table, box metrics, and the per-study predictions file.
 
 - ``predictions.csv``: one row per study, ``study_instance_uid,label,n_images,score:<member>...,
-  fused_score[,split]`` (the contract ``screen tune`` reads). Scores are written with Python's
-  shortest round-trip ``repr`` so a threshold tuned on them reproduces the same decisions.
+  fused_score[,split]`` (:data:`dicom_io.tables.PREDICTIONS`, the contract ``screen tune``
+  reads through the same schema). Scores are written as shortest round-trip text (the one
+  float format of :mod:`dicom_io.tables`) so a threshold tuned on them reproduces the same
+  decisions.
 - ``image_predictions.csv``: one row per image: truth, each member's score and boxes (source
-  pixel edges), the ensemble's boxes; failed images carry their reason.
+  pixel edges), the ensemble's boxes; failed images carry their reason
+  (:data:`dicom_io.tables.IMAGE_PREDICTIONS`).
 - ``report.md``: model | config | threshold | accuracy | precision | recall | F1 | study AUC
   (95 % bootstrap CI) for each member at its threshold and for the fused ensemble at the
   operating point, then the box metrics.
@@ -13,7 +16,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -23,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from dicom_io.atomic import atomic_open, atomic_write_text
-from dicom_io.csv_safe import spreadsheet_safe
+from dicom_io.atomic import atomic_write_text
+from dicom_io.tables import TableSchema, write_table
 from train.box_metrics import BoxMetrics
 from train.metrics import Confusion, Interval, bootstrap_auc, confusion, confusion_at
 
@@ -106,24 +108,9 @@ def format_number(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, float):
-        return "" if math.isnan(value) else repr(value)
-    return spreadsheet_safe(value)
-
-
-def write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> Path:
-    """Write rows (missing keys empty) atomically; floats as shortest round-trip text."""
-    with atomic_open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _cell(v) for k, v in row.items()})
-    return path
+def write_csv(path: Path, schema: TableSchema, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write rows (missing keys empty) atomically as ``schema`` declares them."""
+    return write_table(path, schema, rows, columns)
 
 
 def _json_safe(value: Any) -> Any:

@@ -32,12 +32,14 @@ import numpy as np
 from dicom_io.atomic import atomic_write_text
 from dicom_io.geometry import ResizeSpec
 from dicom_io.select import SelectionRules
+from dicom_io.tables import IMAGE_PREDICTIONS, PREDICTIONS
 from ensembles.checkpoint import MemberSpec
 from ensembles.fusion import StudyDecision
-from ensembles.operating_point.point import OperatingPoint, load_operating_point
+from ensembles.operating_point.op_json import load_deciding_point
+from ensembles.operating_point.point import OperatingPoint
 from ensembles.preprocess import letterbox_box_to_image
 from ensembles.registry import Member
-from ensembles.types import Box, MemberOutput
+from ensembles.types import Box, MemberOutput, ResizeMode
 from train.box_metrics import BoxMetrics, ImageBoxes, box_metrics
 from train.errors import TrainError
 from train.eval_report import (
@@ -154,7 +156,7 @@ def _image_frame(output: MemberOutput, member: EvalMember, rows: int, cols: int,
     out = []
     for raw, d in zip(boxes, output.detections):
         box: Box | None = raw
-        if member.spec.resize == "letterbox":
+        if member.spec.resize == ResizeMode.LETTERBOX:
             box = letterbox_box_to_image(raw, rows, cols, member.spec.image_size)
         if box is not None:
             out.append((box, float(d.score)))
@@ -162,7 +164,7 @@ def _image_frame(output: MemberOutput, member: EvalMember, rows: int, cols: int,
 
 
 def _to_px(box: Box, rows: int, cols: int) -> PixelBox:
-    return ResizeSpec(rows, cols, 1, "squash").box_to_source(tuple(box))
+    return ResizeSpec(rows, cols, 1, ResizeMode.SQUASH).box_to_source(tuple(box))
 
 
 @dataclass
@@ -215,7 +217,7 @@ def _decide(images: list[EvalImage], scores: _Scores, op: OperatingPoint, member
     by_study: dict[str, list[EvalImage]] = defaultdict(list)
     for image in images:
         by_study[image.study].append(image)
-    letterboxed = {m.name: m.spec.image_size for m in members if m.spec.resize == "letterbox"}
+    letterboxed = {m.name: m.spec.image_size for m in members if m.spec.resize == ResizeMode.LETTERBOX}
     rows: list[dict[str, Any]] = []
     decisions: dict[str, StudyDecision] = {}
     for study in sorted(by_study):
@@ -340,7 +342,7 @@ def _resolve_point(members: Sequence[EvalMember], operating_point: OperatingPoin
     if isinstance(operating_point, OperatingPoint):
         op = operating_point
     else:
-        op = load_operating_point(operating_point)
+        op = load_deciding_point(operating_point)
     return op, f"operating point {op.id}"
 
 
@@ -422,13 +424,13 @@ def evaluate(
     result = EvalResult(out_dir, rows, box_rows, len(study_rows), n_positive, len(scores.shapes), failed,
                         skipped, str(op.id))
     columns = ["study_instance_uid", "label", "n_images", *(f"score:{n}" for n in names), "fused_score"]
-    result.files["predictions"] = write_csv(out_dir / "predictions.csv", columns + (["split"] if is_data else []),
-                                            study_rows)
+    result.files["predictions"] = write_csv(out_dir / "predictions.csv", PREDICTIONS,
+                                            columns + (["split"] if is_data else []), study_rows)
     image_columns = ["study_instance_uid", "sop_instance_uid", "label", "status", "reason", "rows", "cols",
                      *(f"score:{n}" for n in names), "truth_boxes", *(f"boxes:{m.name}" for m in detectors),
                      "fused_boxes"]
     result.files["image_predictions"] = write_csv(
-        out_dir / "image_predictions.csv", image_columns,
+        out_dir / "image_predictions.csv", IMAGE_PREDICTIONS, image_columns,
         _image_rows(images, scores, decisions, members, detectors, per_member, fused))
     facts = [
         ("source", f"{source}" + (f" (prepared data, split {options.split})" if is_data else " (DICOM archive)")),

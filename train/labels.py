@@ -1,6 +1,6 @@
 """Reading a labels CSV: the truth that ``screen prepare`` and ``screen eval`` learn and judge by.
 
-Format (``PHANTOM.md``, "Labels"): one row per fracture box, and one row with empty
+Format (``docs/phantom.md``, "Labels"): one row per fracture box, and one row with empty
 coordinates per normal image::
 
     StudyInstanceUID,SOPInstanceUID,label,x0,y0,x1,y1[,PatientID,SeriesInstanceUID]
@@ -9,22 +9,24 @@ coordinates per normal image::
 columns/rows (:mod:`dicom_io.geometry`). A ``fracture`` row with empty coordinates is an
 image-level label without a box (it trains the classifier, not the detectors). Every problem
 raises :class:`LabelsError` naming the file, the line and the fix, because a silently dropped
-label changes what a model learns.
+label changes what a model learns. The columns and their types are declared in
+:data:`dicom_io.tables.LABELS` (read through :func:`dicom_io.tables.read_table`); other columns
+are ignored.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
+from dicom_io.tables import LABELS, format_float, read_table, records
 from train.errors import TrainError
 
 __all__ = ["REQUIRED_COLUMNS", "BOX_COLUMNS", "ImageLabel", "LabelsError", "read_labels", "study_labels"]
 
-REQUIRED_COLUMNS: tuple[str, ...] = ("StudyInstanceUID", "SOPInstanceUID", "label")
+REQUIRED_COLUMNS: tuple[str, ...] = tuple(c.name for c in LABELS.columns if c.required)
 BOX_COLUMNS: tuple[str, ...] = ("x0", "y0", "x1", "y1")
 LABEL_VALUES: tuple[str, ...] = ("fracture", "normal")
 
@@ -56,18 +58,16 @@ class ImageLabel:
     patient_id: str = ""
 
 
-def _box(path: Path, line: int, row: Mapping[str, str | None]) -> PixelBox | None:
-    texts = [(row.get(key) or "").strip() for key in BOX_COLUMNS]
-    if not any(texts):
+def _box(path: Path, line: int, row: Mapping[str, Any]) -> PixelBox | None:
+    given: list[float | None] = [row.get(key) for key in BOX_COLUMNS]
+    texts = ["" if v is None else format_float(v) for v in given]
+    values = tuple(v for v in given if v is not None)
+    if not values:
         return None
-    if not all(texts):
+    if len(values) < len(BOX_COLUMNS):
         raise LabelsError(
             f"{path}:{line}: give all of x0, y0, x1, y1 or none of them, got {texts}"
         )
-    try:
-        values = tuple(float(t) for t in texts)
-    except ValueError:
-        raise LabelsError(f"{path}:{line}: box coordinates must be numbers, got {texts}") from None
     if not all(math.isfinite(v) for v in values) or min(values) < 0:
         raise LabelsError(f"{path}:{line}: box coordinates must be finite and >= 0, got {texts}")
     x0, y0, x1, y1 = values
@@ -87,25 +87,14 @@ def read_labels(path: str | Path) -> dict[str, ImageLabel]:
             image is labelled both ways, or one image is listed under two studies.
     """
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise LabelsError(f"labels CSV {str(file)!r} does not exist; pass --labels FILE") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LabelsError(f"cannot read labels CSV {str(file)!r}: {exc}") from None
-    reader = csv.DictReader(text.splitlines())
-    columns = tuple(reader.fieldnames or ())
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-    if missing:
-        raise LabelsError(
-            f"labels CSV {str(file)!r} lacks column(s) {', '.join(missing)}; the header must "
-            f"include {', '.join(REQUIRED_COLUMNS + BOX_COLUMNS)} (coordinates may be empty)"
-        )
+    if not file.is_file():
+        raise LabelsError(f"labels CSV {str(file)!r} does not exist; pass --labels FILE")
+    frame = read_table(file, LABELS, error=LabelsError)
     study_of: dict[str, str] = {}
     fracture_of: dict[str, bool] = {}
     boxes_of: dict[str, list[PixelBox]] = {}
     patient_of: dict[str, str] = {}
-    for line, row in enumerate(reader, start=2):
+    for line, row in zip(frame.index, records(frame)):
         study = (row.get("StudyInstanceUID") or "").strip()
         sop = (row.get("SOPInstanceUID") or "").strip()
         if not study or not sop:
@@ -113,7 +102,7 @@ def read_labels(path: str | Path) -> dict[str, ImageLabel]:
         label = (row.get("label") or "").strip().lower()
         if label not in LABEL_VALUES:
             raise LabelsError(
-                f"{file}:{line}: label must be one of {', '.join(LABEL_VALUES)}, got {row.get('label')!r}"
+                f"{file}:{line}: label must be one of {', '.join(LABEL_VALUES)}, got {row.get('label') or ''!r}"
             )
         box = _box(file, line, row)
         fracture = label == "fracture"

@@ -2,7 +2,7 @@
 
 All work on next-token logits under teacher forcing: ``logits[:, t]`` predicts ``labels[:, t+1]``
 (:func:`shift_logits_labels`), with ``labels`` ``-100`` on image, prompt and padding, as
-:func:`ensembles.members.paligemma_common.encode_prompts` builds them.
+:func:`ensembles.members.paligemma_inputs.encode_prompts` builds them.
 
 - Token cross-entropy over the answer (:func:`token_cross_entropy`), optionally with smoothed
   location targets: a loc position's target is a Gaussian over neighbouring bins
@@ -17,7 +17,7 @@ All work on next-token logits under teacher forcing: ``logits[:, t]`` predicts `
   ``complete_box_iou_loss``; unlike CE it knows that bin 500 is close to bin 501.
 - The auxiliary SigLIP patch loss (:class:`PatchHead`, :func:`patch_targets`,
   :func:`patch_loss`): a linear head on the patch tokens predicts whether each patch overlaps
-  a truth box; it gave a from-scratch tiny model its signal on the CPU (STACK-NOTES).
+  a truth box; it gave a from-scratch tiny model its signal on the CPU (docs/stack-notes.md).
 
 Bins decode as ``bin / 1024`` (:func:`ensembles.loc_tokens.decode_bin`); the expected
 coordinate uses the same mapping, so a distribution peaked on the target bin has zero error.

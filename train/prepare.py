@@ -41,6 +41,7 @@ from dicom_io.scan import SELECTED, display_path, scan_archive
 from dicom_io.select import SelectionRules
 from dicom_io.workers import run_tasks
 from ensembles.loc_tokens import format_detections
+from ensembles.types import ResizeMode
 from train.datasets import (
     CLASSIFIER_PROMPT, DETECTOR_PROMPT, KINDS, NEGATIVE_ANSWER, POSITIVE_ANSWER, split_path,
 )
@@ -181,7 +182,7 @@ def _collect(
 
 def _normalised(label: ImageLabel, rows: int, cols: int) -> tuple[list[list[float]], list[list[float]]]:
     """Truth boxes clipped to the image, as image-frame fractions and as pixel edges."""
-    spec = ResizeSpec(rows, cols, 1, "squash")
+    spec = ResizeSpec(rows, cols, 1, ResizeMode.SQUASH)
     boxes, boxes_px = [], []
     for col0, row0, col1, row1 in label.boxes_px:
         boxes.append([float(v) for v in spec.source_to_box(col0, row0, col1, row1)])

@@ -13,8 +13,6 @@ at any moment leaves either the old folder or the new one.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -26,6 +24,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
+from dicom_io.tables import TRAINING_METRICS, write_table
 from ensembles.checkpoint import atomic_write_text
 from train.errors import TrainError
 
@@ -156,22 +155,9 @@ def _columns(history: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def write_metrics_csv(path: Path, history: Sequence[Mapping[str, Any]]) -> None:
-    """One row per epoch; empty cells where an epoch did not measure a column."""
-    columns = _columns(history)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({key: _cell(row.get(key)) for key in columns})
-    atomic_write_text(path, buffer.getvalue())
-
-
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.6g}"
-    return value
+    """One row per epoch (:data:`dicom_io.tables.TRAINING_METRICS`); empty cells where an epoch
+    did not measure a column."""
+    write_table(path, TRAINING_METRICS, history, _columns(history))
 
 
 def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float], list[float]]:

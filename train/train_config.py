@@ -1,9 +1,10 @@
-"""Training configs: TOML files into typed, validated dataclasses.
+"""Training configs: TOML files into typed, validated tables (the project's one config mechanism).
 
 One file describes one run (big_vision's ``get_config()`` files, as TOML, with no string
 mini-languages). Top-level keys name the run; tables hold the engine's knobs and the recipe's::
 
     # screen train classifier --config train/configs/classifier.toml
+    schema_version = 1          # optional (absent: 1); a newer one is refused
     data = "data/prepared"      # DATA folder written by `screen prepare`
     out = "runs/classifier"     # run folder: config, metrics.csv, curves, last/, best/
     seed = 0
@@ -13,8 +14,13 @@ mini-languages). Top-level keys name the run; tables hold the engine's knobs and
     [optim]     # AdamW and the warmup + cosine schedule, sized in steps  (OptimConfig)
     [loss]      # token CE, decision-token CE/WCE/focal, CIoU, patch aux   (LossConfig)
     [paligemma] # the PaliGemma recipes (classifier, detector)            (PaliGemmaSection)
-    [detr], [refiner], ...      # other recipes' tables, parsed by their recipe with
-                                # :func:`parse_dataclass` (kept raw in ``sections``)
+    [detr], [refiner]           # the other recipes' tables (train.recipes.sections), kept raw in
+                                # ``sections`` for their recipe, validated when the file is read
+
+Every table is a :class:`~train.config_base.TrainTable` (a pydantic
+:class:`~ensembles.config_model.ConfigModel`): the whole file is validated when it is read
+(unknown keys, types, ranges, the allowed words, NaN), and a problem is a
+:class:`~train.errors.TrainConfigError` naming the key and what it must be.
 
 Relative paths are resolved against the current directory when the config is loaded (the
 example configs are run from the repository root, as their first comment says). Defaults are
@@ -25,36 +31,52 @@ validation F1).
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
+import re
 import tomllib
-import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, Mapping, TypeVar
 
+from pydantic import BaseModel, Field, model_validator
+
+from ensembles.config_model import ListAsTuple, check
+from train.config_base import Count, NonNegative, Off, Positive, TrainTable, Unit, parse_table
 from train.errors import TrainConfigError
+from train.recipes.sections import RECIPE_TABLES
 
-T = TypeVar("T")
+__all__ = [
+    "DECISION_LOSSES", "LoopConfig", "LossConfig", "METHODS", "OptimConfig", "PRECISIONS",
+    "PROGRESS", "PaliGemmaSection", "QUANTIZATIONS", "RECIPE_NAMES", "SCHEDULES", "SCHEMA_VERSION",
+    "TrainConfig", "config_from_dict", "load_train_config", "parse_override",
+]
 
-PRECISIONS: tuple[str, ...] = ("auto", "bf16-mixed", "bf16", "fp32")
-SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant")
-DECISION_LOSSES: tuple[str, ...] = ("ce", "wce", "focal", "none")
-METHODS: tuple[str, ...] = ("full", "qlora")
-QUANTIZATIONS: tuple[str, ...] = ("8bit", "4bit")
-PROGRESS: tuple[str, ...] = ("auto", "on", "off")
+T = TypeVar("T", bound=BaseModel)
+
+SCHEMA_VERSION = 1
+"""The newest ``schema_version`` a training TOML may declare (absent: 1)."""
+
+Precision = Literal["auto", "bf16-mixed", "bf16", "fp32"]
+Schedule = Literal["cosine", "linear", "constant"]
+DecisionLoss = Literal["ce", "wce", "focal", "none"]
+Method = Literal["full", "qlora"]
+Quantization = Literal["8bit", "4bit"]
+Progress = Literal["auto", "on", "off"]
+
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
+DECISION_LOSSES: tuple[str, ...] = typing.get_args(DecisionLoss)
+METHODS: tuple[str, ...] = typing.get_args(Method)
+QUANTIZATIONS: tuple[str, ...] = typing.get_args(Quantization)
+PROGRESS: tuple[str, ...] = typing.get_args(Progress)
 MINIMISED_METRICS: tuple[str, ...] = ("val_loss", "loss")
+RECIPE_NAMES: tuple[str, ...] = ("classifier", "detector", "detr", "refiner")
+"""``screen train``'s recipes (``train.recipes.RECIPE_MODULES``; a test holds them equal)."""
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise TrainConfigError(message)
-
-
-@dataclass
-class LoopConfig:
+class LoopConfig(TrainTable):
     """The ``[train]`` table: how the engine loops.
 
     Attributes:
@@ -80,41 +102,24 @@ class LoopConfig:
         eval_every: validate every this many epochs (the last epoch always validates).
     """
 
-    batch_size: int = 2
-    grad_accum: int = 8
-    epochs: int = 50
-    max_steps: int = 0
-    epoch_steps: int = 0
-    patience: int = 5
-    monitor: str = "f1"
-    min_delta: float = 0.0
-    precision: str = "auto"
+    TABLE: ClassVar[str] = "train"
+
+    batch_size: Count = 2
+    grad_accum: Count = 8
+    epochs: Count = 50
+    max_steps: Off = 0
+    epoch_steps: Off = 0
+    patience: Off = 5
+    monitor: Annotated[str, check(bool, "must name a validation metric, e.g. 'f1'")] = "f1"
+    min_delta: NonNegative = 0.0
+    precision: Precision = "auto"
     gradient_checkpointing: bool = False
     resume: bool = True
-    progress: str = "auto"
-    threads: int = 0
-    eval_batch_size: int = 8
-    num_workers: int = 0
-    eval_every: int = 1
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "grad_accum", "epochs", "eval_batch_size", "eval_every"):
-            _check(getattr(self, name) >= 1, f"[train] {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_steps", "epoch_steps", "patience", "threads", "num_workers"):
-            _check(
-                getattr(self, name) >= 0,
-                f"[train] {name} must be >= 0 (0 = off/default), got {getattr(self, name)}",
-            )
-        _check(bool(self.monitor), "[train] monitor must name a validation metric, e.g. 'f1'")
-        _check(self.min_delta >= 0, f"[train] min_delta must be >= 0, got {self.min_delta}")
-        _check(
-            self.precision in PRECISIONS,
-            f"[train] precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
-        )
-        _check(
-            self.progress in PROGRESS,
-            f"[train] progress must be one of {', '.join(PROGRESS)}, got {self.progress!r}",
-        )
+    progress: Progress = "auto"
+    threads: Off = 0
+    eval_batch_size: Count = 8
+    num_workers: Off = 0
+    eval_every: Count = 1
 
     @property
     def monitor_mode(self) -> str:
@@ -122,8 +127,7 @@ class LoopConfig:
         return "min" if self.monitor in MINIMISED_METRICS or self.monitor.endswith("loss") else "max"
 
 
-@dataclass
-class OptimConfig:
+class OptimConfig(TrainTable):
     """The ``[optim]`` table: AdamW and its learning-rate schedule (sized in optimizer steps).
 
     Attributes:
@@ -139,39 +143,22 @@ class OptimConfig:
             ``lr``. From-scratch parts often want more than a fine-tune's 2e-5.
     """
 
-    lr: float = 2e-5
-    weight_decay: float = 1e-6
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    warmup_steps: int = 2
-    schedule: str = "cosine"
-    min_lr_ratio: float = 0.0
-    grad_clip: float = 1.0
-    head_lr: float = 0.0
+    TABLE: ClassVar[str] = "optim"
 
-    def __post_init__(self) -> None:
-        _check(self.lr > 0 and math.isfinite(self.lr), f"[optim] lr must be > 0, got {self.lr}")
-        _check(self.weight_decay >= 0, f"[optim] weight_decay must be >= 0, got {self.weight_decay}")
-        _check(
-            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
-            f"[optim] betas must be two numbers in [0, 1), got {list(self.betas)}",
-        )
-        _check(self.eps > 0, f"[optim] eps must be > 0, got {self.eps}")
-        _check(self.warmup_steps >= 0, f"[optim] warmup_steps must be >= 0, got {self.warmup_steps}")
-        _check(
-            self.schedule in SCHEDULES,
-            f"[optim] schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}",
-        )
-        _check(
-            0 <= self.min_lr_ratio <= 1,
-            f"[optim] min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}",
-        )
-        _check(self.grad_clip >= 0, f"[optim] grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
-        _check(self.head_lr >= 0, f"[optim] head_lr must be >= 0 (0 = lr), got {self.head_lr}")
+    lr: Positive = 2e-5
+    weight_decay: NonNegative = 1e-6
+    betas: Annotated[tuple[float, ...], ListAsTuple,
+                     check(lambda v: len(v) == 2 and all(0 <= b < 1 for b in v),
+                           "must be two numbers in [0, 1)")] = (0.9, 0.999)
+    eps: Positive = 1e-8
+    warmup_steps: Annotated[int, Field(ge=0)] = 2
+    schedule: Schedule = "cosine"
+    min_lr_ratio: Unit = 0.0
+    grad_clip: Annotated[float, check(lambda v: v >= 0, "must be >= 0 (0 = off)")] = 1.0
+    head_lr: Annotated[float, check(lambda v: v >= 0, "must be >= 0 (0 = lr)")] = 0.0
 
 
-@dataclass
-class LossConfig:
+class LossConfig(TrainTable):
     """The ``[loss]`` table: which losses a PaliGemma run adds up, each a switch.
 
     Attributes:
@@ -188,39 +175,27 @@ class LossConfig:
             over neighbouring bins with this standard deviation in bins (0: one-hot).
         patch_aux_weight: weight of the auxiliary SigLIP patch loss (a linear head predicts
             whether each patch overlaps a truth box; 0: off). It made a from-scratch tiny
-            model learn on the CPU where the token loss alone did not (STACK-NOTES).
+            model learn on the CPU where the token loss alone did not (docs/stack-notes.md).
         patch_pos_weight: BCE weight of positive patches (they are rare).
     """
 
-    token_weight: float = 1.0
-    decision: str = "ce"
-    decision_weight: float = 1.0
-    class_weights: tuple[float, float] = (1.0, 1.0)
-    focal_gamma: float = 2.0
-    ciou_weight: float = 0.0
-    loc_sigma: float = 0.0
-    patch_aux_weight: float = 0.0
-    patch_pos_weight: float = 1.0
+    TABLE: ClassVar[str] = "loss"
 
-    def __post_init__(self) -> None:
-        _check(
-            self.decision in DECISION_LOSSES,
-            f"[loss] decision must be one of {', '.join(DECISION_LOSSES)}, got {self.decision!r}",
-        )
-        for name in ("token_weight", "decision_weight", "focal_gamma", "ciou_weight",
-                     "loc_sigma", "patch_aux_weight"):
-            value = getattr(self, name)
-            _check(value >= 0 and math.isfinite(value), f"[loss] {name} must be >= 0, got {value}")
-        _check(
-            len(self.class_weights) == 2 and all(w > 0 for w in self.class_weights),
-            f"[loss] class_weights must be two numbers > 0 ([fracture, normal]), "
-            f"got {list(self.class_weights)}",
-        )
-        _check(self.patch_pos_weight > 0, f"[loss] patch_pos_weight must be > 0, got {self.patch_pos_weight}")
+    token_weight: NonNegative = 1.0
+    decision: DecisionLoss = "ce"
+    decision_weight: NonNegative = 1.0
+    class_weights: Annotated[
+        tuple[float, ...], ListAsTuple, check(lambda v: len(v) == 2, "must list 2 values"),
+        check(lambda v: all(w > 0 for w in v), "must be two numbers > 0 ([fracture, normal])"),
+    ] = (1.0, 1.0)
+    focal_gamma: NonNegative = 2.0
+    ciou_weight: NonNegative = 0.0
+    loc_sigma: NonNegative = 0.0
+    patch_aux_weight: NonNegative = 0.0
+    patch_pos_weight: Positive = 1.0
 
 
-@dataclass
-class PaliGemmaSection:
+class PaliGemmaSection(TrainTable):
     """The ``[paligemma]`` table: the classifier and detector recipes.
 
     Attributes:
@@ -260,65 +235,42 @@ class PaliGemmaSection:
         eval_boxes: also decode boxes on validation (detector) and report box matching.
     """
 
+    TABLE: ClassVar[str] = "paligemma"
+
     base: str = ""
-    tiny: dict[str, Any] = field(default_factory=dict)
-    method: str = "full"
-    siglip_unfreeze: int = 5
-    quantization: str = "4bit"
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    tiny: dict[str, Any] = Field(default_factory=dict)
+    method: Method = "full"
+    siglip_unfreeze: Annotated[int, check(lambda v: v >= -1,
+                                          "must be >= 0 (or -1 for all of SigLIP)")] = 5
+    quantization: Quantization = "4bit"
+    lora_r: Count = 16
+    lora_alpha: Annotated[int, Field(gt=0)] = 32
+    lora_dropout: Annotated[float, check(lambda v: 0 <= v < 1, "must be in [0, 1)")] = 0.05
     lora_mlp: bool = False
-    task_head: int = 0
+    task_head: Annotated[int, Field(ge=0)] = 0
     jsonl: str = ""
     prompt: str = ""
-    labels: tuple[str, ...] = ()
+    labels: Annotated[tuple[str, ...], ListAsTuple] = ()
     name: str = ""
-    threshold: float = 0.5
-    canny_blend: float = 0.0
+    threshold: Unit = 0.5
+    canny_blend: Unit = 0.0
     clahe: bool = False
     cache_images: bool = True
     augment: bool = False
-    max_val_images: int = 0
+    max_val_images: Annotated[int, Field(ge=0)] = 0
     eval_boxes: bool = False
 
-    def __post_init__(self) -> None:
-        _check(
-            self.method in METHODS,
-            f"[paligemma] method must be one of {', '.join(METHODS)}, got {self.method!r}",
-        )
-        _check(
-            self.siglip_unfreeze >= -1,
-            f"[paligemma] siglip_unfreeze must be >= 0 (or -1 for all of SigLIP), "
-            f"got {self.siglip_unfreeze}",
-        )
-        _check(
-            self.quantization in QUANTIZATIONS,
-            f"[paligemma] quantization must be one of {', '.join(QUANTIZATIONS)}, "
-            f"got {self.quantization!r}",
-        )
-        _check(self.lora_r >= 1, f"[paligemma] lora_r must be >= 1, got {self.lora_r}")
-        _check(self.lora_alpha > 0, f"[paligemma] lora_alpha must be > 0, got {self.lora_alpha}")
-        _check(
-            0 <= self.lora_dropout < 1,
-            f"[paligemma] lora_dropout must be in [0, 1), got {self.lora_dropout}",
-        )
-        _check(self.task_head >= 0, f"[paligemma] task_head must be >= 0, got {self.task_head}")
-        _check(0 <= self.threshold <= 1, f"[paligemma] threshold must be in [0, 1], got {self.threshold}")
-        _check(
-            0 <= self.canny_blend <= 1,
-            f"[paligemma] canny_blend must be in [0, 1], got {self.canny_blend}",
-        )
-        _check(self.max_val_images >= 0, f"[paligemma] max_val_images must be >= 0, got {self.max_val_images}")
-        _check(
-            bool(self.base) or bool(self.tiny),
-            "[paligemma] needs base = \"<local PaliGemma directory>\" or a [paligemma.tiny] table "
-            "to build a model from scratch",
-        )
+    @model_validator(mode="after")
+    def _has_a_model(self) -> "PaliGemmaSection":
+        if not (self.base or self.tiny):
+            raise ValueError(
+                "needs base = \"<local PaliGemma directory>\" or a [paligemma.tiny] table to "
+                "build a model from scratch"
+            )
+        return self
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(TrainTable):
     """One training run.
 
     Attributes:
@@ -329,38 +281,42 @@ class TrainConfig:
         seed: seeds the model init, the data order and dropout (per epoch, so resuming repeats
             exactly what an uninterrupted run does).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        schema_version: the file format's version (absent: 1; left out of :meth:`to_dict`).
         train: the ``[train]`` table.
         optim: the ``[optim]`` table.
         loss: the ``[loss]`` table.
         paligemma: the ``[paligemma]`` table (``None`` when the file has none).
-        sections: every other table, raw, for its recipe to parse with :func:`parse_dataclass`.
+        sections: the recipes' tables (``[detr]``, ``[refiner]``), raw (validated when the
+            file was read), for the recipe to parse with :meth:`section`.
         source: the TOML file it came from (``None`` when built in code).
     """
 
-    data: Path
-    out: Path
-    recipe: str = ""
+    data: Path = Field(strict=False)
+    out: Path = Field(strict=False)
+    recipe: Annotated[str, check(lambda v: v in ("",) + RECIPE_NAMES,
+                                 f"must be one of {', '.join(RECIPE_NAMES)}")] = ""
     seed: int = 0
-    device: str = "auto"
-    train: LoopConfig = field(default_factory=LoopConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    device: Annotated[str, check(lambda v: _DEVICE.fullmatch(v) is not None,
+                                 "must be 'auto', 'cpu', 'cuda' or 'cuda:N'")] = "auto"
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION, exclude=True)
+    train: LoopConfig = Field(default_factory=LoopConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
     paligemma: PaliGemmaSection | None = None
-    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
-    source: Path | None = None
-
-    def __post_init__(self) -> None:
-        self.data = Path(self.data)
-        self.out = Path(self.out)
-        _check(bool(str(self.device)), "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    sections: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    source: Path | None = Field(default=None, strict=False)
 
     def section(self, name: str, cls: type[T]) -> T:
-        """The raw table ``[name]`` parsed into the dataclass ``cls`` (defaults when absent)."""
-        return parse_dataclass(cls, self.sections.get(name, {}), where=f"[{name}]")
+        """The raw table ``[name]`` parsed as the model ``cls`` (defaults when absent).
+
+        Raises:
+            TrainConfigError: the table does not fit ``cls``.
+        """
+        return parse_table(cls, self.sections.get(name, {}), name)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the resolved config (what a run writes as ``config.json``)."""
-        return _jsonable(dataclasses.asdict(self))
+        return self.model_dump(mode="json")
 
     def fingerprint(self) -> str:
         """A stable JSON text of what defines the run (without ``train.resume``/``progress``).
@@ -375,106 +331,8 @@ class TrainConfig:
         return json.dumps(data, sort_keys=True)
 
 
-_TOP_LEVEL = {"data", "out", "recipe", "seed", "device"}
-_TABLES: dict[str, type] = {"train": LoopConfig, "optim": OptimConfig, "loss": LossConfig,
-                            "paligemma": PaliGemmaSection}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _convert(value: Any, hint: Any, where: str) -> Any:
-    """``value`` (from TOML) as the type ``hint`` says, or a :class:`TrainConfigError`."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, where)
-            except TrainConfigError as exc:
-                errors.append(str(exc))
-        raise TrainConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
-    if hint is Any:
-        return value
-    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        return parse_dataclass(hint, value, where=where)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise TrainConfigError(f"{where} must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TrainConfigError(f"{where} must be an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TrainConfigError(f"{where} must be a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise TrainConfigError(f"{where} must be a string, got {value!r}")
-        return value
-    if hint is Path:
-        if not isinstance(value, (str, Path)):
-            raise TrainConfigError(f"{where} must be a path string, got {value!r}")
-        return Path(value)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise TrainConfigError(f"{where} must be a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(v, args[0], where) for v in value)
-        if len(value) != len(args):
-            raise TrainConfigError(f"{where} must list {len(args)} values, got {list(value)!r}")
-        return tuple(_convert(v, a, where) for v, a in zip(value, args))
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise TrainConfigError(f"{where} must be a list, got {value!r}")
-        return [_convert(v, args[0] if args else Any, where) for v in value]
-    if origin is dict or hint is dict:
-        if not isinstance(value, Mapping):
-            raise TrainConfigError(f"{where} must be a table, got {value!r}")
-        return dict(value)
-    return value
-
-
-def parse_dataclass(cls: type[T], data: Mapping[str, Any], *, where: str = "config") -> T:
-    """Build the dataclass ``cls`` from a TOML table, checking names and types.
-
-    Every field must have a default (or be present); unknown keys are refused with the list of
-    valid ones, so a typo never silently falls back to a default. The dataclass's own
-    ``__post_init__`` then checks ranges.
-
-    Raises:
-        TrainConfigError: unknown key, wrong type, or a value the dataclass refuses.
-    """
-    if not dataclasses.is_dataclass(cls):
-        raise TypeError(f"parse_dataclass needs a dataclass, got {cls!r}")
-    if not isinstance(data, Mapping):
-        raise TrainConfigError(f"{where} must be a table, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise TrainConfigError(
-            f"{where} has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(names)}"
-        )
-    kwargs = {key: _convert(value, hints[key], f"{where} {key}") for key, value in data.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise TrainConfigError(f"{where}: {exc}") from None
+_SCALARS = ("data", "out", "recipe", "seed", "device", "schema_version")
+_TABLES = ("train", "optim", "loss", "paligemma")
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -501,6 +359,23 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def _check_top_level(raw: Mapping[str, Any]) -> None:
+    """The file's schema version and top-level keys, worded before any table is read."""
+    version = raw.get("schema_version", SCHEMA_VERSION)
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        raise TrainConfigError(
+            f"schema_version {version} is newer than this fracture-screen reads (up to "
+            f"{SCHEMA_VERSION}); upgrade fracture-screen to train with this config"
+        )
+    tables = _TABLES + tuple(RECIPE_TABLES)
+    for key in raw:
+        if key not in _SCALARS and key not in tables:
+            raise TrainConfigError(
+                f"unknown top-level key {key!r}; valid keys: {', '.join(sorted(_SCALARS))} "
+                f"and tables [{'], ['.join(tables)}]"
+            )
+
+
 def config_from_dict(
     data: Mapping[str, Any],
     *,
@@ -508,11 +383,12 @@ def config_from_dict(
     overrides: Mapping[str, Any] | None = None,
     source: Path | None = None,
 ) -> TrainConfig:
-    """Build a :class:`TrainConfig` from parsed TOML (plus dotted ``overrides``).
+    """Build a :class:`TrainConfig` from parsed TOML (plus dotted ``overrides``), every table
+    validated, the recipes' ``[detr]`` and ``[refiner]`` included.
 
     Raises:
-        TrainConfigError: a missing ``data``/``out``, an unknown key, a bad value, or a
-            ``recipe`` that disagrees with the file's.
+        TrainConfigError: a missing ``data``/``out``, an unknown key, a bad value, a newer
+            ``schema_version``, or a ``recipe`` that disagrees with the file's.
     """
     raw: dict[str, Any] = json.loads(json.dumps(dict(data), default=str))
     for key, value in (overrides or {}).items():
@@ -531,22 +407,11 @@ def config_from_dict(
                 f"the config needs {key} = \"...\" at the top level "
                 "(or pass --" + key + " on the command line)"
             )
-    kwargs: dict[str, Any] = {}
-    sections: dict[str, dict[str, Any]] = {}
-    for key, value in raw.items():
-        if key in _TOP_LEVEL:
-            hint = {"data": Path, "out": Path, "recipe": str, "seed": int, "device": str}[key]
-            kwargs[key] = _convert(value, hint, key)
-        elif key in _TABLES:
-            kwargs[key] = parse_dataclass(_TABLES[key], value, where=f"[{key}]")
-        elif isinstance(value, dict):
-            sections[key] = value
-        else:
-            raise TrainConfigError(
-                f"unknown top-level key {key!r}; valid keys: {', '.join(sorted(_TOP_LEVEL))} "
-                f"and tables [{'], ['.join(_TABLES)}] or a recipe's table"
-            )
-    return TrainConfig(**kwargs, sections=sections, source=source)
+    _check_top_level(raw)
+    sections = {name: raw.pop(name) for name in RECIPE_TABLES if name in raw}
+    for name, table in sections.items():
+        parse_table(RECIPE_TABLES[name], table, name)  # validated now, parsed again by the recipe
+    return parse_table(TrainConfig, {**raw, "sections": sections, "source": source})
 
 
 def load_train_config(

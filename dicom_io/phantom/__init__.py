@@ -1,6 +1,6 @@
 """The synthetic radiograph phantom: seeded CR/DX DICOM archives with a real visual task.
 
-See ``/work/shared/PHANTOM.md`` for the specification. :func:`generate_image` draws one
+See ``docs/phantom.md`` for the specification. :func:`generate_image` draws one
 radiograph and its truth boxes (useful on its own to feed training without files);
 :func:`write_phantom_archive` writes a whole archive and its labels CSV, bit for bit the same
 for the same :class:`PhantomConfig`.

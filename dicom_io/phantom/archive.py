@@ -10,8 +10,6 @@ bytes on every run and machine (given the same pydicom and pylibjpeg encoders).
 
 from __future__ import annotations
 
-import csv
-import io
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,16 +19,15 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import generate_uid
 
-from dicom_io.atomic import atomic_write_bytes, atomic_write_text
+from dicom_io.atomic import atomic_write_bytes
 from dicom_io.phantom.config import PhantomConfig, PhantomError
 from dicom_io.phantom.draw import generate_image
 from dicom_io.phantom.header import ImageHeader, StudyHeader, build_dataset, compress, to_bytes
 from dicom_io.phantom.cohort import StudyPlan, plan_archive
+from dicom_io.tables import LABELS, write_table
 
-LABEL_COLUMNS = (
-    "StudyInstanceUID", "SOPInstanceUID", "label", "x0", "y0", "x1", "y1",
-    "PatientID", "SeriesInstanceUID",
-)  # fmt: skip
+#: The labels CSV's columns (declared in :data:`dicom_io.tables.LABELS`).
+LABEL_COLUMNS: tuple[str, ...] = LABELS.names
 FEMALE = ("Anna", "Maria", "Eva", "Julia", "Sofia", "Lena", "Clara", "Ida", "Nora", "Emma",
           "Laura", "Marta", "Elin", "Greta", "Hanna", "Olivia")  # fmt: skip
 MALE = ("Jonas", "Lukas", "Paul", "Erik", "David", "Felix", "Oskar", "Noah", "Anton", "Leo",
@@ -205,11 +202,7 @@ def write_phantom_archive(
 
     if overwrite:
         _remove_stale(out_dir, written)
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=LABEL_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(labels_csv, text.getvalue())
+    write_table(labels_csv, LABELS, rows, LABEL_COLUMNS)
     return PhantomSummary(
         out_dir=out_dir,
         labels_csv=labels_csv,

@@ -1,4 +1,4 @@
-"""Configuration of the synthetic phantom archive (see ``/work/shared/PHANTOM.md``).
+"""Configuration of the synthetic phantom archive (see ``docs/phantom.md``).
 
 The defaults are the numbers of the phantom's specification and of the committed sample
 archive, so ``PhantomConfig(n_studies=24, seed=20261127)`` regenerates

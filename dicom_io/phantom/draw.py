@@ -1,4 +1,4 @@
-"""Pixels and truth boxes of one phantom radiograph (numbers from ``PHANTOM.md``).
+"""Pixels and truth boxes of one phantom radiograph (numbers from ``docs/phantom.md``).
 
 The image is linear attenuation (higher = denser): a blurred soft-tissue blob over a dim
 background, one or two bright rods ("bones") with a cortical rim, and, for a positive image,

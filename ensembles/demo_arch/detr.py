@@ -9,7 +9,7 @@ Offline by construction: the timm backbone is built with ``use_pretrained_backbo
 the refiner with ``pretrained=False``, so nothing is downloaded (a pretrained timm model would
 retry a hub for about 46 s before failing here). With a timm backbone transformers swaps every
 ``BatchNorm2d`` for a frozen one (``DetrFrozenBatchNorm2d``): irrelevant at inference, but a
-recipe that trains from scratch must put trainable BatchNorm back (see STACK-NOTES).
+recipe that trains from scratch must put trainable BatchNorm back (see docs/stack-notes.md).
 
 Geometry of the tiny DETR checkpoint: ``resize="letterbox"`` (keeps the aspect ratio, as
 DETR's own processor does), ImageNet mean/std (DETR's own normalisation); its boxes are
@@ -22,80 +22,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
-
 from ensembles.checkpoint import MemberSpec, write_member_spec
+from ensembles.detr_arch import DetrArchitecture, build_detr
+from ensembles.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ensembles.types import ResizeMode
 
 if TYPE_CHECKING:
     from transformers import DetrForObjectDetection
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-
-def build_detr(
-    *,
-    backbone: str = "resnet50",
-    labels: Sequence[str] = ("fracture",),
-    num_queries: int = 100,
-    d_model: int = 256,
-    encoder_layers: int = 6,
-    decoder_layers: int = 6,
-    ffn_dim: int = 2048,
-    attention_heads: int = 8,
-    seed: int | None = 0,
-) -> "DetrForObjectDetection":
-    """A random-init ``DetrForObjectDetection`` with a timm backbone (defaults: DETR-ResNet-50).
-
-    Args:
-        backbone: timm model name used as the backbone (pretrained weights are never fetched).
-        labels: class names; the model gets ``len(labels)`` classes plus DETR's "no object".
-        num_queries: object queries (the most boxes one image can yield).
-        d_model: transformer width.
-        encoder_layers: transformer encoder depth.
-        decoder_layers: transformer decoder depth.
-        ffn_dim: feed-forward width of every encoder and decoder layer.
-        attention_heads: heads of every attention layer (must divide ``d_model``).
-        seed: torch seed for the initialisation (the global RNG is left untouched); ``None``
-            uses the current RNG state.
-
-    Returns:
-        The model in eval mode, on the CPU, float32.
-    """
-    from transformers import DetrConfig, DetrForObjectDetection
-
-    labels = tuple(labels)
-    if not labels:
-        raise ValueError("labels must name at least one class, e.g. ('fracture',)")
-    if d_model % attention_heads:
-        raise ValueError(
-            f"attention_heads ({attention_heads}) must divide d_model ({d_model}); "
-            "e.g. d_model=64 with attention_heads=2"
-        )
-    # Backbone keywords are consumed by DetrConfig.__post_init__ (not typed as fields).
-    backbone_kwargs: dict[str, Any] = {
-        "use_timm_backbone": True,
-        "backbone": backbone,
-        "use_pretrained_backbone": False,
-    }
-    config = DetrConfig(
-        **backbone_kwargs,
-        num_queries=num_queries,
-        d_model=d_model,
-        encoder_layers=encoder_layers,
-        decoder_layers=decoder_layers,
-        encoder_ffn_dim=ffn_dim,
-        decoder_ffn_dim=ffn_dim,
-        encoder_attention_heads=attention_heads,
-        decoder_attention_heads=attention_heads,
-        id2label={i: name for i, name in enumerate(labels)},
-        label2id={name: i for i, name in enumerate(labels)},
-    )
-    with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
-        model = DetrForObjectDetection(config)
-    return model.eval()
 
 
 def build_tiny_detr(
@@ -107,22 +40,16 @@ def build_tiny_detr(
     layers: int = 1,
     seed: int | None = 0,
 ) -> "DetrForObjectDetection":
-    """A tiny random-init DETR: timm ``backbone``, ``layers`` encoder and decoder layers.
+    """A tiny random-init DETR (:func:`ensembles.detr_arch.build_detr`, in eval mode): timm
+    ``backbone``, ``layers`` encoder and decoder layers, two attention heads.
 
     About 11 M parameters with resnet18 (almost all in the backbone); a forward at 128 px takes
     tens of milliseconds on one CPU core.
     """
-    return build_detr(
-        backbone=backbone,
-        labels=labels,
-        num_queries=num_queries,
-        d_model=d_model,
-        encoder_layers=layers,
-        decoder_layers=layers,
-        ffn_dim=2 * d_model,
-        attention_heads=2,
-        seed=seed,
-    )
+    arch = DetrArchitecture(backbone=backbone, labels=tuple(labels), num_queries=num_queries,
+                            d_model=d_model, encoder_layers=layers, decoder_layers=layers,
+                            ffn_dim=2 * d_model, attention_heads=2)
+    return build_detr(arch, seed=seed).eval()
 
 
 def write_detr_checkpoint(
@@ -131,7 +58,7 @@ def write_detr_checkpoint(
     *,
     name: str = "detr",
     image_size: int = 512,
-    resize: str = "letterbox",
+    resize: str = ResizeMode.LETTERBOX,
     threshold: float = 0.5,
     box_floor: float = 0.05,
     top_k: int = 20,
@@ -168,7 +95,7 @@ def write_tiny_detr_checkpoint(
     *,
     backbone: str = "resnet18",
     image_size: int = 128,
-    resize: str = "letterbox",
+    resize: str = ResizeMode.LETTERBOX,
     num_queries: int = 16,
     d_model: int = 64,
     seed: int = 0,

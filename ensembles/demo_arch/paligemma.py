@@ -33,13 +33,14 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from ensembles.checkpoint import MemberSpec, write_member_spec
+from ensembles.checkpoint import MemberSpec, save_paligemma_checkpoint
 from ensembles.errors import CheckpointError
 from ensembles.task_head import (
     TaskHeadPaliGemmaForConditionalGeneration,
     TaskHeadSettings,
     image_token_count,
 )
+from ensembles.types import MemberKind, ResizeMode
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>")
 """Gemma's special tokens at Gemma's ids (pad 0, eos 1, bos 2, unk 3)."""
@@ -62,7 +63,7 @@ CLASSIFIER_LABELS: tuple[str, str] = ("Fracture", "Normal")
 DETECTOR_LABELS: tuple[str, ...] = ("Fracture",)
 TEXT_MODELS: tuple[str, ...] = ("gemma", "gemma2")
 POSITION_INITS: tuple[str, ...] = ("random", "sincos")
-MEMBER_KINDS: tuple[str, ...] = ("paligemma-classifier", "paligemma-detector")
+MEMBER_KINDS: tuple[str, ...] = (MemberKind.PALIGEMMA_CLASSIFIER, MemberKind.PALIGEMMA_DETECTOR)
 QUANTIZABLE_TEXT: dict[str, int] = {"text_hidden": 128, "text_heads": 1, "head_dim": 128}
 """Tiny Gemma widths every bitsandbytes 4-bit kernel accepts (all projections 128 or 256 wide)."""
 
@@ -337,12 +338,12 @@ def default_spec(
     """The ``member.json`` of a tiny PaliGemma member of ``kind``."""
     if kind not in MEMBER_KINDS:
         raise CheckpointError(f"kind must be one of {', '.join(MEMBER_KINDS)}, got {kind!r}")
-    classifier = kind == "paligemma-classifier"
+    classifier = kind == MemberKind.PALIGEMMA_CLASSIFIER
     return MemberSpec(
         kind=kind,
         name=name or ("tiny-pg-cls" if classifier else "tiny-pg-det"),
         image_size=image_size,
-        resize="squash",
+        resize=ResizeMode.SQUASH,
         prompt=prompt or (CLASSIFIER_PROMPT if classifier else DETECTOR_PROMPT),
         labels=tuple(labels or (CLASSIFIER_LABELS if classifier else DETECTOR_LABELS)),
         threshold=threshold,
@@ -350,24 +351,9 @@ def default_spec(
     )
 
 
-def save_paligemma_checkpoint(
-    directory: str | Path,
-    model: Any,
-    processor: PaliGemmaProcessor,
-    spec: MemberSpec,
-) -> Path:
-    """Write model (safetensors), processor, tokenizer and ``member.json`` to ``directory``."""
-    target = Path(directory)
-    target.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(target, safe_serialization=True)
-    processor.save_pretrained(target)
-    write_member_spec(target, spec)
-    return target
-
-
 def write_tiny_paligemma_checkpoint(
     directory: str | Path,
-    kind: str = "paligemma-classifier",
+    kind: str = MemberKind.PALIGEMMA_CLASSIFIER,
     prompt: str | None = None,
     *,
     name: str | None = None,

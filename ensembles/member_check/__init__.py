@@ -11,6 +11,7 @@ from pathlib import Path
 from ensembles.checkpoint import read_member_spec
 from ensembles.errors import CheckpointError
 from ensembles.member_check.report import Check, CheckReport
+from ensembles.types import MemberKind
 
 __all__ = ["Check", "CheckReport", "check_member"]
 
@@ -33,11 +34,11 @@ def check_member(directory: str | Path, kind: str | None = None) -> CheckReport:
         report = CheckReport(folder, kind)
         report.failed("member.json", f"member.json kind is {spec.kind!r}, expected {kind!r}")
         return report
-    if spec.kind in ("paligemma-classifier", "paligemma-detector"):
+    if spec.kind in (MemberKind.PALIGEMMA_CLASSIFIER, MemberKind.PALIGEMMA_DETECTOR):
         from ensembles.member_check.paligemma import check_paligemma
 
         return check_paligemma(folder, spec)
-    if spec.kind == "detr":
+    if spec.kind == MemberKind.DETR:
         from ensembles.member_check.detr import check_detr
 
         return check_detr(folder, spec)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ensembles.checkpoint import MemberSpec
+from ensembles.types import MemberKind
 from ensembles.errors import CheckpointError
 from ensembles.member_check.files import check_weight_files, tensor_headers
 from ensembles.member_check.report import CheckReport
@@ -29,8 +30,8 @@ def check_detr(directory: str | Path, spec: MemberSpec) -> CheckReport:
     """Run every check on a DETR member checkpoint (``spec``: its ``member.json``); problems
     are failed checks, never raised."""
     folder = Path(directory)
-    report = CheckReport(folder, "detr")
-    if not report.expect("member.json", spec.kind == "detr" and spec.image_size >= MIN_IMAGE_SIZE,
+    report = CheckReport(folder, MemberKind.DETR.value)
+    if not report.expect("member.json", spec.kind == MemberKind.DETR and spec.image_size >= MIN_IMAGE_SIZE,
                          f"detr, {spec.image_size} px {spec.resize}, intended use {spec.intended_use}",
                          f"kind {spec.kind!r}, image_size {spec.image_size}: needs kind 'detr' and "
                          f"image_size >= {MIN_IMAGE_SIZE}"):

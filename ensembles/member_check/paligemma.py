@@ -46,7 +46,7 @@ from ensembles.loc_tokens import LOC_TOKENS, NORMAL_TEXT, format_detections
 from ensembles.member_check.files import check_weight_files, safetensors_files, tensor_headers
 from ensembles.member_check.report import CheckReport
 from ensembles.member_check.weights import weight_fit
-from ensembles.members.paligemma_common import (
+from ensembles.members.paligemma_inputs import (
     ADAPTER_CONFIG,
     PROCESSOR_FILES,
     encode_prompts,
@@ -57,9 +57,9 @@ from ensembles.task_head import (
     TaskHeadSettings,
     image_token_count,
 )
-from ensembles.types import Box, Detection
+from ensembles.types import Box, Detection, MemberKind
 
-KINDS: tuple[str, ...] = ("paligemma-classifier", "paligemma-detector")
+KINDS: tuple[str, ...] = (MemberKind.PALIGEMMA_CLASSIFIER, MemberKind.PALIGEMMA_DETECTOR)
 
 
 def check_paligemma(directory: str | Path, spec: MemberSpec) -> CheckReport:
@@ -235,7 +235,7 @@ def _answers(report: CheckReport, processor: Any, spec: MemberSpec, loc_ids: lis
     tokenizer = processor.tokenizer
     reserved = set(loc_ids) | {int(tokenizer.eos_token_id),
                                int(tokenizer.convert_tokens_to_ids(processor.image_token))}
-    if spec.kind == "paligemma-classifier":
+    if spec.kind == MemberKind.PALIGEMMA_CLASSIFIER:
         if len(spec.labels) != 2:
             report.failed("answers", f"a classifier needs two answers [positive, negative], "
                                      f"member.json has {list(spec.labels)}")
@@ -265,7 +265,7 @@ def _prompt(report: CheckReport, processor: Any, spec: MemberSpec, config: Any) 
         report.failed("prompt", f"prompt {prompt!r} holds a newline or a <token>; the prompt ends "
                                 "at the newline the layout adds")
         return
-    if spec.kind == "paligemma-classifier":
+    if spec.kind == MemberKind.PALIGEMMA_CLASSIFIER:
         answer = spec.labels[0]
     else:
         answer = format_detections([Detection(Box(0.1, 0.2, 0.3, 0.4), label=spec.labels[0])])

@@ -30,17 +30,16 @@ import numpy as np
 from ensembles.checkpoint import MemberSpec, read_member_spec
 from ensembles.errors import CheckpointError, EnsembleError
 from ensembles.preprocess import PreprocessConfig, letterbox_geometry, preprocess_batch
-from ensembles.registry import register_member
-from ensembles.types import Box, Detection, MemberOutput
+from ensembles.registry import MemberOptions, register_member
+from ensembles.types import Box, Detection, MemberKind, MemberOutput, ResizeMode
 
 if TYPE_CHECKING:
     import torch
     from transformers import DetrForObjectDetection
 
-KIND = "detr"
+KIND: str = MemberKind.DETR.value
 DEFAULT_BOX_FLOOR = 0.05
 DEFAULT_TOP_K = 20
-_OPTION_NAMES = ("box_floor", "top_k")
 
 
 def resolve_device_dtype(device: str, dtype: str | None) -> tuple["torch.device", "torch.dtype"]:
@@ -135,7 +134,7 @@ class DetrMember:
         top_k: at most this many boxes per image (default: ``spec.options`` or 20).
     """
 
-    kind = KIND
+    kind: str = KIND
 
     def __init__(
         self,
@@ -198,7 +197,7 @@ class DetrMember:
         Letterbox padding holds no anatomy, so boxes are clipped to the content; squash fills
         the whole input.
         """
-        if self.preprocess.resize != "letterbox":
+        if self.preprocess.resize != ResizeMode.LETTERBOX:
             return (0.0, 0.0, 1.0, 1.0)
         size = self.preprocess.image_size
         geometry = letterbox_geometry(height, width, size)
@@ -229,37 +228,36 @@ class DetrMember:
         )
 
 
-@register_member(KIND)  # requirements and description: ensembles.registry.BUILTIN_KINDS
-def from_checkpoint(
-    checkpoint_dir: Path,
-    *,
-    device: str = "cpu",
-    dtype: str | None = None,
-    quantization: str | None = None,
-    batch_size: int = 8,
-    **options: Any,
-) -> DetrMember:
+class DetrOptions(MemberOptions):
+    """The options of a ``detr`` member (see :class:`~ensembles.registry.MemberOptions`;
+    ``quantization`` must stay unset: DETR is small and always runs unquantised).
+
+    Attributes:
+        box_floor: keep boxes scoring at least this (overrides ``member.json``'s options).
+        top_k: at most this many boxes per image (overrides ``member.json``'s options).
+    """
+
+    box_floor: float | None = None
+    top_k: int | None = None
+
+
+# requirements and description: ensembles.registry.BUILTIN_KINDS
+@register_member(KIND, options=DetrOptions)
+def from_checkpoint(checkpoint_dir: Path, options: DetrOptions) -> DetrMember:
     """Load a ``detr`` member from a local ``save_pretrained`` directory with ``member.json``.
 
     Args:
         checkpoint_dir: the checkpoint directory (never a hub id).
-        device: torch device.
-        dtype: ``None`` for the policy (bf16 on CUDA, float32 on CPU) or a dtype name.
-        quantization: must be ``None``: DETR is small and always runs unquantised.
-        batch_size: images per forward.
-        **options: ``box_floor`` and ``top_k``, overriding ``member.json``'s options.
+        options: device, dtype (``None`` for the policy: bf16 on CUDA, float32 on CPU), batch
+            size, and ``box_floor``/``top_k`` overriding ``member.json``'s options.
 
     Raises:
         CheckpointError: the directory, ``member.json`` or weights are missing or invalid.
-        EnsembleError: an unknown option or a quantisation was asked for.
+        EnsembleError: a quantisation was asked for.
     """
     from transformers import DetrForObjectDetection
 
-    unknown = sorted(set(options) - set(_OPTION_NAMES))
-    if unknown:
-        raise EnsembleError(
-            f"unknown detr option(s) {', '.join(unknown)}; valid: {', '.join(_OPTION_NAMES)}"
-        )
+    quantization = options.quantization
     if quantization is not None:
         raise EnsembleError(
             f"detr does not support quantization={quantization!r}: it is small (about 41 M "
@@ -275,7 +273,7 @@ def from_checkpoint(
     from ensembles.member_check.detr import check_detr
 
     check_detr(directory, spec).raise_for_problems()  # files, classes, shapes: before loading
-    torch_device, torch_dtype = resolve_device_dtype(device, dtype)
+    torch_device, torch_dtype = resolve_device_dtype(options.device, options.dtype)
     try:
         model = DetrForObjectDetection.from_pretrained(
             directory, local_files_only=True, use_safetensors=True, dtype=torch_dtype
@@ -288,7 +286,7 @@ def from_checkpoint(
         spec,
         device=str(torch_device),
         dtype=dtype_name,
-        batch_size=batch_size,
-        box_floor=options.get("box_floor"),
-        top_k=options.get("top_k"),
+        batch_size=options.batch_size,
+        box_floor=options.box_floor,
+        top_k=options.top_k,
     )

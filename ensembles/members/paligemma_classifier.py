@@ -23,10 +23,10 @@ import torch
 from ensembles.checkpoint import MemberSpec
 from ensembles.errors import CheckpointError
 from ensembles.members.paligemma_common import PaliGemmaMemberBase, load_member_parts
-from ensembles.registry import register_member
-from ensembles.types import MemberOutput
+from ensembles.registry import MemberOptions, register_member
+from ensembles.types import MemberKind, MemberOutput
 
-KIND = "paligemma-classifier"
+KIND: str = MemberKind.PALIGEMMA_CLASSIFIER.value
 
 
 class PaliGemmaClassifier(PaliGemmaMemberBase):
@@ -36,7 +36,7 @@ class PaliGemmaClassifier(PaliGemmaMemberBase):
     :func:`from_checkpoint`. ``spec.labels`` must hold the positive and the negative answer.
     """
 
-    kind = KIND
+    kind: str = KIND
 
     def __init__(
         self,
@@ -92,32 +92,29 @@ class PaliGemmaClassifier(PaliGemmaMemberBase):
         return outputs
 
 
-@register_member(KIND)  # requirements and description: ensembles.registry.BUILTIN_KINDS
-def from_checkpoint(
-    checkpoint_dir: Path,
-    *,
-    device: str = "cpu",
-    dtype: str | None = None,
-    quantization: str | None = None,
-    batch_size: int = 8,
-    name: str | None = None,
-    **options: Any,
-) -> PaliGemmaClassifier:
+class ClassifierOptions(MemberOptions):
+    """The options of a ``paligemma-classifier`` (see :class:`~ensembles.registry.MemberOptions`).
+
+    Attributes:
+        name: display name (default: ``member.json``'s).
+    """
+
+    name: str | None = None
+
+
+# requirements and description: ensembles.registry.BUILTIN_KINDS
+@register_member(KIND, options=ClassifierOptions)
+def from_checkpoint(checkpoint_dir: Path, options: ClassifierOptions) -> PaliGemmaClassifier:
     """Load a classifier checkpoint (plain or LoRA adapter) from a local directory.
 
     Raises:
-        CheckpointError: the checkpoint is missing, incomplete or for another kind; an
-            unknown option.
+        CheckpointError: the checkpoint is missing, incomplete or for another kind.
         MemberUnavailableError: the device or quantisation cannot run here.
     """
-    if options:
-        raise CheckpointError(
-            f"{KIND} got unknown option(s) {', '.join(sorted(options))}; valid: device, dtype, "
-            "quantization, batch_size, name"
-        )
     loaded, spec = load_member_parts(
-        Path(checkpoint_dir), device=device, dtype=dtype, quantization=quantization
+        Path(checkpoint_dir), device=options.device, dtype=options.dtype,
+        quantization=options.quantization,
     )
     return PaliGemmaClassifier(
-        loaded.model, loaded.processor, spec, name=name, batch_size=batch_size
+        loaded.model, loaded.processor, spec, name=options.name, batch_size=options.batch_size
     )

@@ -41,10 +41,10 @@ from ensembles.errors import CheckpointError
 from ensembles.grammar import DetectionGrammar, GrammarLogitsProcessor, GrammarState
 from ensembles.loc_tokens import NORMAL_TEXT, parse_detections
 from ensembles.members.paligemma_common import PaliGemmaMemberBase, load_member_parts
-from ensembles.registry import register_member
-from ensembles.types import Detection, MemberOutput
+from ensembles.registry import MemberOptions, register_member
+from ensembles.types import Detection, MemberKind, MemberOutput
 
-KIND = "paligemma-detector"
+KIND: str = MemberKind.PALIGEMMA_DETECTOR.value
 DEFAULT_MAX_BOXES = 4
 
 
@@ -63,7 +63,7 @@ class PaliGemmaDetector(PaliGemmaMemberBase):
         CheckpointError: the spec does not fit, or the tokenizer cannot express the grammar.
     """
 
-    kind = KIND
+    kind: str = KIND
 
     def __init__(
         self,
@@ -223,42 +223,42 @@ class PaliGemmaDetector(PaliGemmaMemberBase):
         return text, detections, extras
 
 
-@register_member(KIND)  # requirements and description: ensembles.registry.BUILTIN_KINDS
-def from_checkpoint(
-    checkpoint_dir: Path,
-    *,
-    device: str = "cpu",
-    dtype: str | None = None,
-    quantization: str | None = None,
-    batch_size: int = 8,
-    name: str | None = None,
-    max_boxes: int | None = None,
-    max_new_tokens: int | None = None,
-    threshold: float | None = None,
-    **options: Any,
-) -> PaliGemmaDetector:
+class DetectorOptions(MemberOptions):
+    """The options of a ``paligemma-detector`` (see :class:`~ensembles.registry.MemberOptions`).
+
+    Attributes:
+        name: display name (default: ``member.json``'s).
+        max_boxes: most boxes decoded per image (default: ``member.json``'s, or the grammar's).
+        max_new_tokens: generation budget (default: enough for ``max_boxes``).
+        threshold: image score above which boxes are decoded (default: ``member.json``'s).
+    """
+
+    name: str | None = None
+    max_boxes: int | None = None
+    max_new_tokens: int | None = None
+    threshold: float | None = None
+
+
+# requirements and description: ensembles.registry.BUILTIN_KINDS
+@register_member(KIND, options=DetectorOptions)
+def from_checkpoint(checkpoint_dir: Path, options: DetectorOptions) -> PaliGemmaDetector:
     """Load a detector checkpoint (plain or LoRA adapter) from a local directory.
 
     Raises:
-        CheckpointError: the checkpoint is missing, incomplete or for another kind; an
-            unknown option.
+        CheckpointError: the checkpoint is missing, incomplete or for another kind.
         MemberUnavailableError: the device or quantisation cannot run here.
     """
-    if options:
-        raise CheckpointError(
-            f"{KIND} got unknown option(s) {', '.join(sorted(options))}; valid: device, dtype, "
-            "quantization, batch_size, name, max_boxes, max_new_tokens, threshold"
-        )
     loaded, spec = load_member_parts(
-        Path(checkpoint_dir), device=device, dtype=dtype, quantization=quantization
+        Path(checkpoint_dir), device=options.device, dtype=options.dtype,
+        quantization=options.quantization,
     )
     return PaliGemmaDetector(
         loaded.model,
         loaded.processor,
         spec,
-        name=name,
-        batch_size=batch_size,
-        max_boxes=max_boxes,
-        max_new_tokens=max_new_tokens,
-        threshold=threshold,
+        name=options.name,
+        batch_size=options.batch_size,
+        max_boxes=options.max_boxes,
+        max_new_tokens=options.max_new_tokens,
+        threshold=options.threshold,
     )

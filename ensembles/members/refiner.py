@@ -46,13 +46,13 @@ from ensembles.checkpoint import MemberSpec, read_member_spec, write_member_spec
 from ensembles.errors import CheckpointError, EnsembleError
 from ensembles.members.detr import resolve_device_dtype
 from ensembles.preprocess import PreprocessConfig, preprocess_image, validate_image
-from ensembles.registry import register_member
-from ensembles.types import Box, Detection, MemberOutput
+from ensembles.registry import MemberOptions, register_member
+from ensembles.types import Box, Detection, MemberKind, MemberOutput, ResizeMode
 
 if TYPE_CHECKING:
     import torch
 
-KIND = "refiner"
+KIND: str = MemberKind.REFINER.value
 WEIGHTS_FILE = "model.safetensors"
 
 
@@ -130,7 +130,7 @@ class RefinerConfig:
             kind=KIND,
             name=name,
             image_size=self.crop_size,
-            resize="squash",
+            resize=ResizeMode.SQUASH,
             mean=self.mean,
             std=self.std,
             options={
@@ -263,7 +263,7 @@ class Refiner:
         batch_size: crops per forward.
     """
 
-    kind = KIND
+    kind: str = KIND
 
     def __init__(
         self,
@@ -283,7 +283,7 @@ class Refiner:
         self.device, self.dtype = resolve_device_dtype(device, dtype)
         self.model: Any = model.to(device=self.device, dtype=self.dtype).eval()
         self._preprocess = PreprocessConfig(
-            image_size=config.crop_size, resize="squash", mean=config.mean, std=config.std
+            image_size=config.crop_size, resize=ResizeMode.SQUASH, mean=config.mean, std=config.std
         )
 
     def predict(self, images: Sequence[np.ndarray]) -> list[MemberOutput]:
@@ -373,27 +373,24 @@ def load_refiner_model(checkpoint_dir: Path, config: RefinerConfig) -> "torch.nn
     return model.eval()
 
 
-@register_member(KIND)  # requirements and description: ensembles.registry.BUILTIN_KINDS
-def from_checkpoint(
-    checkpoint_dir: Path,
-    *,
-    device: str = "cpu",
-    dtype: str | None = None,
-    quantization: str | None = None,
-    batch_size: int = 32,
-    **options: Any,
-) -> Refiner:
+class RefinerOptions(MemberOptions):
+    """The options of a ``refiner`` (see :class:`~ensembles.registry.MemberOptions`): the
+    common ones only, 32 crops per forward by default; its crop geometry lives in
+    ``member.json``, and ``quantization`` must stay unset."""
+
+    batch_size: int = 32
+
+
+# requirements and description: ensembles.registry.BUILTIN_KINDS
+@register_member(KIND, options=RefinerOptions)
+def from_checkpoint(checkpoint_dir: Path, options: RefinerOptions) -> Refiner:
     """Load a refiner from ``model.safetensors`` + ``member.json`` (kind ``refiner``).
 
     Raises:
         CheckpointError: missing/invalid files, or weights that do not fit the architecture.
-        EnsembleError: unknown options or a quantisation was asked for.
+        EnsembleError: a quantisation was asked for.
     """
-    if options:
-        raise EnsembleError(
-            f"unknown refiner option(s) {', '.join(sorted(options))}; crop geometry lives in "
-            "member.json"
-        )
+    quantization = options.quantization
     if quantization is not None:
         raise EnsembleError(
             f"refiner does not support quantization={quantization!r}; leave it unset"
@@ -407,5 +404,6 @@ def from_checkpoint(
     config = RefinerConfig.from_spec(spec)
     model = load_refiner_model(directory, config)
     return Refiner(
-        model, config, name=spec.name, device=device, dtype=dtype, batch_size=batch_size
+        model, config, name=spec.name, device=options.device, dtype=options.dtype,
+        batch_size=options.batch_size,
     )

@@ -1,6 +1,7 @@
-"""The operating point: a versioned JSON that fixes how member votes become study decisions.
+"""The operating point: the schema of one point and how it decides a study.
 
-``screen tune`` writes it and ``screen run`` reads it. Layout (schema version 1)::
+``screen tune`` writes it and ``screen run`` reads it (the file, one point or several:
+:mod:`ensembles.operating_point.op_json`). Layout of one point (schema version 1)::
 
     {
       "schema_version": 1,
@@ -27,112 +28,214 @@
                                "allowed_small": false}}
     }
 
-A file may also hold several points, ``{"schema_version": 1, "points": [point, ...]}``
-(``screen tune --dual``); :func:`load_operating_point` then returns the first, deciding point
-and :func:`ensembles.operating_point.levels.load_operating_points` returns them all.
-
-The default ``id`` hashes only what changes decisions (schema version, thresholds, vote, boxes),
-so two files that decide alike share an id whatever their notes say. Unknown keys are refused,
-so a typo never silently falls back to a default.
+Every table is a :class:`~ensembles.config_model.ConfigModel` (``vote`` is
+:class:`~ensembles.fusion.VoteRule`, ``boxes`` :class:`~ensembles.box_fusion.BoxSettings`), so
+a point is checked whole when it is read or built: unknown keys are refused (a typo never
+silently falls back to a default), numbers are finite and in range, and every message names
+the key, the value and the fix (:func:`op_wording`). The default ``id`` hashes only what
+changes decisions (schema version, thresholds, vote, boxes), so two files that decide alike
+share an id whatever their notes say.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ensembles.box_fusion import BoxSettings, FusionError
-from ensembles.checkpoint import atomic_write_text
+from ensembles.config_model import (
+    CHECK_ERRORS,
+    ConfigModel,
+    Problem,
+    Wording,
+    check,
+    code_init,
+    is_predicate,
+    parse_model,
+    raise_problem,
+    show,
+)
 from ensembles.errors import OperatingPointError
-from ensembles.fusion import StudyDecision, VoteRule, fuse_study
+from ensembles.fusion import VOTE_RULES, StudyDecision, VoteRule, fuse_study
 from ensembles.types import MemberOutput
 
 SCHEMA_VERSION = 1
-_TOP_KEYS = ("schema_version", "id", "level", "thresholds", "vote", "boxes", "provenance")
-_VOTE_KEYS = ("rule", "k", "weights", "threshold")
-_BOX_KEYS = (
-    "score_threshold", "iou_threshold", "scoring", "skip_box_threshold", "members", "weights",
-)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+_MISSING_HINTS = {"vote.rule": f"; use {', '.join(repr(rule) for rule in VOTE_RULES[:-1])} "
+                               f"or {VOTE_RULES[-1]!r}"}
 
 
-def _unknown(section: str, data: Mapping[str, Any], allowed: Sequence[str]) -> None:
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        raise OperatingPointError(
-            f"operating point {section} has unknown key(s) {', '.join(unknown)}; "
-            f"valid keys: {', '.join(allowed)}"
-        )
+def op_wording(top: str = "operating point (top level)") -> Wording:
+    """How ``op.json`` words a problem: ``operating point key 'thresholds.cls' must be ...``.
+
+    A point inside a multi-point file is prefixed ``points[i]: ``; ``top`` names the top table
+    in an unknown-key message (a multi-point file passes its own name).
+    """
+
+    def split(loc: tuple[str | int, ...]) -> tuple[str, str]:
+        prefix = ""
+        if len(loc) >= 2 and loc[0] == "points" and isinstance(loc[1], int):
+            prefix, loc = f"points[{loc[1]}]: ", loc[2:]
+        key = ""
+        for part in loc:
+            key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else part)
+        return prefix, key
+
+    def unknown(problem: Problem) -> str:
+        prefix, key = split(problem.loc)
+        table = f"operating point {key}" if key else top
+        return (f"{prefix}{table} has unknown key(s) {', '.join(problem.keys)}; "
+                f"valid keys: {', '.join(problem.valid)}")
+
+    def missing(problem: Problem) -> str:
+        prefix, key = split((*problem.loc, *problem.keys))
+        return f"{prefix}operating point key {key!r} is missing{_MISSING_HINTS.get(key, '')}"
+
+    def invalid(problem: Problem) -> str:
+        prefix, key = split(problem.loc)
+        expected = problem.expected
+        if problem.type in CHECK_ERRORS:
+            if not key:
+                return prefix + expected
+            if not is_predicate(expected):
+                return f"{prefix}operating point key {key!r}: {expected}"
+            got = "" if ", got " in expected else f", got {show(problem.value)}"
+            return f"{prefix}operating point key {key!r} {expected}{got}"
+        if expected == "a table":
+            expected = "a JSON object"
+        if problem.type in _BOUNDS and isinstance(problem.value, int) \
+                and not isinstance(problem.value, bool):
+            expected = expected.replace("a number", "an integer", 1)
+        return f"{prefix}operating point key {key or '(top level)'!r} must be {expected}, " \
+               f"got {show(problem.value)}"
+
+    return Wording(unknown=unknown, invalid=invalid, missing=missing)
 
 
-def _mapping(section: str, value: Any) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise OperatingPointError(
-            f"operating point key {section!r} must be a JSON object, got {value!r}"
-        )
-    return value
+OP_WORDING = op_wording()
 
 
-def _optional_unit(key: str, value: Any) -> float | None:
-    return None if value is None else _unit(key, value)
+Unit = Annotated[float, check(lambda v: 0 <= v <= 1, "must be a number in [0, 1]")]
+"""A proportion or threshold: a finite number in ``[0, 1]``."""
 
 
-def _unit(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise OperatingPointError(
-            f"operating point key {key!r} must be a number in [0, 1], got {value!r}"
-        )
-    return float(value)
+class _OpTable(ConfigModel):
+    """A table of ``op.json``: built in code, a problem is an :class:`OperatingPointError`
+    worded as reading the file words it."""
+
+    @code_init
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise_problem(type(self), exc, error=OperatingPointError, wording=OP_WORDING)
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """A proportion measured on the tuning set, with its confidence interval."""
+class Estimate(_OpTable):
+    """A proportion measured on the tuning set, with its confidence interval.
 
-    value: float
-    ci_low: float
-    ci_high: float
-    n: int | None = None
+    Attributes:
+        value: the measured proportion.
+        ci_low: lower end of its confidence interval (<= value).
+        ci_high: upper end (>= value).
+        n: how many studies it was measured on.
+        method: how the interval was computed.
+    """
+
+    value: Unit
+    ci_low: Unit
+    ci_high: Unit
+    n: int | None = Field(default=None, ge=0)
     method: str | None = None
 
-    @classmethod
-    def from_dict(cls, key: str, data: Any) -> "Estimate":
-        """Validate ``data`` for provenance key ``key``."""
-        data = _mapping(key, data)
-        _unknown(key, data, ("value", "ci_low", "ci_high", "n", "method"))
-        for name in ("value", "ci_low", "ci_high"):
-            if name not in data:
-                raise OperatingPointError(f"operating point key '{key}.{name}' is missing")
-        value = _unit(f"{key}.value", data["value"])
-        low = _unit(f"{key}.ci_low", data["ci_low"])
-        high = _unit(f"{key}.ci_high", data["ci_high"])
-        if not low <= value <= high:
-            raise OperatingPointError(
-                f"operating point key {key!r} needs ci_low <= value <= ci_high, got "
-                f"{low} <= {value} <= {high}"
+    @model_validator(mode="after")
+    def _ordered(self) -> "Estimate":
+        if not self.ci_low <= self.value <= self.ci_high:
+            raise ValueError(
+                f"needs ci_low <= value <= ci_high, got {self.ci_low} <= {self.value} <= "
+                f"{self.ci_high}"
             )
-        n = data.get("n")
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
-            raise OperatingPointError(
-                f"operating point key '{key}.n' must be a count >= 0, got {n!r}"
-            )
-        method = data.get("method")
-        if method is not None and not isinstance(method, str):
-            raise OperatingPointError(
-                f"operating point key '{key}.method' must be a string, got {method!r}"
-            )
-        return cls(value, low, high, n, method)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return {"value": self.value, "ci_low": self.ci_low, "ci_high": self.ci_high,
                 "n": self.n, "method": self.method}
+
+
+_OOF_METRICS = ("sensitivity", "specificity", "ppv", "npv", "f1")
+
+
+class OutOfFold(_OpTable):
+    """Figures of an operating point measured out of fold.
+
+    Attributes:
+        folds: number of stratified folds (each chosen on the other ``folds - 1``).
+        sensitivity, specificity, ppv, npv, f1: pooled held-out figures with CIs.
+    """
+
+    folds: int = Field(ge=2)
+    sensitivity: Estimate | None = None
+    specificity: Estimate | None = None
+    ppv: Estimate | None = None
+    npv: Estimate | None = None
+    f1: Estimate | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"folds": self.folds}
+        for key in _OOF_METRICS:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value.to_dict()
+        return out
+
+
+GUARDS: tuple[str, ...] = ("oof", "lower-ci", "none")
+
+
+class TuneGuard(_OpTable):
+    """How ``screen tune`` guarded a point against over-fitting its tuning set.
+
+    Optional in the JSON (files written before it existed have none and read back unchanged).
+
+    Attributes:
+        guard: ``oof`` (the way the point was chosen met the target out of fold), ``lower-ci``
+            (the exact 95 % lower bound of its in-sample sensitivity met the target) or
+            ``none`` (chosen on in-sample figures only: unguarded).
+        free_parameters: values the search fitted for the rule (one threshold per member,
+            plus ``k`` for k-of-n; ``n - 1`` weights and one threshold for a weighted mean).
+        fitted_recall: the in-sample sensitivity the rule was fitted to (the target, or more
+            where guard ``oof`` needed a margin); ``None`` for a high-specificity point.
+        positives: fracture studies in the tuning set.
+        positives_needed: the fewest fracture studies ``n`` whose ``n/n`` has a two-sided
+            exact 95 % lower bound >= the target (``None``: no number is enough).
+        allowed_small: the set had fewer than ``positives_needed`` and ``--allow-small`` tuned
+            it anyway.
+    """
+
+    guard: Annotated[str, check(lambda v: v in GUARDS, f"must be one of {', '.join(GUARDS)}")]
+    free_parameters: int = Field(ge=0)
+    fitted_recall: Unit | None = None
+    positives: Annotated[int, check(lambda v: v >= 0, "must be an integer >= 0 or null")] | None = None
+    positives_needed: Annotated[int, check(lambda v: v >= 1, "must be an integer >= 1 or null")] | None = None
+    allowed_small: bool = False
+
+    @code_init
+    def __init__(self, guard: str, free_parameters: int, fitted_recall: float | None = None,
+                 positives: int | None = None, positives_needed: int | None = None,
+                 allowed_small: bool = False) -> None:
+        super().__init__(guard=guard, free_parameters=free_parameters,
+                         fitted_recall=fitted_recall, positives=positives,
+                         positives_needed=positives_needed, allowed_small=allowed_small)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in type(self).model_fields}
 
 
 _PROVENANCE_STR_KEYS = ("source_sha256", "tuning_set", "created_by", "created_at", "notes")
@@ -141,8 +244,7 @@ _PROVENANCE_EXTRA_KEYS = (
 )
 
 
-@dataclass(frozen=True)
-class Provenance:
+class Provenance(_OpTable):
     """Where an operating point came from (all optional; ``screen tune`` fills them in).
 
     Attributes:
@@ -170,77 +272,39 @@ class Provenance:
 
     source_sha256: str | None = None
     tuning_set: str | None = None
-    target_recall: float | None = None
+    target_recall: Unit | None = None
     sensitivity: Estimate | None = None
     specificity: Estimate | None = None
     created_by: str | None = None
     created_at: str | None = None
     notes: str | None = None
     objective: str | None = None
-    target_specificity: float | None = None
+    target_specificity: Unit | None = None
     ppv: Estimate | None = None
     npv: Estimate | None = None
     f1: Estimate | None = None
     out_of_fold: OutOfFold | None = None
     guard: TuneGuard | None = None
 
+    @field_validator("source_sha256")
     @classmethod
-    def from_dict(cls, data: Any) -> "Provenance":
-        """Validate the ``provenance`` object."""
-        data = _mapping("provenance", data)
-        allowed = (
-            _PROVENANCE_STR_KEYS + ("target_recall", "sensitivity", "specificity")
-            + _PROVENANCE_EXTRA_KEYS
-        )
-        _unknown("provenance", data, allowed)
-        for key in _PROVENANCE_STR_KEYS + ("objective",):
-            value = data.get(key)
-            if value is not None and not isinstance(value, str):
-                raise OperatingPointError(
-                    f"operating point key 'provenance.{key}' must be a string, got {value!r}"
-                )
-        sha = data.get("source_sha256")
-        if sha is not None and not _SHA256.match(sha):
-            raise OperatingPointError(
-                f"operating point key 'provenance.source_sha256' must be 64 lower-case hex "
-                f"digits (hashlib.sha256(...).hexdigest()), got {sha!r}"
+    def _hex_digest(cls, value: str | None) -> str | None:
+        if value is not None and not _SHA256.match(value):
+            raise ValueError(
+                "must be 64 lower-case hex digits (hashlib.sha256(...).hexdigest()), "
+                f"got {value!r}"
             )
-        created = data.get("created_at")
-        if created is not None:
+        return value
+
+    @field_validator("created_at")
+    @classmethod
+    def _iso_time(cls, value: str | None) -> str | None:
+        if value is not None:
             try:
-                datetime.fromisoformat(created)
+                datetime.fromisoformat(value)
             except ValueError:
-                raise OperatingPointError(
-                    f"operating point key 'provenance.created_at' must be an ISO 8601 time, "
-                    f"got {created!r}"
-                ) from None
-        sens, spec = data.get("sensitivity"), data.get("specificity")
-        return cls(
-            source_sha256=sha,
-            tuning_set=data.get("tuning_set"),
-            target_recall=_optional_unit("provenance.target_recall", data.get("target_recall")),
-            sensitivity=(
-                None if sens is None else Estimate.from_dict("provenance.sensitivity", sens)
-            ),
-            specificity=(
-                None if spec is None else Estimate.from_dict("provenance.specificity", spec)
-            ),
-            created_by=data.get("created_by"),
-            created_at=created,
-            notes=data.get("notes"),
-            objective=data.get("objective"),
-            target_specificity=_optional_unit(
-                "provenance.target_specificity", data.get("target_specificity")
-            ),
-            ppv=_optional_estimate("provenance.ppv", data.get("ppv")),
-            npv=_optional_estimate("provenance.npv", data.get("npv")),
-            f1=_optional_estimate("provenance.f1", data.get("f1")),
-            out_of_fold=(
-                None if data.get("out_of_fold") is None
-                else OutOfFold.from_dict(data["out_of_fold"])
-            ),
-            guard=None if data.get("guard") is None else TuneGuard.from_dict(data["guard"]),
-        )
+                raise ValueError(f"must be an ISO 8601 time, got {value!r}") from None
+        return value
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {key: getattr(self, key) for key in _PROVENANCE_STR_KEYS}
@@ -254,176 +318,14 @@ class Provenance:
         return out
 
 
-def _optional_estimate(key: str, data: Any) -> Estimate | None:
-    return None if data is None else Estimate.from_dict(key, data)
-
-
-_OOF_METRICS = ("sensitivity", "specificity", "ppv", "npv", "f1")
-
-
-@dataclass(frozen=True)
-class OutOfFold:
-    """Figures of an operating point measured out of fold.
-
-    Attributes:
-        folds: number of stratified folds (each chosen on the other ``folds - 1``).
-        sensitivity, specificity, ppv, npv, f1: pooled held-out figures with CIs.
-    """
-
-    folds: int
-    sensitivity: Estimate | None = None
-    specificity: Estimate | None = None
-    ppv: Estimate | None = None
-    npv: Estimate | None = None
-    f1: Estimate | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
-            raise OperatingPointError(
-                f"operating point key 'provenance.out_of_fold.folds' must be an integer >= 2, "
-                f"got {self.folds!r}"
-            )
-
-    @classmethod
-    def from_dict(cls, data: Any) -> "OutOfFold":
-        """Validate the ``provenance.out_of_fold`` object."""
-        data = _mapping("provenance.out_of_fold", data)
-        _unknown("provenance.out_of_fold", data, ("folds",) + _OOF_METRICS)
-        if "folds" not in data:
-            raise OperatingPointError(
-                "operating point key 'provenance.out_of_fold.folds' is missing"
-            )
-        estimates = {
-            key: _optional_estimate(f"provenance.out_of_fold.{key}", data.get(key))
-            for key in _OOF_METRICS
-        }
-        return cls(folds=data["folds"], **estimates)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"folds": self.folds}
-        for key in _OOF_METRICS:
-            value = getattr(self, key)
-            if value is not None:
-                out[key] = value.to_dict()
-        return out
-
-
-GUARDS = ("oof", "lower-ci", "none")
-_GUARD_KEYS = (
-    "guard", "free_parameters", "fitted_recall", "positives", "positives_needed", "allowed_small",
-)
-
-
-def _optional_count(key: str, value: Any, least: int = 0) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                              or value < least):
-        raise OperatingPointError(
-            f"operating point key {key!r} must be an integer >= {least} or null, got {value!r}"
-        )
-    return value
-
-
-@dataclass(frozen=True)
-class TuneGuard:
-    """How ``screen tune`` guarded a point against over-fitting its tuning set.
-
-    Optional in the JSON (files written before it existed have none and read back unchanged).
-
-    Attributes:
-        guard: ``oof`` (the way the point was chosen met the target out of fold), ``lower-ci``
-            (the exact 95 % lower bound of its in-sample sensitivity met the target) or
-            ``none`` (chosen on in-sample figures only: unguarded).
-        free_parameters: values the search fitted for the rule (one threshold per member,
-            plus ``k`` for k-of-n; ``n - 1`` weights and one threshold for a weighted mean).
-        fitted_recall: the in-sample sensitivity the rule was fitted to (the target, or more
-            where guard ``oof`` needed a margin); ``None`` for a high-specificity point.
-        positives: fracture studies in the tuning set.
-        positives_needed: the fewest fracture studies ``n`` whose ``n/n`` has a two-sided
-            exact 95 % lower bound >= the target (``None``: no number is enough).
-        allowed_small: the set had fewer than ``positives_needed`` and ``--allow-small`` tuned
-            it anyway.
-    """
-
-    guard: str
-    free_parameters: int
-    fitted_recall: float | None = None
-    positives: int | None = None
-    positives_needed: int | None = None
-    allowed_small: bool = False
-
-    def __post_init__(self) -> None:
-        if self.guard not in GUARDS:
-            raise OperatingPointError(
-                f"operating point key 'provenance.guard.guard' must be one of "
-                f"{', '.join(GUARDS)}, got {self.guard!r}"
-            )
-        free = self.free_parameters
-        if isinstance(free, bool) or not isinstance(free, int) or free < 0:
-            raise OperatingPointError(
-                "operating point key 'provenance.guard.free_parameters' must be an integer >= 0, "
-                f"got {free!r}"
-            )
-        _optional_unit("provenance.guard.fitted_recall", self.fitted_recall)
-        _optional_count("provenance.guard.positives", self.positives)
-        _optional_count("provenance.guard.positives_needed", self.positives_needed, least=1)
-        if not isinstance(self.allowed_small, bool):
-            raise OperatingPointError(
-                "operating point key 'provenance.guard.allowed_small' must be true or false, "
-                f"got {self.allowed_small!r}"
-            )
-
-    @classmethod
-    def from_dict(cls, data: Any) -> "TuneGuard":
-        """Validate the ``provenance.guard`` object."""
-        data = _mapping("provenance.guard", data)
-        _unknown("provenance.guard", data, _GUARD_KEYS)
-        missing = [key for key in ("guard", "free_parameters") if key not in data]
-        if missing:
-            raise OperatingPointError(f"operating point key 'provenance.guard.{missing[0]}' is "
-                                      "missing")
-        return cls(**{key: data[key] for key in _GUARD_KEYS if key in data})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in _GUARD_KEYS}
-
-
-def _vote_from_dict(data: Any) -> VoteRule:
-    data = _mapping("vote", data)
-    _unknown("vote", data, _VOTE_KEYS)
-    if "rule" not in data:
-        raise OperatingPointError(
-            "operating point key 'vote.rule' is missing; use 'any', 'k-of-n' or 'weighted-mean'"
-        )
-    try:
-        return VoteRule(rule=data["rule"], k=data.get("k"), weights=data.get("weights"),
-                        threshold=data.get("threshold"))
-    except FusionError as exc:
-        raise OperatingPointError(f"operating point key 'vote': {exc}") from None
-
-
 def _vote_to_dict(rule: VoteRule) -> dict[str, Any]:
-    out: dict[str, Any] = {"rule": rule.rule}
-    if rule.rule == "k-of-n":
+    out: dict[str, Any] = {"rule": rule.rule.value}
+    if rule.k is not None:
         out["k"] = rule.k
-    if rule.rule == "weighted-mean":
-        out["weights"] = dict(rule.weights or {})
+    if rule.weights is not None:
+        out["weights"] = dict(rule.weights)
         out["threshold"] = rule.threshold
     return out
-
-
-def _boxes_from_dict(data: Any) -> BoxSettings:
-    data = _mapping("boxes", data)
-    _unknown("boxes", data, _BOX_KEYS)
-    members = data.get("members", [])
-    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
-        raise OperatingPointError(
-            f"operating point key 'boxes.members' must be a list of member names, got {members!r}"
-        )
-    kwargs = {k: data[k] for k in _BOX_KEYS if k in data and k != "members"}
-    try:
-        return BoxSettings(members=tuple(members), **kwargs)
-    except FusionError as exc:
-        raise OperatingPointError(f"operating point key 'boxes': {exc}") from None
 
 
 def _boxes_to_dict(boxes: BoxSettings) -> dict[str, Any]:
@@ -435,70 +337,81 @@ def _boxes_to_dict(boxes: BoxSettings) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class OperatingPoint:
+def check_schema_version(data: Any, where: str = "") -> None:
+    """Refuse a file (or point) written by a newer fracture-screen before reading the rest.
+
+    Raises:
+        OperatingPointError: ``schema_version`` is above :data:`SCHEMA_VERSION`.
+    """
+    version = data.get("schema_version") if isinstance(data, Mapping) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        raise OperatingPointError(
+            f"{where}operating point schema_version {version} is newer than this "
+            f"fracture-screen supports ({SCHEMA_VERSION}); upgrade fracture-screen"
+        )
+
+
+class OperatingPoint(_OpTable):
     """Per-member thresholds, the vote rule, box settings and provenance (see module docstring).
 
     Attributes:
+        schema_version: layout version of the JSON (1 ..  :data:`SCHEMA_VERSION`).
+        id: given id, or ``None`` to derive ``op-<12 hex>`` from the decision fields (always
+            set once built).
+        level: optional name, e.g. ``"high-sensitivity"``.
         thresholds: ``{member name: image-level threshold in [0, 1]}``; names the voting members.
         vote: the study-level vote rule.
         boxes: box fusion and reporting settings.
-        level: optional name, e.g. ``"high-sensitivity"``.
         provenance: where it came from.
-        id: given id, or ``None`` to derive ``op-<12 hex>`` from the decision fields.
-        schema_version: layout version of the JSON.
+
+    Raises:
+        OperatingPointError: (building one) a value out of range, a vote or box setting that
+            does not fit the members, an unknown key.
     """
 
-    thresholds: Mapping[str, float]
-    vote: VoteRule = field(default_factory=VoteRule)
-    boxes: BoxSettings = field(default_factory=BoxSettings)
-    level: str | None = None
-    provenance: Provenance = field(default_factory=Provenance)
+    schema_version: int = Field(ge=1)  # a file says it; built in code it is SCHEMA_VERSION
     id: str | None = None
-    schema_version: int = SCHEMA_VERSION
+    level: str | None = None
+    thresholds: dict[str, Unit]
+    vote: VoteRule = Field(default_factory=VoteRule)
+    boxes: BoxSettings = Field(default_factory=BoxSettings)
+    provenance: Provenance = Field(default_factory=Provenance)
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.thresholds, Mapping) or not self.thresholds:
-            raise OperatingPointError(
-                "operating point key 'thresholds' must map each member name to its threshold, "
-                f"got {self.thresholds!r}"
+    @code_init
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**{"schema_version": SCHEMA_VERSION, **values})
+
+    @field_validator("thresholds", mode="before")
+    @classmethod
+    def _member_map(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping) or not value:
+            raise ValueError(
+                f"must map each member name to its threshold, got {value!r}"
             )
-        clean: dict[str, float] = {}
-        for name, value in self.thresholds.items():
-            if not isinstance(name, str) or not name.strip():
-                raise OperatingPointError(
-                    f"operating point member names must be non-empty strings, got {name!r}"
-                )
-            clean[name] = _unit(f"thresholds.{name}", value)
-        object.__setattr__(self, "thresholds", clean)
-        if isinstance(self.schema_version, bool) or not isinstance(self.schema_version, int):
-            raise OperatingPointError(
-                "operating point key 'schema_version' must be an integer, "
-                f"got {self.schema_version!r}"
-            )
+        blank = [name for name in value if not isinstance(name, str) or not name.strip()]
+        if blank:
+            raise ValueError(f"must name each member with a non-empty string, got {blank[0]!r}")
+        return dict(value)
+
+    @field_validator("level", "id")
+    @classmethod
+    def _named(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(f"must be a non-empty string or null, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _fits_members(self) -> "OperatingPoint":
         if self.schema_version > SCHEMA_VERSION:
-            raise OperatingPointError(
+            raise ValueError(
                 f"operating point schema_version {self.schema_version} is newer than this "
                 f"fracture-screen supports ({SCHEMA_VERSION}); upgrade fracture-screen"
             )
-        if self.schema_version < 1:
-            raise OperatingPointError(
-                f"operating point key 'schema_version' must be >= 1, got {self.schema_version}"
-            )
-        if self.level is not None and (not isinstance(self.level, str) or not self.level.strip()):
-            raise OperatingPointError(
-                "operating point key 'level' must be a non-empty string or null, "
-                f"got {self.level!r}"
-            )
-        if self.id is not None and (not isinstance(self.id, str) or not self.id.strip()):
-            raise OperatingPointError(
-                f"operating point key 'id' must be a non-empty string or null, got {self.id!r}"
-            )
-        members = list(clean)
+        members = list(self.thresholds)
         try:
             self.vote.check_members(members)
         except FusionError as exc:
-            raise OperatingPointError(f"operating point key 'vote': {exc}") from None
+            raise ValueError(f"operating point key 'vote': {exc}") from None
         box_refs = (
             ("boxes.members", list(self.boxes.members)),
             ("boxes.weights", list(self.boxes.weights or {})),
@@ -506,12 +419,13 @@ class OperatingPoint:
         for key, names in box_refs:
             unknown = sorted(set(names) - set(members))
             if unknown:
-                raise OperatingPointError(
+                raise ValueError(
                     f"operating point key {key!r} names member(s) {unknown} without a threshold; "
                     f"members: {members}"
                 )
         if self.id is None:
             object.__setattr__(self, "id", self.content_id())
+        return self
 
     def content_id(self) -> str:
         """``op-`` + the first 12 hex digits of SHA-256 over the decision fields."""
@@ -529,27 +443,15 @@ class OperatingPoint:
 
     @classmethod
     def from_dict(cls, data: Any) -> "OperatingPoint":
-        """Validate a parsed JSON object (errors name the key, the value and the fix)."""
-        data = _mapping("(top level)", data)
-        _unknown("(top level)", data, _TOP_KEYS)
-        for key in ("schema_version", "thresholds"):
-            if key not in data:
-                raise OperatingPointError(f"operating point key {key!r} is missing")
-        version = data["schema_version"]
-        if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
-            raise OperatingPointError(
-                f"operating point schema_version {version} is newer than this fracture-screen "
-                f"supports ({SCHEMA_VERSION}); upgrade fracture-screen"
-            )
-        return cls(
-            thresholds=_mapping("thresholds", data["thresholds"]),
-            vote=_vote_from_dict(data.get("vote", {"rule": "any"})),
-            boxes=_boxes_from_dict(data.get("boxes", {})),
-            level=data.get("level"),
-            provenance=Provenance.from_dict(data.get("provenance", {})),
-            id=data.get("id"),
-            schema_version=version,
-        )
+        """Validate a parsed JSON object (errors name the key, the value and the fix).
+
+        Raises:
+            OperatingPointError: not an object, a newer schema, or an invalid key.
+        """
+        if not isinstance(data, Mapping):
+            raise OperatingPointError(f"operating point file must be a JSON object, got {data!r}")
+        check_schema_version(data)
+        return parse_model(cls, data, error=OperatingPointError, wording=OP_WORDING)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict that :meth:`from_dict` reads back to an equal object."""
@@ -606,71 +508,17 @@ def apply_operating_point(
     )
 
 
-def load_operating_point(path: str | Path) -> OperatingPoint:
-    """Read and validate an operating point JSON file.
-
-    A file with several points (``{"schema_version": 1, "points": [...]}``, written by
-    ``screen tune --dual``) gives its first point, the one that decides; read every point with
-    :func:`ensembles.operating_point.levels.load_operating_points`.
-
-    Raises:
-        OperatingPointError: the file is missing, not JSON, or invalid (the message names the
-            file and the key).
-    """
-    file = Path(path)
-    data = read_operating_point_json(file)
-    try:
-        if isinstance(data, Mapping) and "points" in data:
-            from ensembles.operating_point.levels import operating_points_from_dict
-
-            return operating_points_from_dict(data)[0]
-        return OperatingPoint.from_dict(data)
-    except OperatingPointError as exc:
-        raise OperatingPointError(f"{file}: {exc}") from None
-
-
-def read_operating_point_json(file: Path) -> Any:
-    """The parsed JSON of an operating point file (``NaN``/``Infinity`` refused)."""
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise OperatingPointError(
-            f"operating point file {str(file)!r} does not exist; write one with `screen tune`"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise OperatingPointError(f"cannot read operating point {str(file)!r}: {exc}") from None
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise OperatingPointError(
-            f"operating point {str(file)!r} is not valid JSON: {exc}"
-        ) from None
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not allowed")
-
-
-def save_operating_point(op: OperatingPoint, path: str | Path) -> Path:
-    """Write ``op`` as sorted, indented JSON atomically; returns the path."""
-    if not isinstance(op, OperatingPoint):
-        raise OperatingPointError(
-            f"save_operating_point needs an OperatingPoint, got {type(op).__name__}"
-        )
-    file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(op.to_dict(), sort_keys=True, indent=2, allow_nan=False) + "\n"
-    atomic_write_text(file, text)
-    return file
+def op_id(point: OperatingPoint) -> str:
+    """The point's id (given, or derived from its decision fields)."""
+    return point.id or point.content_id()
 
 
 def uniform_operating_point(
     members: Sequence[str], threshold: float = 0.5, *, level: str | None = None
 ) -> OperatingPoint:
-    """The untuned default: every member at ``threshold``, ``any`` rule, ``max`` box scoring."""
-    if (
-        isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-        or not math.isfinite(threshold)
-    ):
-        raise OperatingPointError(f"threshold must be a number in [0, 1], got {threshold!r}")
-    return OperatingPoint(thresholds={m: float(threshold) for m in members}, level=level)
+    """The untuned default: every member at ``threshold``, ``any`` rule, ``max`` box scoring.
+
+    Raises:
+        OperatingPointError: ``threshold`` is not a number in ``[0, 1]``.
+    """
+    return OperatingPoint(thresholds={m: threshold for m in members}, level=level)

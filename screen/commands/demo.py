@@ -2,7 +2,7 @@
 
 One command, seeded end to end, run from the repository root::
 
-    python -m screen.commands.demo --out sample_data          # or: screen train-demo --out sample_data
+    screen train-demo --out sample_data
 
 1. :func:`train.demo.train_demo`: a phantom training archive, ``prepare``, the three tiny
    members (PaliGemma classifier, PaliGemma detector, DETR) trained on the CPU with
@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -37,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 logger = logging.getLogger(__name__)
 
-COMMAND = "python -m screen.commands.demo --out sample_data"
+COMMAND = "screen train-demo --out sample_data"
 TARGET_RECALL = 0.90
 BOX_IOU = 0.3
 BOX_MEMBER_FLOOR = 0.25
@@ -95,9 +94,7 @@ def choose_box_members(validation: dict[str, Any], detectors: Sequence[str],
 
 def _restrict_box_members(op_path: Path, chosen: list[str], detectors: Sequence[str]) -> None:
     """Rewrite the tuned point so only ``chosen`` detectors' boxes are fused (and say why)."""
-    import dataclasses
-
-    from ensembles.operating_point.point import load_operating_point, save_operating_point
+    from ensembles.operating_point.op_json import load_deciding_point, save_operating_point
 
     if not chosen:
         logger.warning("no detector matched %.0f%% of the validation boxes; every detector's boxes "
@@ -105,15 +102,15 @@ def _restrict_box_members(op_path: Path, chosen: list[str], detectors: Sequence[
         return
     if set(chosen) == set(detectors):
         return
-    op = load_operating_point(op_path)
+    op = load_deciding_point(op_path)
     left_out = [d for d in detectors if d not in chosen]
     note = (f"boxes.members: {', '.join(chosen)}; {', '.join(left_out)} left out of box fusion "
             f"(validation boxes matched below {BOX_MEMBER_FLOOR:.2f} of true boxes at IoU >= {BOX_IOU}); "
             "they still vote at image level")
     notes = "; ".join(n for n in (op.provenance.notes, note) if n)
-    save_operating_point(dataclasses.replace(
-        op, id=None, boxes=dataclasses.replace(op.boxes, members=tuple(chosen)),
-        provenance=dataclasses.replace(op.provenance, notes=notes)), op_path)
+    save_operating_point(op.replace(
+        id=None, boxes=op.boxes.replace(members=tuple(chosen)),
+        provenance=op.provenance.replace(notes=notes)), op_path)
 
 
 def render_demo_report(report: DemoReport, options: "DemoOptions") -> str:
@@ -182,7 +179,8 @@ def run_demo(
     """
     import dataclasses
 
-    from ensembles.operating_point.point import save_operating_point, uniform_operating_point
+    from ensembles.operating_point.op_json import save_operating_point
+    from ensembles.operating_point.point import uniform_operating_point
     from screen.commands.eval import run_eval
     from screen.tune.tuner import TuneSettings, run_tune
     from train.demo import DETECTOR_MEMBERS, DemoOptions, make_phantom, site_config_text, train_demo
@@ -260,8 +258,11 @@ def train_demo_cmd(out: Path, work_dir: Path, members: str, train_studies: int, 
                    retrain: bool, refiner: bool, overrides: Sequence[str]) -> None:
     """Train the tiny demo members on a phantom set, tune their operating point and measure them
     on a fresh phantom set from another seed (seeded; about 2 hours on 2 CPU cores)."""
-    from train.train_config import parse_override
     from train.demo import DemoError, DemoOptions
+    from train.train_config import parse_override
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("openjpeg").setLevel(logging.WARNING)  # one INFO line per encoded tile
 
     per_member: dict[str, dict[str, Any]] = {}
     for text in overrides:
@@ -278,25 +279,3 @@ def train_demo_cmd(out: Path, work_dir: Path, members: str, train_studies: int, 
         click.echo(line)
     click.echo(f"wrote {report.site_config}, {report.operating_point}, "
                f"{', '.join(str(p) for p in report.files.values())}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m screen.commands.demo``: ``screen train-demo`` through the one CLI group, so its
-    errors read ``Error: ...`` exactly as the CLI's do."""
-    from screen.cli import cli
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("openjpeg").setLevel(logging.WARNING)  # one INFO line per encoded tile
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        cli.main(args=["train-demo", *args], prog_name="python -m screen.commands.demo", standalone_mode=False)
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from ensembles.checkpoint import INTENDED_USES
+from ensembles.types import MemberKind
 
 
 def models_report(config_path: Path | None) -> list[str]:
@@ -107,7 +108,7 @@ def _labels(value: str | None) -> tuple[str, ...] | None:
 @models_cmd.command("import")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--kind", required=True,
-              type=click.Choice(["paligemma-classifier", "paligemma-detector", "detr"]),
+              type=click.Choice([k.value for k in MemberKind if k is not MemberKind.REFINER]),
               help="The member kind the model becomes.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="New folder for the member checkpoint (must not exist, or be empty).")
@@ -149,7 +150,7 @@ def import_cmd(source: Path, kind: str, out_dir: Path, intended_use: str, name: 
 
 @models_cmd.command("check")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--kind", type=click.Choice(["paligemma-classifier", "paligemma-detector", "detr", "refiner"]),
+@click.option("--kind", type=click.Choice([k.value for k in MemberKind]),
               help="The kind it must be (default: what its member.json says).")
 def check_cmd(directory: Path, kind: str | None) -> None:
     """Check a member checkpoint against what the code relies on (as loading does).

@@ -1,4 +1,4 @@
-"""``screen phantom``: write the synthetic phantom archive (PHANTOM.md) and its labels."""
+"""``screen phantom``: write the synthetic phantom archive (docs/phantom.md) and its labels."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import click
               help="Write into a non-empty OUT_DIR, deleting .dcm files this config does not produce.")
 def phantom_cmd(out_dir: Path, labels_csv: Path, studies: int, seed: int, positive_fraction: float,
                 overwrite: bool) -> None:
-    """Write a synthetic phantom archive (PHANTOM.md) and its labels CSV, bit for bit from SEED."""
+    """Write a synthetic phantom archive (docs/phantom.md) and its labels CSV, bit for bit from SEED."""
     from dicom_io.phantom import PhantomConfig, write_phantom_archive
 
     config = PhantomConfig(n_studies=studies, seed=seed, positive_fraction=positive_fraction)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import click
 
-from dicom_io.atomic import atomic_open
-from dicom_io.csv_safe import spreadsheet_safe
 from dicom_io.scan import DUPLICATE_OF, SCAN_COLUMNS, ScanResult, scan_archive
 from dicom_io.select import SelectionRules
+from dicom_io.tables import SCAN, write_table
 from screen.id_key import pseudonym
 from screen.nightly.progress import progress
 
@@ -25,15 +23,10 @@ def write_scan_csv(result: ScanResult, path: Path, *, path_key: bytes | None = N
     (the site can recompute it for a file it suspects, nobody else can invert it).
     """
     columns = list(SCAN_COLUMNS) + (["path_key"] if path_key is not None else [])
-    with atomic_open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        for row in result.rows:
-            values = row.as_dict()
-            if path_key is not None:
-                values = _without_paths(values, path_key)
-            writer.writerow({k: spreadsheet_safe(v) for k, v in values.items()})
-    return path
+    rows = [row.as_dict() for row in result.rows]
+    if path_key is not None:
+        rows = [_without_paths(values, path_key) for values in rows]
+    return write_table(path, SCAN, rows, columns)
 
 
 def _without_paths(values: dict[str, Any], key: bytes) -> dict[str, Any]:

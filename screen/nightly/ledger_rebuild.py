@@ -19,7 +19,6 @@ a working ledger is never replaced.
 
 from __future__ import annotations
 
-import csv
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dicom_io.errors import DicomIOError
+from dicom_io.tables import FINDINGS, STUDIES, TableSchema, read_table, records
 from dicom_io.uids import is_valid_uid
 from screen.errors import ScreenError
 from screen.nightly.ledger import Ledger, OutputLock
@@ -51,6 +51,8 @@ def rebuild_ledger(out_dir: Path) -> RebuildResult:
 
     Raises:
         ScreenError: the folder's ledger works (nothing to rebuild), or it holds no results.
+        TableError: its ``studies.csv`` or ``findings.csv`` does not read as declared in
+            :mod:`dicom_io.tables` (the message names the line and column).
     """
     folder = Path(out_dir)
     if not folder.is_dir():
@@ -77,9 +79,9 @@ def _rebuild(folder: Path) -> RebuildResult:
             extra = path.with_name(path.name + suffix)
             if extra.exists():
                 os.replace(extra, result.moved_aside.with_name(result.moved_aside.name + suffix))
-    rows = {r["study_instance_uid"]: r for r in _read_csv(folder / "studies.csv")}
+    rows = {r["study_instance_uid"]: r for r in _read_csv(folder / "studies.csv", STUDIES)}
     findings = defaultdict(list)
-    for row in _read_csv(folder / "findings.csv"):
+    for row in _read_csv(folder / "findings.csv", FINDINGS):
         findings[row["study_instance_uid"]].append(_typed(row))
     srs = _read_srs(folder, result)
     ledger = Ledger(folder, rebuilding=True)
@@ -112,28 +114,20 @@ def _rebuild(folder: Path) -> RebuildResult:
     return result
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
+def _read_csv(path: Path, schema: TableSchema) -> list[dict[str, Any]]:
+    """The rows of one of the folder's CSVs that name a study (none when the file is gone).
+
+    Raises:
+        TableError: the file does not read as its schema (the message names line and column).
+    """
     if not path.is_file():
         return []
-    with open(path, newline="", encoding="utf-8") as handle:
-        return [row for row in csv.DictReader(handle) if row.get("study_instance_uid")]
+    return [row for row in records(read_table(path, schema)) if row.get("study_instance_uid")]
 
 
-def _typed(row: dict[str, str]) -> dict[str, Any]:
-    """A CSV row back to the types the ledger keeps (numbers, booleans, empty as missing)."""
-    out: dict[str, Any] = {}
-    for key, value in row.items():
-        if value in ("", None):
-            continue
-        if key in ("n_images", "n_boxes", "idx"):
-            out[key] = int(float(value))
-        elif key.startswith("score:") or key in ("fused_score", "score", "col0", "row0", "col1", "row1"):
-            out[key] = float(value)
-        elif key.startswith("vote:"):
-            out[key] = value.strip().lower() == "true"
-        else:
-            out[key] = value
-    return out
+def _typed(row: dict[str, Any]) -> dict[str, Any]:
+    """A CSV row as the ledger keeps it: the schema typed it; missing cells are left out."""
+    return {key: value for key, value in row.items() if value is not None}
 
 
 def _read_srs(folder: Path, result: RebuildResult) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """``screen run``: scan → select → decode (workers) → members (batched across studies) → fuse → write.
 
-The data's path of ARCHITECTURE.md. Decoding runs in worker processes ahead of the models;
+The data's path of docs/architecture.md. Decoding runs in worker processes ahead of the models;
 images of several studies share a forward pass; each study is finished (fusion, SR, ledger)
 as soon as its last image is scored. The ledger entry is written last, so a run can be killed
 at any moment and the next run resumes where it stopped.
@@ -30,14 +30,14 @@ from dicom_io.uids import is_valid_uid
 from dicom_io.workers import Outcome, run_tasks
 from ensembles.checkpoint import read_member_spec
 from ensembles.operating_point.levels import finding_level
-from ensembles.operating_point.point import OperatingPoint
+from ensembles.operating_point.point import OperatingPoint, op_id
 from ensembles.types import MemberOutput
-from screen.site_config import SiteConfig, load_site_config
+from screen.site_config import PatientIdPolicy, SiteConfig, load_site_config
 from screen.errors import ConfigError, EnvironmentProblem, environment_detail, is_environment_error
 from screen.id_key import load_id_key
 from screen.nightly.ledger import Ledger, OutputLock, now_iso
 from screen.nightly.site_members import LoadedMember, load_members, member_version, model_key
-from ensembles.operating_point.levels import load_points, op_id
+from ensembles.operating_point.op_json import load_points
 from screen.nightly.tables import patient_id_value, study_columns, write_findings_csv, write_run_json, write_studies_csv
 from screen.nightly.plan import FAILED_STUDY, OUT_OF_SCOPE, SCREENED, SKIPPED, StudyPlan, plan_studies
 from screen.commands.scan import write_scan_csv
@@ -243,7 +243,7 @@ def _run_locked(archive: Path, out_dir: Path, site: SiteConfig, points: list[Ope
         removed = ledger.sweep_orphans(sr_dir)
         if removed:
             log.info("removed %d partial or orphan files left by an interrupted run", len(removed))
-        hide_paths = site.output.patient_id != "include"
+        hide_paths = site.output.patient_id != PatientIdPolicy.INCLUDE
         write_scan_csv(scan, out_dir / "scan.csv", path_key=ledger.id_key if hide_paths else None)
         ledger.start_run(summary.run_id, str(archive), key, op_id(points[0]))
         batch_size = options.batch_size or site.run.batch_size
@@ -506,7 +506,7 @@ def _send(ledger: Ledger, destination: str, *, allow_demo: bool = False) -> dict
 
 def _write_views(context: _RunContext) -> None:
     site = context.site
-    columns = study_columns([m.name for m in site.members], patient_id=site.output.patient_id != "omit",
+    columns = study_columns([m.name for m in site.members], patient_id=site.output.patient_id != PatientIdPolicy.OMIT,
                             accession=site.output.accession)
     write_studies_csv(context.out_dir / "studies.csv", context.ledger.study_rows(), columns)
     write_findings_csv(context.out_dir / "findings.csv", context.ledger.finding_rows())

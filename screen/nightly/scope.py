@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
 
 from screen.site_config import ScopeSettings
 from screen.nightly.plan import StudyPlan
@@ -42,5 +41,5 @@ def out_of_scope_reason(plan: StudyPlan, scope: ScopeSettings) -> str | None:
 
 def scope_key(scope: ScopeSettings) -> str:
     """What an ``out-of-scope`` row was judged against: a new scope judges the study again."""
-    payload = json.dumps(asdict(scope), sort_keys=True)
+    payload = json.dumps(scope.model_dump(), sort_keys=True)  # same key as the dataclass had
     return SCOPE_KEY_PREFIX + hashlib.sha256(payload.encode()).hexdigest()[:16]

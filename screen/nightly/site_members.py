@@ -10,6 +10,7 @@ from pathlib import Path
 from ensembles.checkpoint import MemberSpec, read_member_spec
 from ensembles.errors import CheckpointError
 from ensembles.registry import Member, create_member
+from ensembles.types import ResizeMode
 from screen.site_config import MemberConfig, SiteConfig
 from screen.errors import ConfigError
 
@@ -30,7 +31,7 @@ class LoadedMember:
     @property
     def letterbox_size(self) -> int | None:
         """Input side when the member letterboxes (its boxes need mapping before fusion)."""
-        return self.spec.image_size if self.spec.resize == "letterbox" else None
+        return self.spec.image_size if self.spec.resize == ResizeMode.LETTERBOX else None
 
 
 def checkpoint_fingerprint(checkpoint: Path) -> str:
@@ -85,7 +86,7 @@ def _with_refiner(member: Member, spec: MemberSpec, member_config: MemberConfig,
             f"[members.{member_config.name}].refiner {str(member_config.refiner)!r} is not a refiner "
             f"checkpoint that loads: {exc}"
         ) from None
-    letterbox = spec.image_size if spec.resize == "letterbox" else None
+    letterbox = spec.image_size if spec.resize == ResizeMode.LETTERBOX else None
     wrapped: Member = RefinedMember(member, refiner, letterbox_size=letterbox,
                                     iterations=member_config.refiner_iterations)
     return wrapped

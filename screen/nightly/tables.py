@@ -2,39 +2,34 @@
 
 All three are views written atomically from the ledger (``studies.csv`` holds one row per study
 the folder has seen, its latest state), so a killed run never leaves a partial or duplicated
-row. Patient identifiers follow ``[output] patient_id``; patient names are never written.
+row. Patient identifiers follow ``[output] patient_id``; patient names are never written. The
+CSVs' columns and format are declared in :mod:`dicom_io.tables` (:data:`~dicom_io.tables.STUDIES`,
+:data:`~dicom_io.tables.FINDINGS`); ``run.json`` carries their ``format_version``.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from dicom_io.atomic import atomic_open, atomic_write_text
-from dicom_io.csv_safe import spreadsheet_safe
+from dicom_io.atomic import atomic_write_text
+from dicom_io.tables import FINDINGS, OUTPUT_FORMAT_VERSION, STUDIES, write_table
 from screen.id_key import pseudonym
+from screen.site_config import PatientIdPolicy
 
 #: Columns of ``studies.csv`` before the per-member ``score:``/``vote:`` columns.
-STUDY_COLUMNS: tuple[str, ...] = (
-    "study_instance_uid", "patient_id", "accession_number", "study_date", "status", "reason",
-    "decision", "level", "fused_score", "n_images", "n_boxes", "sr_path", "sr_sop_instance_uid",
-    "model_version", "operating_point_id", "intended_use", "run_id", "screened_at", "content_hash",
-)
+STUDY_COLUMNS: tuple[str, ...] = STUDIES.names
 #: Columns of ``findings.csv``: one fused box (or image-level finding) per row, source pixels.
-FINDING_COLUMNS: tuple[str, ...] = (
-    "study_instance_uid", "series_instance_uid", "sop_instance_uid", "col0", "row0", "col1", "row1",
-    "score", "level", "members", "run_id",
-)
+FINDING_COLUMNS: tuple[str, ...] = FINDINGS.names
 
 
-def patient_id_value(patient_id: str, mode: str, key: bytes) -> str | None:
+def patient_id_value(patient_id: str, mode: PatientIdPolicy, key: bytes) -> str | None:
     """The PatientID as ``[output] patient_id`` allows: itself, a keyed 128-bit pseudonym
     (HMAC-SHA-256 under the site's key, :mod:`screen.id_key`), or ``None``."""
-    if mode == "include":
+    if mode == PatientIdPolicy.INCLUDE:
         return patient_id
-    if mode == "hash":
+    if mode == PatientIdPolicy.HASH:
         if not patient_id:
             return ""
         return pseudonym(key, "patient-id", patient_id)
@@ -50,36 +45,18 @@ def study_columns(member_names: Sequence[str], *, patient_id: bool, accession: b
     return columns
 
 
-def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> Path:
-    with atomic_open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _cell(v) for k, v in row.items()})
-    return path
-
-
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, float):
-        return f"{value:.6f}"
-    return spreadsheet_safe(value)
-
-
 def write_studies_csv(path: Path, rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> Path:
     """Write ``studies.csv`` (atomically)."""
-    return _write_csv(path, columns, rows)
+    return write_table(path, STUDIES, rows, columns)
 
 
 def write_findings_csv(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
     """Write ``findings.csv`` (atomically)."""
-    return _write_csv(path, FINDING_COLUMNS, rows)
+    return write_table(path, FINDINGS, rows, FINDING_COLUMNS)
 
 
 def write_run_json(path: Path, summary: dict[str, Any]) -> Path:
-    """Write ``run.json`` (atomically)."""
-    atomic_write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    """Write ``run.json`` (atomically), stamped with the outputs' ``format_version``."""
+    data = {**summary, "format_version": OUTPUT_FORMAT_VERSION}
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path

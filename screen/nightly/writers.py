@@ -21,7 +21,7 @@ from dicom_io.sr import AlgorithmInfo, SRFinding, build_screening_sr, write_sr
 from dicom_io.uids import is_valid_uid
 from ensembles.fusion import Finding, StudyDecision
 from ensembles.operating_point.point import OperatingPoint
-from ensembles.types import MemberOutput
+from ensembles.types import MemberOutput, ResizeMode
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def to_pixels(decision: StudyDecision, images: Mapping[str, Instance], levels: S
         instance = images[str(finding.image)]
         box = None
         if finding.box is not None:
-            spec = ResizeSpec(instance.rows, instance.columns, 1, "squash")
+            spec = ResizeSpec(instance.rows, instance.columns, 1, ResizeMode.SQUASH)
             box = spec.box_to_source(tuple(finding.box))
         placed.append(PixelFinding(instance, box, float(finding.score), tuple(finding.members), level))
     return placed

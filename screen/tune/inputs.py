@@ -4,7 +4,8 @@ settings (:class:`TuneSettings`, one field per CLI option).
 ``predictions.csv``: one row per study; columns ``study_instance_uid``, ``label``
 (``fracture`` | ``normal``), ``n_images``, one ``score:<member>`` per member (the member's study
 score in [0, 1], the max over the study's images; empty when the member gave nothing), and
-optionally ``fused_score`` and ``split``. Other columns are ignored.
+optionally ``fused_score`` and ``split``. Other columns are ignored. The columns, their types
+and ranges are :data:`dicom_io.tables.PREDICTIONS`, the schema ``screen eval`` writes with.
 
 Every problem is refused with the file, the line and the column named, since a tuned operating
 point is only as good as the file it was tuned on.
@@ -12,7 +13,6 @@ point is only as good as the file it was tuned on.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import math
 from collections.abc import Sequence
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from dicom_io.tables import PREDICTIONS, read_table, records
 from ensembles.operating_point.point import GUARDS
 from screen.errors import ConfigError, ScreenError
 from screen.tune.search import OBJECTIVES, RULE_FAMILIES
@@ -37,8 +38,7 @@ REPORTED: tuple[str, ...] = ("sensitivity", "specificity", "ppv", "npv", "f1")
 MIN_BOOTSTRAP = 2000
 SCORE_PREFIX = "score:"
 #: Label values: ``fracture`` is the positive class.
-LABELS = ("fracture", "normal")
-_REQUIRED = ("study_instance_uid", "label", "n_images")
+LABELS: tuple[str, ...] = next(c.choices for c in PREDICTIONS.columns if c.name == "label")
 
 
 class TuneError(ScreenError):
@@ -186,19 +186,6 @@ def _file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _score(text: str, where: str, column: str) -> float:
-    if not text.strip():
-        return math.nan
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 <= value <= 1.0:  # also refuses nan/inf written as text
-        raise TuneError(f"{where}: column {column!r} must be a number in [0, 1] or empty, "
-                        f"got {text!r}; re-run `screen eval` to rewrite the file")
-    return value
-
-
 def read_predictions(
     path: str | Path, *, split: str | None = None, members: Sequence[str] | None = None,
 ) -> Predictions:
@@ -217,62 +204,42 @@ def read_predictions(
     if not file.is_file():
         raise TuneError(f"predictions file {str(file)!r} does not exist; write it with "
                         "`screen eval ... --out DIR` (DIR/predictions.csv)")
-    with file.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = list(reader.fieldnames or [])
-        lacking = [c for c in _REQUIRED if c not in columns]
-        if lacking:
+    frame = read_table(file, PREDICTIONS, error=TuneError)
+    columns = [str(c) for c in frame.columns]
+    score_cols = [c for c in columns if PREDICTIONS.column(c) is not None and c.startswith(SCORE_PREFIX)]
+    available = [c[len(SCORE_PREFIX):] for c in score_cols]
+    if not available:
+        raise TuneError(f"predictions file {str(file)!r} has no member score columns "
+                        f"({SCORE_PREFIX}<member>); columns: {', '.join(columns)}")
+    chosen = list(members) if members else available
+    for name in chosen:
+        if name not in available:
             raise TuneError(
-                f"predictions file {str(file)!r} lacks column(s) {', '.join(lacking)} "
-                f"(it has: {', '.join(columns) or 'nothing'}); use the file `screen eval` writes"
+                f"predictions file {str(file)!r} has no column '{SCORE_PREFIX}{name}' for "
+                f"member {name!r} that the operating point needs (members in the file: "
+                f"{', '.join(available)}); run `screen eval` with that member or leave it "
+                "out of --members"
             )
-        score_cols = [c for c in columns if c.startswith(SCORE_PREFIX)]
-        available = [c[len(SCORE_PREFIX):] for c in score_cols]
-        if not available:
-            raise TuneError(f"predictions file {str(file)!r} has no member score columns "
-                            f"({SCORE_PREFIX}<member>); columns: {', '.join(columns)}")
-        chosen = list(members) if members else available
-        for name in chosen:
-            if name not in available:
-                raise TuneError(
-                    f"predictions file {str(file)!r} has no column '{SCORE_PREFIX}{name}' for "
-                    f"member {name!r} that the operating point needs (members in the file: "
-                    f"{', '.join(available)}); run `screen eval` with that member or leave it "
-                    "out of --members"
-                )
-        if split is not None and "split" not in columns:
-            raise TuneError(f"--split {split!r} was given but predictions file {str(file)!r} "
-                            "has no 'split' column; drop --split")
-        uids: list[str] = []
-        labels: list[bool] = []
-        rows: list[list[float]] = []
-        images: list[int | None] = []
-        seen: dict[str, int] = {}
-        for line, row in enumerate(reader, start=2):
-            where = f"{file}, line {line}"
-            if None in row:
-                raise TuneError(f"{where}: more fields than the header's {len(columns)}")
-            if split is not None and row.get("split") != split:
-                continue
-            uid = (row["study_instance_uid"] or "").strip()
-            if not uid:
-                raise TuneError(f"{where}: column 'study_instance_uid' is empty")
-            if uid in seen:
-                raise TuneError(f"{where}: study {uid!r} already appeared on line {seen[uid]}; "
-                                "one row per study")
-            seen[uid] = line
-            label = (row["label"] or "").strip().lower()
-            if label not in LABELS:
-                raise TuneError(f"{where}: column 'label' must be 'fracture' or 'normal', "
-                                f"got {row['label']!r}")
-            count = (row["n_images"] or "").strip()
-            if count and not count.isdigit():
-                raise TuneError(f"{where}: column 'n_images' must be a count >= 0, got {count!r}")
-            uids.append(uid)
-            labels.append(label == "fracture")
-            images.append(int(count) if count else None)
-            rows.append([_score(row[SCORE_PREFIX + m] or "", where, SCORE_PREFIX + m)
-                         for m in chosen])
+    if split is not None and "split" not in columns:
+        raise TuneError(f"--split {split!r} was given but predictions file {str(file)!r} "
+                        "has no 'split' column; drop --split")
+    uids: list[str] = []
+    labels: list[bool] = []
+    rows: list[list[float]] = []
+    images: list[int | None] = []
+    seen: dict[str, int] = {}
+    for line, row in zip(frame.index, records(frame)):
+        if split is not None and row.get("split") != split:
+            continue
+        uid = row["study_instance_uid"].strip()
+        if uid in seen:
+            raise TuneError(f"{file}, line {line}: study {uid!r} already appeared on line {seen[uid]}; "
+                            "one row per study")
+        seen[uid] = int(line)
+        uids.append(uid)
+        labels.append(row["label"] == "fracture")
+        images.append(row["n_images"])
+        rows.append([math.nan if row[SCORE_PREFIX + m] is None else row[SCORE_PREFIX + m] for m in chosen])
     if not uids:
         which = f" with split {split!r}" if split is not None else ""
         raise TuneError(f"predictions file {str(file)!r} has no study rows{which}")

@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 from dicom_io.atomic import atomic_write_bytes, atomic_write_text
 from ensembles.fusion import VoteRule
 from ensembles.operating_point.point import Estimate, OperatingPoint, OutOfFold, Provenance, TuneGuard
+from ensembles.types import VoteRuleName
 from screen import __version__
 from screen.tune.inputs import HIGH_SENSITIVITY, REPORTED, Predictions, TuneSettings
 from screen.tune.result import TunedPoint, TuneResult
@@ -62,7 +63,7 @@ def _pct(value: float) -> str:
 
 def describe_rule(rule: VoteRule, thresholds: dict[str, float]) -> str:
     """One line a reader can check against the JSON: rule, weights and thresholds."""
-    if rule.rule == "weighted-mean":
+    if rule.rule is VoteRuleName.WEIGHTED_MEAN:
         weights = ", ".join(f"{m} {w:g}" for m, w in (rule.weights or {}).items())
         return f"weighted-mean ({weights}) >= {float(rule.threshold or 0):.4g}"
     cuts = ", ".join(f"{m} >= {t:.4g}" for m, t in thresholds.items())

@@ -45,7 +45,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from ensembles.fusion import VoteRule, threshold_centred
+from ensembles.fusion import VOTE_RULES, VoteRule, threshold_centred
+from ensembles.types import VoteRuleName
 
 __all__ = [
     "LEVEL", "OBJECTIVES", "RULE_FAMILIES", "Choice", "SearchResult", "decide", "exact_interval",
@@ -56,7 +57,7 @@ __all__ = [
 #: What a search can maximise; ``sensitivity`` is used for the high-specificity point.
 OBJECTIVES: tuple[str, ...] = ("precision", "specificity", "f1", "youden", "sensitivity")
 #: Rule families ``screen tune --rules`` accepts.
-RULE_FAMILIES: tuple[str, ...] = ("any", "k-of-n", "weighted-mean")
+RULE_FAMILIES: tuple[str, ...] = VOTE_RULES
 #: Confidence level of the exact intervals, and of what a set of fracture studies can show.
 LEVEL = 0.95
 _CELLS = 4_000_000  # elements per vectorised batch (bounds memory, ~30 MB)
@@ -181,7 +182,7 @@ def free_parameters(rule: VoteRule, n_members: int) -> int:
     Choosing between rule families and, with ``--guard oof``, the in-sample sensitivity a rule
     is fitted to are choices of the procedure, not parameters of the rule, and are not counted.
     """
-    if rule.rule == "k-of-n":
+    if rule.rule == VoteRuleName.K_OF_N:
         return n_members + 1
     return n_members
 
@@ -338,7 +339,7 @@ def _search_votes(
                     chosen = list(head) + ([r0 + row] if outer else [])
                     found = {members[j]: float(c[i]) for j, i, c in zip(outer_idx, chosen, outer)}
                     found[members[inner]] = float(inner_c[col])
-                    rule = VoteRule("any") if k == 1 else VoteRule("k-of-n", k=k)
+                    rule = VoteRule(VoteRuleName.ANY) if k == 1 else VoteRule(VoteRuleName.K_OF_N, k=k)
                     return rule, {name: found[name] for name in members}
 
                 best.offer(tp, fp, k - 1, build)
@@ -362,7 +363,7 @@ def _search_weighted(
         def build(row: int, col: int, weights: tuple[float, ...] = weights,
                   cands: NDArray[np.float64] = cands) -> tuple[VoteRule, dict[str, float]]:
             t = float(cands[col])
-            rule = VoteRule("weighted-mean", weights=dict(zip(members, weights)), threshold=t)
+            rule = VoteRule(VoteRuleName.WEIGHTED_MEAN, weights=dict(zip(members, weights)), threshold=t)
             return rule, {name: t for name in members}
 
         best.offer(cum_tp[pos_at][None, :], cum_fp[pos_at][None, :], m, build)
@@ -402,13 +403,14 @@ def search(
                  max_fp_for(min_specificity, negatives))
     m = len(members)
     if ks is None:
-        ks = ([1] if "any" in rules else []) + (
-            list(range(1 if "any" not in rules else 2, m + 1)) if "k-of-n" in rules else []
+        ks = ([1] if VoteRuleName.ANY in rules else []) + (
+            list(range(1 if VoteRuleName.ANY not in rules else 2, m + 1))
+            if VoteRuleName.K_OF_N in rules else []
         )
     exact = True
     if ks:
         exact = _search_votes(scores, labels, members, ks, best, max_combinations)
-    if "weighted-mean" in rules:
+    if VoteRuleName.WEIGHTED_MEAN in rules:
         _search_weighted(scores, labels, members, weight_step, best)
     return SearchResult(
         best=best.choice, exact=exact, candidates=best.count,
@@ -420,13 +422,13 @@ def search(
 def decide(scores: NDArray[np.float64], members: Sequence[str], rule: VoteRule,
            thresholds: dict[str, float]) -> NDArray[np.bool_]:
     """Vectorised :func:`ensembles.fusion.decide_study` over rows of study scores."""
-    if rule.rule == "weighted-mean":
+    if rule.rule == VoteRuleName.WEIGHTED_MEAN:
         weights = [float((rule.weights or {})[m]) for m in members]
         return _weighted_mean(scores, weights) >= float(rule.threshold or 0.0)
     votes = np.zeros(scores.shape[0], dtype=np.int64)
     for j, m in enumerate(members):
         votes += scores[:, j] >= thresholds[m]
-    return votes >= (1 if rule.rule == "any" else int(rule.k or 1))
+    return votes >= (1 if rule.rule == VoteRuleName.ANY else int(rule.k or 1))
 
 
 def fused_scores(scores: NDArray[np.float64], members: Sequence[str], rule: VoteRule,
@@ -436,13 +438,13 @@ def fused_scores(scores: NDArray[np.float64], members: Sequence[str], rule: Vote
     ``any``/``k-of-n``: the k-th largest threshold-centred member score, clamped to agree with
     the votes (>= 0.5 exactly when positive); ``weighted-mean``: the weighted mean.
     """
-    if rule.rule == "weighted-mean":
+    if rule.rule == VoteRuleName.WEIGHTED_MEAN:
         return _weighted_mean(scores, [float((rule.weights or {})[m]) for m in members])
     centred = np.empty_like(scores)
     for j, m in enumerate(members):
         t = thresholds[m]
         centred[:, j] = [threshold_centred(float(s), t) for s in scores[:, j]]
-    k = 1 if rule.rule == "any" else int(rule.k or 1)
+    k = 1 if rule.rule == VoteRuleName.ANY else int(rule.k or 1)
     kth = -np.sort(-centred, axis=1)[:, k - 1]
     positive = decide(scores, members, rule, thresholds)
     return np.where(positive, np.maximum(kth, 0.5), np.minimum(kth, math.nextafter(0.5, 0)))

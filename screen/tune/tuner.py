@@ -45,15 +45,16 @@ contributes); a predictions file cannot tell detectors from classifiers.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 from sklearn.model_selection import StratifiedKFold
 
-from ensembles.operating_point.levels import save_operating_points
+from ensembles.operating_point.op_json import save_operating_points
 from ensembles.operating_point.point import OperatingPoint, TuneGuard
+from ensembles.types import VoteRuleName
 from screen.tune.inputs import (
     GUARDS, HIGH_SENSITIVITY, HIGH_SPECIFICITY, REPORTED, Predictions, TuneError, TuneSettings,
     read_predictions,
@@ -196,13 +197,13 @@ def _families(settings: TuneSettings, n_members: int, fitted: float) -> list[Pro
     """One procedure per rule family searched (``k-of-n`` keeps k = 1 only without ``any``)."""
     rules = settings.rules
     out = []
-    if "any" in rules:
-        out.append(Procedure(("any",), (1,), fitted))
-    ks = tuple(range(2 if "any" in rules else 1, n_members + 1))
-    if "k-of-n" in rules and ks:
-        out.append(Procedure(("k-of-n",), ks, fitted))
-    if "weighted-mean" in rules:
-        out.append(Procedure(("weighted-mean",), (), fitted))
+    if VoteRuleName.ANY in rules:
+        out.append(Procedure((VoteRuleName.ANY,), (1,), fitted))
+    ks = tuple(range(2 if VoteRuleName.ANY in rules else 1, n_members + 1))
+    if VoteRuleName.K_OF_N in rules and ks:
+        out.append(Procedure((VoteRuleName.K_OF_N,), ks, fitted))
+    if VoteRuleName.WEIGHTED_MEAN in rules:
+        out.append(Procedure((VoteRuleName.WEIGHTED_MEAN,), (), fitted))
     return out
 
 
@@ -374,8 +375,8 @@ def tune(predictions: Predictions, settings: TuneSettings | None = None) -> Tune
                       positives_needed=needed, allowed_small=small)
     sens = _require(guarded.found, settings, HIGH_SENSITIVITY, "")
     entries = [(HIGH_SENSITIVITY, guarded.found, guarded.oof_decisions,
-                replace(guard, free_parameters=free_parameters(sens.rule, len(members)),
-                        fitted_recall=guarded.procedure.fitted_recall))]
+                guard.replace(free_parameters=free_parameters(sens.rule, len(members)),
+                              fitted_recall=guarded.procedure.fitted_recall))]
     if settings.dual:
         found = _search_specific(scores, labels, members, settings)
         spec = _require(found, settings, HIGH_SPECIFICITY, "")
@@ -390,14 +391,14 @@ def tune(predictions: Predictions, settings: TuneSettings | None = None) -> Tune
         oof = (_held_out(scores, labels, members, splits,
                          _chooser(members, settings, HIGH_SPECIFICITY)) if splits else None)
         entries.append((HIGH_SPECIFICITY, found, oof,
-                        replace(guard, guard="none",
-                                free_parameters=free_parameters(spec.rule, len(members)))))
+                        guard.replace(guard="none",
+                                      free_parameters=free_parameters(spec.rule, len(members)))))
     points = tuple(_point(i, level, found, oof, g, predictions, settings)
                    for i, (level, found, oof, g) in enumerate(entries))
     alone = {}
     for j, member in enumerate(members):
         single = search(scores[:, [j]], labels, [member], objective=settings.objective,
-                        rules=("any",), min_recall=settings.target_recall)
+                        rules=(VoteRuleName.ANY,), min_recall=settings.target_recall)
         if single.best is not None:
             alone[member] = single.best
     return TuneResult(predictions, settings, points, alone, needed)

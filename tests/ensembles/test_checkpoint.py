@@ -12,9 +12,11 @@ from ensembles.checkpoint import (
     MEMBER_JSON,
     MemberSpec,
     read_member_spec,
+    save_paligemma_checkpoint,
     write_member_spec,
 )
 from ensembles.errors import CheckpointError, EnsembleError
+from ensembles.types import ResizeMode
 
 
 def _spec(**overrides: object) -> MemberSpec:
@@ -117,3 +119,100 @@ def test_constructor_validates_and_errors_are_ensemble_errors() -> None:
 def test_write_refuses_a_non_spec(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="needs a MemberSpec"):
         write_member_spec(tmp_path, {"kind": "detr"})  # type: ignore[arg-type]
+
+
+MINIMAL = {"kind": "detr", "name": "x", "image_size": 64}
+SAMPLE_MODELS = Path(__file__).resolve().parents[2] / "sample_data" / "models"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"imagesize": 3}, "member spec has unknown field(s) imagesize; valid fields: kind, name, "
+                           "image_size, resize,"),
+        ({"image_size": 6.5}, "member spec field 'image_size' must be an integer, got 6.5"),
+        ({"image_size": 0}, "member spec field 'image_size' must be >= 1, got 0"),
+        ({"threshold": 1.5}, "member spec field 'threshold' must be in [0, 1], got 1.5"),
+        ({"clahe": 1}, "member spec field 'clahe' must be true or false, got 1"),
+        ({"resize": "crop"}, "member spec field 'resize' must be one of squash or letterbox, got 'crop'"),
+        ({"intended_use": "hospital"},
+         "member spec field 'intended_use' must be one of clinical, research or demo, got 'hospital'"),
+        ({"kind": "toy"}, "member spec field 'kind' must be a registered member kind (detr, "),
+        ({"format_version": 0}, "member spec field 'format_version' must be >= 1, got 0"),
+        ({"labels": ["Fracture", 3]}, "member spec field 'labels[1]' must be a string, got 3"),
+    ],
+)
+def test_each_problem_is_one_line_naming_field_value_and_fix(
+        tmp_path: Path, change: dict[str, object], message: str) -> None:
+    (tmp_path / MEMBER_JSON).write_text(json.dumps({**MINIMAL, **change}))
+    with pytest.raises(CheckpointError) as info:
+        read_member_spec(tmp_path)
+    assert str(info.value).startswith(f"invalid {str(tmp_path / MEMBER_JSON)!r}: {message}")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("text", ['"mean": [NaN, 0.5, 0.5]', '"threshold": NaN', '"canny_blend": Infinity'])
+def test_nan_and_infinity_are_refused(tmp_path: Path, text: str) -> None:
+    body = json.dumps(MINIMAL)[:-1] + ", " + text + "}"
+    (tmp_path / MEMBER_JSON).write_text(body)
+    with pytest.raises(CheckpointError, match="must be a finite number, got (nan|inf)"):
+        read_member_spec(tmp_path)
+
+
+def test_a_version_1_file_reads_as_research(tmp_path: Path) -> None:
+    """Version 1 had no intended_use; it reads as research, and writing it back says version 2."""
+    (tmp_path / MEMBER_JSON).write_text(json.dumps({**MINIMAL, "format_version": 1, "code_version": "0.0.9"}))
+    spec = read_member_spec(tmp_path)
+    assert (spec.format_version, spec.intended_use, spec.code_version) == (1, "research", "0.0.9")
+    write_member_spec(tmp_path, spec)
+    assert json.loads((tmp_path / MEMBER_JSON).read_text())["format_version"] == FORMAT_VERSION
+
+
+def test_a_newer_version_is_refused_before_its_fields(tmp_path: Path) -> None:
+    (tmp_path / MEMBER_JSON).write_text(json.dumps({**MINIMAL, "format_version": FORMAT_VERSION + 1,
+                                                    "field_of_the_future": 1}))
+    with pytest.raises(CheckpointError, match=f"'format_version' {FORMAT_VERSION + 1} is newer than this "
+                                              "fracture-screen supports"):
+        read_member_spec(tmp_path)
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent.name for p in SAMPLE_MODELS.glob("*/member.json")))
+def test_the_committed_demo_members_load_and_write_back_unchanged(tmp_path: Path, folder: str) -> None:
+    source = SAMPLE_MODELS / folder
+    spec = read_member_spec(source)
+    assert spec.intended_use == "demo" and spec.resize in ("squash", "letterbox")
+    write_member_spec(tmp_path, spec)
+    assert (tmp_path / MEMBER_JSON).read_bytes() == (source / MEMBER_JSON).read_bytes()
+
+
+def test_sample_members_exist() -> None:
+    assert len(list(SAMPLE_MODELS.glob("*/member.json"))) == 4
+
+
+def test_values_are_typed_when_read(tmp_path: Path) -> None:
+    (tmp_path / MEMBER_JSON).write_text(json.dumps({**MINIMAL, "resize": "letterbox", "mean": [0, 0.5, 1]}))
+    spec = read_member_spec(tmp_path)
+    assert spec.resize is ResizeMode.LETTERBOX and spec.mean == (0.0, 0.5, 1.0)
+    assert all(isinstance(v, float) for v in spec.mean) and isinstance(spec.labels, tuple)
+
+
+def test_replace_validates_like_a_new_spec() -> None:
+    spec = _spec()
+    assert spec.replace(threshold=0.75).threshold == 0.75 and spec.threshold == 0.25
+    with pytest.raises(CheckpointError, match="'threshold' must be in"):
+        spec.replace(threshold=2.0)
+
+
+class _Saves:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def save_pretrained(self, directory: Path, **_: object) -> None:
+        (Path(directory) / f"{self.name}.json").write_text("{}")
+
+
+def test_save_paligemma_checkpoint_writes_weights_processor_and_member_json(tmp_path: Path) -> None:
+    spec = _spec()
+    out = save_paligemma_checkpoint(tmp_path / "new", _Saves("model"), _Saves("processor"), spec)
+    assert sorted(p.name for p in out.iterdir()) == [MEMBER_JSON, "model.json", "processor.json"]
+    assert read_member_spec(out) == spec

@@ -234,7 +234,7 @@ def test_empty_input(member: DetrMember) -> None:
 
 
 def test_option_and_quantization_errors(checkpoint: Path) -> None:
-    with pytest.raises(EnsembleError, match="unknown detr option.*box_flor"):
+    with pytest.raises(EnsembleError, match="detr got unknown option.*box_flor"):
         create_member("detr", checkpoint, box_flor=0.1)
     with pytest.raises(EnsembleError, match="does not support quantization='8bit'"):
         create_member("detr", checkpoint, quantization="8bit")

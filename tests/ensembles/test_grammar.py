@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ensembles.grammar import DetectionGrammar, GrammarError, GrammarLogitsProcessor  # noqa: E402
 from ensembles.loc_tokens import parse_detections  # noqa: E402
-from ensembles.members.paligemma_common import encode_prompts  # noqa: E402
+from ensembles.members.paligemma_inputs import encode_prompts  # noqa: E402
 from ensembles.demo_arch.paligemma import build_tiny_paligemma, build_tiny_processor, build_tiny_tokenizer  # noqa: E402
 
 

@@ -6,7 +6,6 @@ Each bad checkpoint is refused three ways with the same named check: by ``check_
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -215,11 +214,11 @@ def test_import_with_a_lora_adapter(stock: Any, tmp_path: Path) -> None:
 
 
 def test_detr_import_and_class_check(tmp_path: Path) -> None:
-    from ensembles.demo_arch.detr import build_detr
+    from ensembles.detr_arch import DetrArchitecture, build_detr
 
     def stock_detr(folder: Path, labels: tuple[str, ...]) -> Path:
-        build_detr(backbone="resnet18", labels=labels, num_queries=5, d_model=32, encoder_layers=1,
-                   decoder_layers=1, ffn_dim=64, attention_heads=2).save_pretrained(folder)
+        build_detr(DetrArchitecture(backbone="resnet18", labels=labels, num_queries=5, d_model=32, encoder_layers=1,
+                   decoder_layers=1, ffn_dim=64, attention_heads=2)).save_pretrained(folder)
         return folder
 
     good = stock_detr(tmp_path / "fx", ("Fracture",))
@@ -256,6 +255,6 @@ def test_member_kind_checks_member_json_first(tmp_path: Path) -> None:
     assert "expected 'paligemma-detector'" in check_member(tmp_path, DET).checks[0].detail
     shutil.rmtree(tmp_path)
     tmp_path.mkdir()
-    refiner = dataclasses.replace(MemberSpec(kind="refiner", name="r", image_size=64))
+    refiner = MemberSpec(kind="refiner", name="r", image_size=64)
     write_member_spec(tmp_path, refiner)
     assert _status(check_member(tmp_path)) == {"member.json": PASSED, "files": FAILED}

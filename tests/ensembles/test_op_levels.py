@@ -10,20 +10,15 @@ from typing import Any
 import pytest
 
 from ensembles.errors import OperatingPointError
-from ensembles.operating_point.levels import (
-    decide_with_levels,
-    finding_level,
-    load_operating_points,
-    operating_points_from_dict,
+from ensembles.operating_point.levels import decide_with_levels, finding_level
+from ensembles.operating_point.op_json import (
+    load_deciding_point,
+    load_points,
+    points_from_dict,
+    save_operating_point,
     save_operating_points,
 )
-from ensembles.operating_point.point import (
-    OperatingPoint,
-    OutOfFold,
-    Provenance,
-    load_operating_point,
-    save_operating_point,
-)
+from ensembles.operating_point.point import OperatingPoint, OutOfFold, Provenance
 from ensembles.types import MemberOutput
 
 EST = {"value": 0.9, "ci_low": 0.85, "ci_high": 0.95, "n": 100, "method": "bootstrap"}
@@ -46,7 +41,7 @@ def test_provenance_tuning_figures_round_trip(tmp_path: Path) -> None:
     assert op.provenance.out_of_fold == OutOfFold(
         folds=5, sensitivity=op.provenance.ppv, f1=op.provenance.ppv)
     assert op.provenance.ppv is not None and op.provenance.ppv.n == 100
-    loaded = load_operating_point(save_operating_point(op, tmp_path / "op.json"))
+    loaded = load_deciding_point(save_operating_point(op, tmp_path / "op.json"))
     assert loaded == op
     assert loaded.to_dict()["provenance"]["out_of_fold"] == data["provenance"]["out_of_fold"]
     # unset new keys stay out of the JSON, so older files read back unchanged
@@ -75,11 +70,11 @@ def test_dual_file_round_trip_and_single_loader(tmp_path: Path) -> None:
     path = save_operating_points([sens, spec], tmp_path / "op.json")
     data = json.loads(path.read_text())
     assert sorted(data) == ["points", "schema_version"] and len(data["points"]) == 2
-    assert load_operating_points(path) == [sens, spec]
-    assert load_operating_point(path) == sens  # the deciding point
+    assert load_points(path) == [sens, spec]
+    assert load_deciding_point(path) == sens  # the deciding point
     single = save_operating_points([sens], tmp_path / "one.json")
     assert "points" not in json.loads(single.read_text())
-    assert load_operating_points(single) == [sens]
+    assert load_points(single) == [sens]
 
 
 @pytest.mark.parametrize(
@@ -102,11 +97,11 @@ def test_dual_file_validation(tmp_path: Path, change: Any, message: str) -> None
     bad = copy.deepcopy(data)
     change(bad)
     with pytest.raises(OperatingPointError, match=message):
-        operating_points_from_dict(bad)
+        points_from_dict(bad)
     file = tmp_path / "op.json"
     file.write_text(json.dumps(bad))
     with pytest.raises(OperatingPointError, match=message) as info:
-        load_operating_points(file)
+        load_points(file)
     assert str(file) in str(info.value)
 
 
@@ -131,3 +126,21 @@ def test_decide_with_levels(cls: float, det: float, expected: str | None) -> Non
                        "det": MemberOutput(member="det", score=det)}}
     decision, level = decide_with_levels(points, outputs)
     assert decision.positive is (expected is not None) and level == expected
+
+
+def test_the_one_loader_names_the_file_the_point_and_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(OperatingPointError, match="does not exist; write one with `screen tune` or pass "
+                                                  "--operating-point FILE"):
+        load_points(tmp_path / "missing.json")
+    data = {"schema_version": 1, "points": [_point("high-sensitivity", 0.2, 0.3).to_dict(),
+                                            {**_point("high-specificity", 0.6, 0.7).to_dict(), "schema_version": 9}]}
+    file = tmp_path / "op.json"
+    file.write_text(json.dumps(data))
+    with pytest.raises(OperatingPointError) as info:
+        load_points(file)
+    assert str(info.value) == (f"{file}: points[1]: operating point schema_version 9 is newer than this "
+                               "fracture-screen supports (1); upgrade fracture-screen")
+    del data["points"][1]["schema_version"]
+    file.write_text(json.dumps(data))
+    with pytest.raises(OperatingPointError, match=r"points\[1\]: operating point key 'schema_version' is missing"):
+        load_points(file)

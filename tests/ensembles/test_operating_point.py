@@ -11,15 +11,19 @@ import pytest
 
 from ensembles.errors import OperatingPointError
 from ensembles.fusion import BoxSettings, VoteRule
+from ensembles.operating_point.op_json import (
+    load_deciding_point,
+    load_points,
+    save_operating_point,
+    save_operating_points,
+)
 from ensembles.operating_point.point import (
     SCHEMA_VERSION,
     OperatingPoint,
     apply_operating_point,
-    load_operating_point,
-    save_operating_point,
     uniform_operating_point,
 )
-from ensembles.types import Box, Detection, MemberOutput
+from ensembles.types import Box, Detection, MemberOutput, VoteRuleName
 
 FULL: dict[str, Any] = {
     "schema_version": 1,
@@ -41,7 +45,7 @@ FULL: dict[str, Any] = {
 def test_round_trip_through_a_file(tmp_path: Path) -> None:
     op = OperatingPoint.from_dict(FULL)
     path = save_operating_point(op, tmp_path / "ops" / "op.json")
-    loaded = load_operating_point(path)
+    loaded = load_deciding_point(path)
     assert loaded == op and loaded.to_dict() == FULL
     assert loaded.vote == VoteRule("k-of-n", k=2)
     assert loaded.boxes.members == ("det", "detr") and loaded.provenance.sensitivity is not None
@@ -122,23 +126,23 @@ def test_validation_names_key_value_and_fix(tmp_path: Path, path: str, value: An
     file = tmp_path / "op.json"
     file.write_text(json.dumps(data))
     with pytest.raises(OperatingPointError, match=message) as info:
-        load_operating_point(file)
+        load_deciding_point(file)
     assert str(file) in str(info.value)
 
 
 def test_file_errors(tmp_path: Path) -> None:
     with pytest.raises(OperatingPointError, match="does not exist"):
-        load_operating_point(tmp_path / "none.json")
+        load_deciding_point(tmp_path / "none.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{")
     with pytest.raises(OperatingPointError, match="not valid JSON"):
-        load_operating_point(bad)
+        load_deciding_point(bad)
     bad.write_text('{"schema_version": 1, "thresholds": {"a": NaN}}')
     with pytest.raises(OperatingPointError, match="not valid JSON"):
-        load_operating_point(bad)
+        load_deciding_point(bad)
     bad.write_text("[1]")
     with pytest.raises(OperatingPointError, match="must be a JSON object"):
-        load_operating_point(bad)
+        load_deciding_point(bad)
 
 
 def test_check_members() -> None:
@@ -176,3 +180,74 @@ def test_save_refuses_other_objects(tmp_path: Path) -> None:
 
 def test_schema_version_constant() -> None:
     assert SCHEMA_VERSION == 1
+
+
+SAMPLE_OP = Path(__file__).resolve().parents[2] / "sample_data" / "op.json"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("vote.typo", 1, "operating point vote has unknown key(s) typo; valid keys: rule, k, weights, threshold"),
+        ("vote.weights", 1, "operating point key 'vote.weights' must be a JSON object, got 1"),
+        ("provenance.sensitivity.n", "210", "operating point key 'provenance.sensitivity.n' must be an integer, "
+                                            "got '210'"),
+        ("provenance.sensitivity.n", -1, "operating point key 'provenance.sensitivity.n' must be an integer "
+                                         ">= 0, got -1"),
+        ("thresholds.det", True, "operating point key 'thresholds.det' must be a number, got True"),
+        ("vote.rule", "majority", "operating point key 'vote.rule': vote rule 'majority' is unknown; choose "
+                                  "one of any, k-of-n, weighted-mean"),
+        ("provenance.guard", {"guard": "maybe", "free_parameters": 3},
+         "operating point key 'provenance.guard.guard' must be one of oof, lower-ci, none, got 'maybe'"),
+        ("provenance", [], "operating point key 'provenance' must be a JSON object, got []"),
+        ("boxes.members", ["det", 3], "operating point key 'boxes.members[1]' must be a string, got 3"),
+    ],
+)
+def test_each_problem_is_one_line_naming_key_value_and_fix(path: str, value: Any, message: str) -> None:
+    with pytest.raises(OperatingPointError) as info:
+        OperatingPoint.from_dict(_with(path, value))
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_nan_is_refused_in_code_as_in_a_file() -> None:
+    with pytest.raises(OperatingPointError,
+                       match=r"^operating point key 'thresholds.a' must be a finite number, got nan$"):
+        OperatingPoint(thresholds={"a": float("nan")})
+    with pytest.raises(OperatingPointError, match="must be a finite number, got inf"):
+        OperatingPoint.from_dict(_with("provenance.target_recall", float("inf")))
+
+
+def test_the_vote_rule_is_an_enum_that_reads_and_writes_its_word() -> None:
+    op = OperatingPoint.from_dict(FULL)
+    assert op.vote.rule is VoteRuleName.K_OF_N and op.to_dict()["vote"] == {"rule": "k-of-n", "k": 2}
+    assert VoteRule(VoteRuleName.ANY) == VoteRule("any")
+
+
+def test_the_committed_sample_loads_and_writes_back_byte_for_byte(tmp_path: Path) -> None:
+    points = load_points(SAMPLE_OP)
+    assert [p.level for p in points] == ["high-sensitivity"] and points[0].id == points[0].content_id()
+    assert load_deciding_point(SAMPLE_OP) == points[0]
+    out = save_operating_points(points, tmp_path / "op.json")
+    assert out.read_bytes() == SAMPLE_OP.read_bytes()
+
+
+def test_an_older_point_without_the_tuning_figures_loads() -> None:
+    """Files written before ppv/npv/f1, out_of_fold and guard existed read back unchanged."""
+    old = copy.deepcopy(FULL)
+    loaded = OperatingPoint.from_dict(old)
+    assert loaded.provenance.guard is None and loaded.provenance.out_of_fold is None
+    assert loaded.to_dict() == old
+
+
+def test_a_file_must_say_its_schema_version_but_code_gets_the_current_one() -> None:
+    with pytest.raises(OperatingPointError, match="^operating point key 'schema_version' is missing$"):
+        OperatingPoint.from_dict({"thresholds": {"a": 0.5}})
+    assert OperatingPoint(thresholds={"a": 0.5}).schema_version == SCHEMA_VERSION
+
+
+def test_replace_validates_and_rederives_the_id() -> None:
+    op = OperatingPoint.from_dict({"schema_version": 1, "thresholds": {"a": 0.5, "b": 0.5}})
+    moved = op.replace(id=None, thresholds={"a": 0.4, "b": 0.5})
+    assert moved.id != op.id and moved.id == moved.content_id()
+    with pytest.raises(OperatingPointError, match=r"'boxes.members' names member\(s\) \['c'\]"):
+        op.replace(boxes=op.boxes.replace(members=("c",)))

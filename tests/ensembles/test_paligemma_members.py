@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -162,11 +161,11 @@ def test_members_refuse_bad_specs(checkpoints) -> None:  # type: ignore[no-untyp
     model, processor = build_tiny_paligemma(**SMALL)
     spec = default_spec("paligemma-classifier", image_size=48)
     with pytest.raises(CheckpointError, match="start with the same token"):
-        PaliGemmaClassifier(model, processor, dataclasses.replace(spec, labels=("Normal", "Normal")))
+        PaliGemmaClassifier(model, processor, spec.replace(labels=("Normal", "Normal")))
     with pytest.raises(CheckpointError, match="labels"):
-        PaliGemmaClassifier(model, processor, dataclasses.replace(spec, labels=("Fracture",)))
+        PaliGemmaClassifier(model, processor, spec.replace(labels=("Fracture",)))
     with pytest.raises(CheckpointError, match="image_size"):
-        PaliGemmaClassifier(model, processor, dataclasses.replace(spec, image_size=64))
+        PaliGemmaClassifier(model, processor, spec.replace(image_size=64))
     det_spec = read_member_spec(checkpoints["det"])
     with pytest.raises(CheckpointError, match="cannot fit one box"):
         PaliGemmaDetector(model, processor, det_spec, max_new_tokens=3)

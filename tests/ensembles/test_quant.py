@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
 from pathlib import Path
@@ -19,9 +18,9 @@ from ensembles.errors import CheckpointError, MemberUnavailableError  # noqa: E4
 from ensembles.members.paligemma_classifier import PaliGemmaClassifier  # noqa: E402
 from ensembles.members.paligemma_common import load_paligemma  # noqa: E402
 from ensembles.registry import create_member  # noqa: E402
+from ensembles.checkpoint import save_paligemma_checkpoint  # noqa: E402
 from ensembles.demo_arch.paligemma import (  # noqa: E402
     QUANTIZABLE_TEXT,
-    save_paligemma_checkpoint,
     write_tiny_paligemma_checkpoint,
 )
 
@@ -62,7 +61,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             if "lora_B" in name:  # B starts at zero; make the adapter change the outputs
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
     peft_model.save_pretrained(root / "adapter")
-    write_member_spec(root / "adapter", dataclasses.replace(spec, options={"base": "../base"}))
+    write_member_spec(root / "adapter", spec.replace(options={"base": "../base"}))
     save_paligemma_checkpoint(root / "merged", peft_model.merge_and_unload(), loaded.processor,
                               spec)
     return {"base": root / "base", "adapter": root / "adapter", "merged": root / "merged"}
@@ -214,10 +213,10 @@ def test_adapter_needs_its_base(checkpoints: dict[str, Path], tmp_path: Path) ->
     broken = tmp_path / "adapter"
     shutil.copytree(checkpoints["adapter"], broken)
     spec = read_member_spec(broken)
-    write_member_spec(broken, dataclasses.replace(spec, options={}))
+    write_member_spec(broken, spec.replace(options={}))
     with pytest.raises(CheckpointError, match="options.base"):
         load_paligemma(broken)
-    write_member_spec(broken, dataclasses.replace(spec, options={"base": "../nowhere"}))
+    write_member_spec(broken, spec.replace(options={"base": "../nowhere"}))
     with pytest.raises(CheckpointError, match="nowhere. has no config.json"):
         load_paligemma(broken)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -14,7 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ensembles.checkpoint import read_member_spec, write_member_spec  # noqa: E402
 from ensembles.errors import CheckpointError  # noqa: E402
-from ensembles.members.paligemma_common import encode_prompts, load_paligemma  # noqa: E402
+from ensembles.members.paligemma_common import load_paligemma  # noqa: E402
+from ensembles.members.paligemma_inputs import encode_prompts  # noqa: E402
 from ensembles.task_head import (  # noqa: E402
     TaskAttentionProjector,
     TaskHeadSettings,
@@ -100,7 +100,7 @@ def test_stock_checkpoint_gets_a_fresh_seeded_head(tmp_path: Path) -> None:
     stock = load_paligemma(tmp_path)
     assert stock.model.task_head is None
     spec = read_member_spec(tmp_path)
-    write_member_spec(tmp_path, dataclasses.replace(spec, options={"task_head": {"num_queries": 6}}))
+    write_member_spec(tmp_path, spec.replace(options={"task_head": {"num_queries": 6}}))
     first = load_paligemma(tmp_path)
     second = load_paligemma(tmp_path)
     head = first.model.task_head
@@ -123,7 +123,7 @@ def test_conflicting_or_partial_head_is_refused(tmp_path: Path) -> None:
     write_tiny_paligemma_checkpoint(tmp_path, "paligemma-classifier", image_size=32,
                                     task_head=4, **SMALL)
     spec = read_member_spec(tmp_path)
-    write_member_spec(tmp_path, dataclasses.replace(spec, options={"task_head": 5}))
+    write_member_spec(tmp_path, spec.replace(options={"task_head": 5}))
     with pytest.raises(CheckpointError, match="disagrees"):
         load_paligemma(tmp_path)
     write_member_spec(tmp_path, spec)

@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from ensembles.checkpoint import read_member_spec  # noqa: E402
 from ensembles.errors import CheckpointError  # noqa: E402
 from ensembles.loc_tokens import LOC_TOKENS, SEG_TOKENS, format_detections  # noqa: E402
-from ensembles.members.paligemma_common import encode_prompts  # noqa: E402
+from ensembles.members.paligemma_inputs import encode_prompts  # noqa: E402
 from ensembles.demo_arch.paligemma import (  # noqa: E402
     build_tiny_paligemma,
     build_tiny_processor,

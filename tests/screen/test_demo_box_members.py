@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ensembles.operating_point.point import load_operating_point, save_operating_point, uniform_operating_point
+from ensembles.operating_point.op_json import load_deciding_point, save_operating_point
+from ensembles.operating_point.point import uniform_operating_point
 from screen.commands.demo import BOX_MEMBER_FLOOR, _restrict_box_members, choose_box_members
 
 VALIDATION = {"boxes": {"pg-det": {"recall_iou_0.3": 0.0}, "detr": {"recall_iou_0.3": 0.9},
@@ -21,9 +22,9 @@ def test_only_detectors_at_or_above_the_floor_are_chosen() -> None:
 
 def test_the_tuned_point_is_rewritten_with_the_chosen_members_and_says_why(tmp_path: Path) -> None:
     path = save_operating_point(uniform_operating_point(["pg-cls", "pg-det", "detr"], 0.4), tmp_path / "op.json")
-    before = load_operating_point(path)
+    before = load_deciding_point(path)
     _restrict_box_members(path, ["detr"], ["pg-det", "detr"])
-    after = load_operating_point(path)
+    after = load_deciding_point(path)
     assert after.boxes.members == ("detr",)
     assert dict(after.thresholds) == dict(before.thresholds) and after.vote == before.vote
     assert after.id != before.id  # it decides differently, so it is another point

@@ -16,8 +16,8 @@ from numpy.typing import NDArray
 from sklearn.model_selection import StratifiedKFold
 
 from ensembles.fusion import VoteRule, decide_study
-from ensembles.operating_point.levels import finding_level, load_operating_points
-from ensembles.operating_point.point import load_operating_point
+from ensembles.operating_point.levels import finding_level
+from ensembles.operating_point.op_json import load_deciding_point, load_points
 from ensembles.types import MemberOutput
 from screen.cli import _DomainErrorGroup
 from screen.errors import ConfigError
@@ -252,7 +252,7 @@ def test_bootstrap_interval_coverage_in_a_small_simulation() -> None:
 
 def _decide_like_screen_run(op_path: Path, preds: Predictions, level: int = 0) -> list[bool]:
     """Build per-image MemberOutputs (two images; the study score is the max) and decide."""
-    points = load_operating_points(op_path)
+    points = load_points(op_path)
     op = points[level]
     decisions = []
     for row in preds.filled():
@@ -278,7 +278,7 @@ def test_op_json_round_trips_into_the_runner(tmp_path: Path, write_predictions: 
     result, written = run_tune(path, out, TuneSettings(target_recall=0.9, rules=rules, folds=2,
                                                        guard="none", allow_small=True))
     assert written[0] == out
-    op = load_operating_point(out)
+    op = load_deciding_point(out)
     assert op == result.decision_point.operating_point and op.vote.rule in ("any", "k-of-n", "weighted-mean")
     preds = read_predictions(path)
     decisions = _decide_like_screen_run(out, preds)
@@ -295,9 +295,9 @@ def test_dual_writes_two_points_and_grades_findings(tmp_path: Path, write_predic
     out = tmp_path / "op.json"
     result, _ = run_tune(path, out, TuneSettings(target_recall=0.9, dual=True,
                                                  target_specificity=0.9, folds=2))
-    points = load_operating_points(out)
+    points = load_points(out)
     assert [p.level for p in points] == ["high-sensitivity", "high-specificity"]
-    assert load_operating_point(out) == points[0]
+    assert load_deciding_point(out) == points[0]
     sens, spec = result.points
     assert confusion(y, spec.decisions).specificity >= 0.9
     assert confusion(y, spec.decisions).specificity > confusion(y, sens.decisions).specificity
@@ -333,7 +333,7 @@ def test_report_table_numbers_equal_recomputed_metrics(tmp_path: Path,
     for png in written[2:]:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     rows = _table_rows((report_dir / "report.md").read_text())
-    op = load_operating_point(tmp_path / "op.json")
+    op = load_deciding_point(tmp_path / "op.json")
     conf = confusion(y, decide_predictions(op, read_predictions(path)))
     fused = rows["fused (high-sensitivity)"]
     expected = [f"{100 * v:.1f}" for v in (conf.accuracy, conf.ppv, conf.sensitivity, conf.f1)]

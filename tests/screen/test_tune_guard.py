@@ -16,8 +16,8 @@ from sklearn.model_selection import StratifiedKFold
 
 from ensembles.errors import OperatingPointError
 from ensembles.fusion import VoteRule
-from ensembles.operating_point.levels import load_operating_points
-from ensembles.operating_point.point import OperatingPoint, TuneGuard, load_operating_point
+from ensembles.operating_point.op_json import load_deciding_point, load_points
+from ensembles.operating_point.point import OperatingPoint, TuneGuard
 from screen.cli import cli
 from screen.site_config import PROJECT_ROOT
 from screen.errors import ConfigError
@@ -191,7 +191,7 @@ def test_default_guard_takes_a_point_that_holds_out_of_fold(overfit: Path, tmp_p
     assert result.output.splitlines()[1] == (
         "  guard oof: out-of-fold sensitivity 0.9231 >= target 0.9, the rule fitted in sample "
         "to sensitivity >= 0.9231; 3 free parameters")
-    op = load_operating_point(out)
+    op = load_deciding_point(out)
     assert op.vote.rule == "weighted-mean"
     guard = op.provenance.guard
     assert guard == TuneGuard("oof", free_parameters=3, fitted_recall=12 / 13, positives=13,
@@ -257,7 +257,7 @@ def test_fewer_free_parameters_win_when_families_do_equally_well() -> None:
 # ------------------------------------------------------------------------ op.json schema
 
 def test_files_without_a_guard_still_load_and_the_guard_round_trips() -> None:
-    old = load_operating_points(PROJECT_ROOT / "sample_data" / "op.json")
+    old = load_points(PROJECT_ROOT / "sample_data" / "op.json")
     assert old and all(p.provenance.guard is None for p in old)
     assert "guard" not in old[0].provenance.to_dict()
     data = old[0].to_dict()

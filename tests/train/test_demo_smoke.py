@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from ensembles.operating_point.point import load_operating_point
+from ensembles.operating_point.op_json import load_deciding_point
 from screen.site_config import DEFAULT_CONFIG, load_site_config
 from screen.commands.demo import run_demo, train_demo_cmd
 from screen.nightly.site_members import load_members
@@ -55,7 +55,7 @@ def test_demo_trains_members_the_screener_runs_and_measures_them(tmp_path: Path)
     assert site.operating_point == (out / "op.json")
     loaded = load_members(site)
     assert [m.spec.kind for m in loaded] == ["paligemma-classifier", "paligemma-detector", "detr"]
-    point = load_operating_point(out / "op.json")
+    point = load_deciding_point(out / "op.json")
     assert set(point.thresholds) == {"pg-cls", "pg-det", "detr"}
 
     # measured on the fresh phantom set of the other seed, with every figure the issue asks for
@@ -73,7 +73,7 @@ def test_demo_trains_members_the_screener_runs_and_measures_them(tmp_path: Path)
     for member in summary["members"]:
         assert member["steps"] == 1 and Path(member["checkpoint"]).is_dir()
     text = (out / "models" / "DEMO.md").read_text()
-    assert "python -m screen.commands.demo --out sample_data" in text and "| detr |" in text
+    assert "screen train-demo --out sample_data" in text and "| detr |" in text
     assert report.files["markdown"] == out / "models" / "DEMO.md"
 
     # a second run keeps the members it already trained (resumable demo), and says so
@@ -103,4 +103,4 @@ def test_committed_demo_members_fit_the_size_budget() -> None:
     total = sum(p.stat().st_size for p in COMMITTED_MODELS.rglob("*") if p.is_file())
     assert total <= 30 * 1024 * 1024, f"sample_data/models holds {total / 2**20:.1f} MiB (budget 30)"
     site = load_site_config(DEFAULT_CONFIG)
-    assert {m.name for m in site.members} == set(load_operating_point(site.operating_point).thresholds)
+    assert {m.name for m in site.members} == set(load_deciding_point(site.operating_point).thresholds)

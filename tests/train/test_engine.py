@@ -168,8 +168,7 @@ class Crash(Exception):
 def test_resumed_run_continues_where_it_stopped(tmp_path: Path) -> None:
     def config(out: str) -> Any:
         cfg = _config(tmp_path / out, epochs=4)
-        cfg.optim.schedule, cfg.optim.warmup_steps = "cosine", 3
-        return cfg
+        return cfg.replace(optim=cfg.optim.replace(schedule="cosine", warmup_steps=3))
 
     straight = ToyTask()
     full = fit(straight, config("straight"))
@@ -201,10 +200,10 @@ def test_resumed_run_continues_where_it_stopped(tmp_path: Path) -> None:
 def test_resume_refuses_a_different_run(tmp_path: Path) -> None:
     fit(ToyTask(), _config(tmp_path, epochs=1))
     changed = _config(tmp_path, epochs=2)
-    changed.optim.lr = 0.1
+    changed = changed.replace(optim=changed.optim.replace(lr=0.1))  # configs are frozen
     with pytest.raises(TrainError, match="different config"):
         fit(ToyTask(), changed)
-    changed.train.resume = False
+    changed = changed.replace(train=changed.train.replace(resume=False))
     assert fit(ToyTask(), changed).epochs_run == 2
 
 

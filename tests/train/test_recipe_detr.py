@@ -233,3 +233,30 @@ def test_heatmap_can_read_a_finer_feature_map(box_data: Path, tmp_path: Path) ->
     config.sections["detr"].update(heatmap_feature=-9)
     with pytest.raises(RecipeError, match="heatmap_feature -9 is not one of the backbone's 3"):
         build_task(config)
+
+
+def test_one_detr_builder_builds_the_demo_and_the_recipe_model(box_data: Path, tmp_path: Path) -> None:
+    import ensembles.demo_arch.detr as demo
+    import train.recipes.detr as recipe
+    from ensembles.detr_arch import DetrArchitecture, build_detr
+
+    # the [detr] table's architecture fields are DetrArchitecture's, declared there only
+    assert issubclass(DetrSection, DetrArchitecture)
+    assert set(DetrArchitecture.model_fields) <= set(DetrSection.model_fields)
+    assert not set(DetrSection.__annotations__) & set(DetrArchitecture.model_fields)
+    assert demo.build_detr is build_detr and recipe.build_detr is build_detr
+    # the demo's tiny DETR and the recipe's model of the same architecture and seed are the same
+    arch = {"backbone": "test_resnet", "num_queries": 4, "d_model": 32, "encoder_layers": 1,
+            "decoder_layers": 1, "ffn_dim": 64, "attention_heads": 2}
+    config = config_from_dict({"data": str(box_data), "out": str(tmp_path / "run"), "seed": 3,
+                               "device": "cpu", "detr": {**arch, "image_size": 64,
+                                                         "train_batchnorm": False}})
+    section = config.section("detr", DetrSection)
+    assert section.architecture() == DetrArchitecture(**arch)
+    trained = build_task(config).detr
+    tiny = demo.build_tiny_detr("test_resnet", num_queries=4, d_model=32, seed=3)
+    assert type(trained) is type(tiny)
+    expected = tiny.state_dict()
+    got = trained.state_dict()
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[key], expected[key]) for key in expected)

@@ -137,7 +137,7 @@ def test_detector_two_steps_with_every_loss_switch(data_dir: Path, tmp_path: Pat
 def test_overfit_the_classifier_loss_falls(data_dir: Path, tmp_path: Path) -> None:
     config = _config(data_dir, tmp_path / "run", "classifier", epochs=6, max_steps=0, eval_every=6,
                      paligemma={"siglip_unfreeze": -1})
-    config.optim.lr = 2e-2
+    config = config.replace(optim=config.optim.replace(lr=2e-2))  # configs are frozen
     result = fit(build_task("classifier", config), config)
     losses = [row["train_loss"] for row in result.history]
     assert losses[-1] < 0.6 * losses[0]

@@ -1,17 +1,28 @@
-"""TOML training configs into typed dataclasses: defaults, validation, overrides."""
+"""TOML training configs into typed, validated tables: defaults, validation, overrides."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from ensembles.config_model import ConfigModel
+from train.config_base import parse_table
+from train.recipes.sections import RECIPE_TABLES, REFINER_LOSSES, DetrSection
 from train.train_config import (
+    DECISION_LOSSES,
+    METHODS,
+    PRECISIONS,
+    PROGRESS,
+    QUANTIZATIONS,
+    RECIPE_NAMES,
+    SCHEDULES,
+    SCHEMA_VERSION,
     LoopConfig,
     config_from_dict,
     load_train_config,
-    parse_dataclass,
     parse_override,
 )
 from train.errors import TrainConfigError
@@ -125,20 +136,19 @@ def test_overrides_and_recipe_check(tmp_path: Path) -> None:
         load_train_config(bad)
 
 
-@dataclass
-class _DetrLike:
+class _DetrLike(ConfigModel):
     backbone: str = "resnet18"
     num_queries: int = 20
     image_size: int = 256
 
 
-def test_recipe_tables_parse_with_parse_dataclass() -> None:
+def test_recipe_tables_parse_with_parse_table() -> None:
     config = config_from_dict({"data": "d", "out": "o", "detr": {"num_queries": 5}})
     section = config.section("detr", _DetrLike)
     assert section == _DetrLike(num_queries=5)
     assert config.section("refiner", _DetrLike) == _DetrLike()
     with pytest.raises(TrainConfigError, match=r"\[detr\] has unknown key\(s\) queries"):
-        parse_dataclass(_DetrLike, {"queries": 3}, where="[detr]")
+        parse_table(_DetrLike, {"queries": 3}, "detr")
 
 
 def test_fingerprint_ignores_what_a_resume_may_change() -> None:
@@ -148,3 +158,169 @@ def test_fingerprint_ignores_what_a_resume_may_change() -> None:
     assert a.fingerprint() == b.fingerprint()
     assert a.fingerprint() != c.fingerprint()
     assert a.to_dict()["data"] == "d"
+
+
+# --- every kind of problem keeps its wording -------------------------------------------------
+
+TABLES = {"train": "batch_size", "optim": "lr", "loss": "decision", "paligemma": "base",
+          "detr": "num_queries", "refiner": "jitter"}
+
+
+def _refused(data: dict[str, Any]) -> str:
+    with pytest.raises(TrainConfigError) as info:
+        config_from_dict(data)
+    return str(info.value)
+
+
+def _with(table: str, key: str, value: Any) -> dict[str, Any]:
+    """BASE with ``[table] key = value`` (``table`` empty: a top-level key)."""
+    if not table:
+        return {**BASE, key: value}
+    current = dict(BASE.get(table, {})) if isinstance(BASE.get(table), dict) else {}
+    return {**BASE, table: {**current, key: value}}
+
+
+def test_an_unknown_top_level_key_lists_the_valid_keys_and_tables() -> None:
+    assert _refused({**BASE, "epochs": 3}) == (
+        "unknown top-level key 'epochs'; valid keys: data, device, out, recipe, schema_version, "
+        "seed and tables [train], [optim], [loss], [paligemma], [detr], [refiner]")
+    assert "unknown top-level key 'trian'" in _refused({**BASE, "trian": {"epochs": 3}})  # a table too
+
+
+@pytest.mark.parametrize("table", sorted(TABLES))
+def test_an_unknown_key_in_each_table_names_it_and_the_valid_keys(table: str) -> None:
+    message = _refused(_with(table, "bogus", 1))
+    prefix = f"[{table}] has unknown key(s) bogus; valid keys: "
+    assert message.startswith(prefix), message
+    assert TABLES[table] in message.removeprefix(prefix).split(", ")
+
+
+@pytest.mark.parametrize("table, key, value, expected", [
+    ("train", "batch_size", "two", "[train] batch_size must be an integer, got 'two'"),
+    ("train", "epochs", 2.5, "[train] epochs must be an integer, got 2.5"),
+    ("train", "resume", 1, "[train] resume must be true or false, got 1"),
+    ("optim", "lr", "fast", "[optim] lr must be a number, got 'fast'"),
+    ("optim", "betas", 0.9, "[optim] betas must be a list, got 0.9"),
+    ("loss", "class_weights", [1.0, "x"], "[loss] class_weights[1] must be a number, got 'x'"),
+    ("paligemma", "prompt", 3, "[paligemma] prompt must be a string, got 3"),
+    ("paligemma", "tiny", 3, "[paligemma.tiny] must be a table, got 3"),
+    ("detr", "labels", ["fracture", 3], "[detr] labels[1] must be a string, got 3"),
+    ("refiner", "augment", "yes", "[refiner] augment must be true or false, got 'yes'"),
+    ("", "seed", "0", "seed must be an integer, got '0'"),
+    ("", "data", 3, "data must be a path string, got 3"),
+])
+def test_a_wrong_type_names_the_key_what_it_must_be_and_the_value(
+        table: str, key: str, value: Any, expected: str) -> None:
+    assert _refused(_with(table, key, value)) == expected
+
+
+@pytest.mark.parametrize("table, key, value, expected", [
+    ("optim", "lr", 0.0, "[optim] lr must be > 0, got 0.0"),
+    ("optim", "warmup_steps", -1, "[optim] warmup_steps must be >= 0, got -1"),
+    ("optim", "weight_decay", -1e-6, "[optim] weight_decay must be >= 0, got -1e-06"),
+    ("optim", "betas", [0.9, 1.0], "[optim] betas must be two numbers in [0, 1), got [0.9, 1.0]"),
+    ("train", "batch_size", 0, "[train] batch_size must be >= 1, got 0"),
+    ("train", "grad_accum", 0, "[train] grad_accum must be >= 1, got 0"),
+    ("train", "max_steps", -1, "[train] max_steps must be >= 0 (0 = off/default), got -1"),
+    ("loss", "focal_gamma", -0.5, "[loss] focal_gamma must be >= 0, got -0.5"),
+    ("loss", "class_weights", [1.0], "[loss] class_weights must list 2 values, got [1.0]"),
+    ("paligemma", "lora_dropout", 1.0, "[paligemma] lora_dropout must be in [0, 1), got 1.0"),
+    ("paligemma", "siglip_unfreeze", -2,
+     "[paligemma] siglip_unfreeze must be >= 0 (or -1 for all of SigLIP), got -2"),
+    ("paligemma", "threshold", 1.5, "[paligemma] threshold must be in [0, 1], got 1.5"),
+    ("detr", "top_k", 0, "[detr] top_k must be >= 1, got 0"),
+    ("detr", "image_size", 16, "[detr] image_size must be >= 32, got 16"),
+    ("detr", "d_model", 30, "[detr] attention_heads (8) must divide d_model (30), "
+                            "e.g. d_model = 128 with attention_heads = 4"),
+    ("refiner", "jitter", 0.0, "[refiner] jitter must be in (0, 1], got 0.0"),
+    ("", "schema_version", 0, "schema_version must be >= 1, got 0"),
+])
+def test_a_value_out_of_range_says_the_range(table: str, key: str, value: Any, expected: str) -> None:
+    assert _refused(_with(table, key, value)) == expected
+
+
+@pytest.mark.parametrize("table, key", [
+    ("optim", "lr"), ("optim", "eps"), ("train", "min_delta"), ("loss", "focal_gamma"),
+    ("paligemma", "lora_dropout"), ("detr", "eos_coefficient"), ("refiner", "pad_ratio"),
+])
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_nan_and_infinity_are_refused(table: str, key: str, value: float) -> None:
+    assert _refused(_with(table, key, value)) == f"[{table}] {key} must be a finite number, got {value}"
+
+
+@pytest.mark.parametrize("table, key, words", [
+    ("train", "precision", PRECISIONS), ("train", "progress", PROGRESS),
+    ("optim", "schedule", SCHEDULES), ("loss", "decision", DECISION_LOSSES),
+    ("paligemma", "method", METHODS), ("paligemma", "quantization", QUANTIZATIONS),
+    ("refiner", "loss", REFINER_LOSSES), ("", "recipe", RECIPE_NAMES),
+])
+def test_a_word_outside_its_choices_lists_the_valid_words(
+        table: str, key: str, words: tuple[str, ...]) -> None:
+    where = f"[{table}] {key}" if table else key
+    assert _refused(_with(table, key, "bogus")) == (
+        f"{where} must be one of {', '.join(words)}, got 'bogus'")
+
+
+def test_recipe_names_are_the_commands_recipes() -> None:
+    from train.recipes import recipe_names
+
+    assert sorted(RECIPE_NAMES) == recipe_names()
+
+
+def test_a_table_built_in_code_fails_as_reading_it_does() -> None:
+    message = _refused(_with("train", "batch_size", 0))
+    with pytest.raises(TrainConfigError) as info:
+        LoopConfig(batch_size=0)
+    assert str(info.value) == message
+    with pytest.raises(TrainConfigError, match=r"^\[detr\] threshold must be in \[0, 1\], got 1.5$"):
+        DetrSection(threshold=1.5)
+
+
+# --- schema version ----------------------------------------------------------------------------
+
+def test_a_file_without_schema_version_is_version_1_and_loads_unchanged(tmp_path: Path) -> None:
+    old = tmp_path / "old.toml"
+    old.write_text('recipe = "classifier"\ndata = "d"\nout = "o"\n[paligemma]\nbase = "b"\n')
+    stamped = tmp_path / "stamped.toml"
+    stamped.write_text("schema_version = 1\n" + old.read_text())
+    config = load_train_config(old, recipe="classifier")
+    assert config.schema_version == SCHEMA_VERSION == 1
+    assert load_train_config(stamped).fingerprint() == config.fingerprint()
+    assert "schema_version" not in config.to_dict()  # runs written before it resume unchanged
+
+
+def test_a_newer_schema_version_is_refused(tmp_path: Path) -> None:
+    newer = tmp_path / "newer.toml"
+    newer.write_text(f'schema_version = {SCHEMA_VERSION + 1}\ndata = "d"\nout = "o"\n')
+    with pytest.raises(TrainConfigError) as info:
+        load_train_config(newer)
+    assert str(info.value) == (
+        f"schema_version {SCHEMA_VERSION + 1} is newer than this fracture-screen reads (up to "
+        f"{SCHEMA_VERSION}); upgrade fracture-screen to train with this config")
+
+
+# --- committed configs and the command line ----------------------------------------------------
+
+@pytest.mark.parametrize("path", sorted((REPO / "train" / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_every_committed_config_loads_whole(path: Path) -> None:
+    config = load_train_config(path, overrides={"data": "d", "out": "o"})
+    assert config.recipe in RECIPE_NAMES and config.source == path
+    assert f"screen train {config.recipe} --config train/configs/{path.name}" in path.read_text()
+    if config.recipe in RECIPE_TABLES:
+        assert isinstance(config.section(config.recipe, RECIPE_TABLES[config.recipe]),
+                          RECIPE_TABLES[config.recipe])
+    else:
+        assert config.paligemma is not None
+
+
+def test_screen_train_with_a_bad_config_exits_2_with_one_error_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from screen.cli import cli
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('recipe = "detr"\ndata = "d"\nout = "o"\n[detr]\nthreshold = nan\n')
+    result = CliRunner().invoke(cli, ["train", "detr", "--config", str(bad)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines == ["Error: [detr] threshold must be a finite number, got nan"]

@@ -11,178 +11,59 @@ screener loads directly (``best/``: safetensors + ``member.json``).
   backbone's last feature map (``heatmap_weight``; see :mod:`.detr_model`), the dense signal
   that made a from-scratch model learn on a CPU where DETR's sparse matching alone did not.
 - From scratch, trainable BatchNorm is put back into the backbone (``train_batchnorm``).
-- Validation scores each image as the member does (the member's own decoding, image score =
-  best box score): F1/precision/recall/accuracy at the member threshold, image and study AUC,
-  the validation loss, COCO mAP (pycocotools), F1 at IoU 0.5 and the share of truth boxes
-  matched at IoU >= 0.3 (``box_recall``).
+- Validation (:func:`detr_validation`) scores each image as the member does: the member's own
+  decoding (:func:`ensembles.members.detr.decode_detr_outputs`: softmax, best real class, boxes
+  above ``box_floor``, at most ``top_k``), image score = best box score. Box metrics come from
+  :mod:`train.box_metrics` (pycocotools for mAP), in the letterboxed input frame, where IoU is
+  the same as in the source image (a uniform scale and a shift). Keys: ``f1``, ``precision``,
+  ``recall``, ``accuracy`` (at the member threshold), ``auc`` and ``study_auc``, ``val_loss``,
+  ``mean_score``, ``map``, ``map_50``, ``f1_50``, ``box_recall`` (truth boxes matched at IoU >=
+  0.3 by a box at the member threshold), ``box_recall_any`` (by any reported box, whatever its
+  score: threshold-free, since the operating point sets the real threshold later) and
+  ``auc_box``, the mean of ``auc`` and ``box_recall_any``: a model-selection metric that wants
+  both a member that ranks images and boxes that land on fractures.
+- The ``[detr]`` table is :class:`~train.recipes.sections.DetrSection` (torch-free, so the file
+  is validated when it is read); a model from scratch comes from the project's one DETR builder,
+  :func:`ensembles.detr_arch.build_detr`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
 
-from ensembles.preprocess import PreprocessConfig
+from ensembles.detr_arch import build_detr
+from ensembles.errors import EnsembleError
+from ensembles.members.detr import decode_detr_outputs
 from ensembles.quant import resolve_device
-from ensembles.demo_arch.detr import IMAGENET_MEAN, IMAGENET_STD
 from train import losses
-from train.train_config import OptimConfig, TrainConfig
+from train.box_metrics import ImageBoxes, box_metrics
 from train.datasets import load_records
 from train.engine import StepLoss, fit
-from train.errors import RecipeError, TrainConfigError
+from train.errors import RecipeError
+from train.metrics import confusion_at, roc_auc, study_scores
 from train.recipes import register_recipe
 from train.recipes.box_data import SquareCache, dihedral, normalise, xyxy_to_cxcywh
 from train.recipes.detr_model import (
-    DetrArchitecture,
     FeatureCapture,
     HeatmapHead,
-    MatcherWeights,
     PositionHead,
     apply_matcher_weights,
-    build_detr_model,
     feature_channels,
     load_detr_model,
     position_loss,
     save_detr_member,
     thaw_batchnorm,
 )
+from train.recipes.sections import DetrSection
+from train.train_config import OptimConfig, TrainConfig
 
 logger = logging.getLogger(__name__)
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise TrainConfigError(message)
-
-
-@dataclass
-class DetrSection:
-    """The ``[detr]`` table. Defaults are DETR-ResNet-50's architecture at 512 px.
-
-    Attributes:
-        base: a local DETR ``save_pretrained`` directory to fine-tune; empty: build from
-            scratch with the architecture fields below.
-        backbone: timm backbone name (from scratch; never pretrained, there is no hub).
-        feature_level: last backbone feature level used: a CNN's stage (4: stride 32; 3: stride
-            16) or a ViT block index (0-based: 5 is test_vit's last).
-        dilation: DETR's DC5 (stride 16 at level 4).
-        num_queries: object queries (most boxes per image).
-        d_model: transformer width.
-        encoder_layers: transformer encoder depth.
-        decoder_layers: transformer decoder depth.
-        ffn_dim: feed-forward width.
-        attention_heads: attention heads (divides ``d_model``).
-        labels: the model's classes (box labels in ``boxes.jsonl`` must be among them).
-        image_size: side of the letterboxed square input.
-        train_batchnorm: put trainable BatchNorm back in the backbone (needed from scratch; a
-            pretrained base usually keeps transformers' frozen BatchNorm: set false).
-        class_cost: Hungarian matching cost of the class probability (transformers types the
-            costs and coefficients below as integers).
-        bbox_cost: matching cost of the L1 box distance.
-        giou_cost: matching cost of the GIoU.
-        bbox_loss_coefficient: weight of the L1 box loss.
-        giou_loss_coefficient: weight of the GIoU loss.
-        eos_coefficient: class weight of "no object" in the cross-entropy.
-        auxiliary_loss: repeat the losses on every decoder layer's output.
-        heatmap_weight: weight of the backbone heat-map loss (0: off).
-        heatmap_pos_weight: BCE weight of cells that overlap a truth box (they are rare).
-        heatmap_feature: which backbone feature map the heat-map head reads, as a Python index
-            (-1: the last, which DETR reads; -2: the one before, twice as fine).
-        position_weight: weight of the position loss: a 1x1 head on the same feature map
-            predicts each cell's own centre, so the features carry the position DETR's
-            attention values lack (training-only; 0: off).
-        aux_warmup_steps: optimizer steps that train only the backbone with the auxiliary
-            losses (heat-map, position) before DETR's own losses join: a from-scratch backbone
-            learns to see fractures from the dense loss in a few hundred steps, while DETR's
-            sparse, clipped gradients would starve it (0: from the first step).
-        backbone_lr: learning rate of the backbone (0: ``[optim] lr``; DETR fine-tunes a
-            pretrained one at a tenth of the rest).
-        augment: random transposes and flips of the square input (with its boxes).
-        name: the member's display name in ``member.json``.
-        threshold: the member's image threshold (best box score), also used for val F1.
-        box_floor: boxes scoring below this are not reported by the member.
-        top_k: most boxes the member reports per image.
-        canny_blend: Canny-edge blend weight (0: off), as inference applies it.
-        clahe: CLAHE preprocessing (warns; explicit opt-in).
-        cache_images: keep the preprocessed squares in memory between epochs.
-        max_val_images: validate on at most this many images (0: all).
-    """
-
-    base: str = ""
-    backbone: str = "resnet50"
-    feature_level: int = 4
-    dilation: bool = False
-    num_queries: int = 100
-    d_model: int = 256
-    encoder_layers: int = 6
-    decoder_layers: int = 6
-    ffn_dim: int = 2048
-    attention_heads: int = 8
-    labels: tuple[str, ...] = ("fracture",)
-    image_size: int = 512
-    train_batchnorm: bool = True
-    class_cost: int = 1
-    bbox_cost: int = 5
-    giou_cost: int = 2
-    bbox_loss_coefficient: int = 5
-    giou_loss_coefficient: int = 2
-    eos_coefficient: float = 0.1
-    auxiliary_loss: bool = True
-    heatmap_weight: float = 0.0
-    heatmap_pos_weight: float = 1.0
-    heatmap_feature: int = -1
-    position_weight: float = 0.0
-    aux_warmup_steps: int = 0
-    backbone_lr: float = 0.0
-    augment: bool = True
-    name: str = "detr"
-    threshold: float = 0.5
-    box_floor: float = 0.05
-    top_k: int = 20
-    canny_blend: float = 0.0
-    clahe: bool = False
-    cache_images: bool = True
-    max_val_images: int = 0
-
-    def __post_init__(self) -> None:
-        for key in ("num_queries", "d_model", "encoder_layers", "decoder_layers", "ffn_dim",
-                    "attention_heads", "top_k"):
-            _check(getattr(self, key) >= 1, f"[detr] {key} must be >= 1, got {getattr(self, key)}")
-        _check(self.image_size >= 32, f"[detr] image_size must be >= 32, got {self.image_size}")
-        _check(self.feature_level >= 1, f"[detr] feature_level must be >= 1, got {self.feature_level}")
-        _check(bool(self.labels), "[detr] labels must name at least one class, e.g. [\"fracture\"]")
-        for key in ("threshold", "box_floor", "canny_blend"):
-            value = getattr(self, key)
-            _check(0.0 <= value <= 1.0, f"[detr] {key} must be in [0, 1], got {value}")
-        for key in ("class_cost", "bbox_cost", "giou_cost", "bbox_loss_coefficient",
-                    "giou_loss_coefficient", "eos_coefficient", "heatmap_weight", "position_weight",
-                    "backbone_lr"):
-            value = getattr(self, key)
-            _check(value >= 0 and math.isfinite(value), f"[detr] {key} must be >= 0, got {value}")
-        _check(self.heatmap_pos_weight > 0, f"[detr] heatmap_pos_weight must be > 0, got {self.heatmap_pos_weight}")
-        _check(self.max_val_images >= 0, f"[detr] max_val_images must be >= 0, got {self.max_val_images}")
-        _check(self.aux_warmup_steps >= 0, f"[detr] aux_warmup_steps must be >= 0, got {self.aux_warmup_steps}")
-        _check(self.aux_warmup_steps == 0 or self.heatmap_weight > 0 or self.position_weight > 0,
-               "[detr] aux_warmup_steps needs an auxiliary loss: set heatmap_weight or position_weight > 0")
-
-    def architecture(self) -> DetrArchitecture:
-        names = {f.name for f in fields(DetrArchitecture)}
-        return DetrArchitecture(**{k: v for k, v in vars(self).items() if k in names})
-
-    def matcher(self) -> MatcherWeights:
-        names = {f.name for f in fields(MatcherWeights)}
-        return MatcherWeights(**{k: v for k, v in vars(self).items() if k in names})
-
-    def preprocess(self) -> PreprocessConfig:
-        """Letterbox, ImageNet normalisation and the enhancement switches (as the member)."""
-        return PreprocessConfig(image_size=self.image_size, resize="letterbox", mean=IMAGENET_MEAN,
-                                std=IMAGENET_STD, canny_blend=self.canny_blend, clahe=self.clahe)
 
 
 class DetrTask:
@@ -194,8 +75,11 @@ class DetrTask:
         if section.base:
             detr = load_detr_model(Path(section.base), section.labels)
         else:
-            detr = build_detr_model(section.architecture(), config.seed)
-        apply_matcher_weights(detr, section.matcher())
+            try:
+                detr = build_detr(section.architecture(), seed=config.seed)
+            except EnsembleError as exc:  # timm does not know the backbone
+                raise RecipeError(f"[detr] {exc}") from None
+        apply_matcher_weights(detr, section)
         if section.train_batchnorm:
             thawed = thaw_batchnorm(detr.model.backbone)
             logger.info("put trainable BatchNorm back in %d backbone layers", thawed)
@@ -323,8 +207,6 @@ class DetrTask:
         return self._forward(batch, detr_loss=not warm)[1]
 
     def evaluate(self) -> dict[str, float]:
-        from train.recipes.detr_eval import detr_validation
-
         return detr_validation(self)
 
     def save_member(self, directory: Path) -> None:
@@ -338,6 +220,57 @@ class DetrTask:
         indices = list(range(len(self.val_set)))
         for start in range(0, len(indices), size):
             yield self._batch(indices[start : start + size], self.val_set, None)
+
+
+def _auc(labels: list[int], scores: list[float]) -> float:
+    return roc_auc(labels, scores) if len(set(labels)) == 2 else math.nan
+
+
+def detr_validation(task: DetrTask) -> dict[str, float]:
+    """Validation metrics of the DETR being trained, scored as the member scores (see module)."""
+    if len(task.val_set) == 0:
+        return {}
+    s = task.section
+    scores: list[float] = []
+    labels: list[int] = []
+    studies: list[str] = []
+    images: list[ImageBoxes] = []
+    loss_sum = 0.0
+    for batch in task.val_batches():
+        out, loss = task._forward(batch)
+        logits = out.logits.float().cpu().numpy()
+        pred_boxes = out.pred_boxes.float().cpu().numpy()
+        loss_sum += float(loss.total) * len(batch["label"])
+        for row in range(len(batch["label"])):
+            detections, _ = decode_detr_outputs(logits[row], pred_boxes[row], s.labels,
+                                                box_floor=s.box_floor, top_k=s.top_k)
+            scores.append(max((d.score for d in detections), default=0.0))
+            images.append(ImageBoxes(
+                key=f"{len(images)}",
+                truth=batch["boxes"][row].numpy().astype(np.float64),
+                pred=np.array([list(d.box) for d in detections], dtype=np.float64).reshape(-1, 4),
+                scores=np.array([d.score for d in detections], dtype=np.float64),
+            ))
+        labels.extend(batch["label"])
+        studies.extend(batch["study"])
+    conf = confusion_at([bool(v) for v in labels], scores, s.threshold)
+    study_labels, study_values = study_scores(studies, labels, scores)
+    boxes = box_metrics(s.name, images, score_threshold=s.threshold)
+    reported = box_metrics(s.name, images, score_threshold=s.box_floor).recall_30
+    auc = _auc(labels, scores)
+    return {
+        "f1": conf.f1, "precision": conf.precision, "recall": conf.recall,
+        "accuracy": conf.accuracy, "auc": auc,
+        "study_auc": _auc(study_labels, study_values), "val_loss": loss_sum / len(scores),
+        "mean_score": float(np.mean(scores)), "map": boxes.map, "map_50": boxes.map_50,
+        "f1_50": boxes.at_50.f1, "box_recall": boxes.recall_30,
+        "box_recall_any": reported, "auc_box": _mean_finite(auc, reported),
+    }
+
+
+def _mean_finite(*values: float) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
 
 
 class MicroBatchCounter(torch.nn.Module):
@@ -365,4 +298,5 @@ def train_detr(config: TrainConfig) -> Path:
     return result.best_dir
 
 
-__all__ = ["DetrSection", "DetrTask", "MicroBatchCounter", "build_task", "train_detr"]
+__all__ = ["DetrSection", "DetrTask", "MicroBatchCounter", "build_task", "detr_validation",
+           "train_detr"]

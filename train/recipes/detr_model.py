@@ -1,9 +1,10 @@
-"""The DETR recipe's model: build or load a ``DetrForObjectDetection``, make it trainable, save it.
+"""The DETR recipe's model: load a ``DetrForObjectDetection``, make it trainable, save it.
 
-Why this is more than ``DetrForObjectDetection(config)``:
+A model from scratch comes from the project's one DETR builder,
+:func:`ensembles.detr_arch.build_detr` (the demo models' too). Why training needs more:
 
 - transformers swaps every ``BatchNorm2d`` of a timm backbone for a frozen one
-  (``DetrFrozenBatchNorm2d``: fixed statistics and affine, STACK-NOTES). That is right when the
+  (``DetrFrozenBatchNorm2d``: fixed statistics and affine, docs/stack-notes.md). That is right when the
   backbone is pretrained; from scratch the backbone then never normalises, so
   :func:`thaw_batchnorm` puts trainable ``BatchNorm2d`` back (same statistics), and
   :func:`save_detr_member` freezes them again in the saved copy so the checkpoint is exactly
@@ -19,7 +20,6 @@ Why this is more than ``DetrForObjectDetection(config)``:
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,101 +27,10 @@ import torch
 from torch import nn
 
 from ensembles.checkpoint import MemberSpec, write_member_spec
-from ensembles.demo_arch.detr import IMAGENET_MEAN, IMAGENET_STD
+from ensembles.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ensembles.types import ResizeMode
 from train.errors import RecipeError
-
-
-@dataclass(frozen=True)
-class DetrArchitecture:
-    """What a from-scratch DETR looks like (the ``[detr]`` table's architecture fields).
-
-    Attributes:
-        backbone: timm model name (never pretrained: there is no hub here).
-        feature_level: last timm feature level fed to the transformer: a CNN's stage (4:
-            stride 32, as DETR; 3: stride 16, cheaper and finer) or a ViT block index (0-based).
-        dilation: DETR's DC5 (stride 16 at level 4 by dilating the last stage).
-        num_queries: object queries (most boxes per image).
-        d_model: transformer width.
-        encoder_layers: transformer encoder depth.
-        decoder_layers: transformer decoder depth.
-        ffn_dim: feed-forward width.
-        attention_heads: heads per attention layer (divides ``d_model``).
-        labels: class names.
-    """
-
-    backbone: str = "resnet50"
-    feature_level: int = 4
-    dilation: bool = False
-    num_queries: int = 100
-    d_model: int = 256
-    encoder_layers: int = 6
-    decoder_layers: int = 6
-    ffn_dim: int = 2048
-    attention_heads: int = 8
-    labels: tuple[str, ...] = ("fracture",)
-
-
-@dataclass(frozen=True)
-class MatcherWeights:
-    """DETR's Hungarian matching costs and loss coefficients (transformers' defaults)."""
-
-    class_cost: int = 1
-    bbox_cost: int = 5
-    giou_cost: int = 2
-    bbox_loss_coefficient: int = 5
-    giou_loss_coefficient: int = 2
-    eos_coefficient: float = 0.1
-    auxiliary_loss: bool = True
-
-
-def build_detr_model(arch: DetrArchitecture, seed: int) -> Any:
-    """A random-init ``DetrForObjectDetection`` with a timm backbone, built offline.
-
-    Raises:
-        RecipeError: an impossible architecture (heads not dividing the width, no labels, an
-            unknown timm backbone or feature level).
-    """
-    from transformers import DetrConfig, DetrForObjectDetection
-
-    if not arch.labels:
-        raise RecipeError("[detr] labels must name at least one class, e.g. [\"fracture\"]")
-    if arch.d_model % arch.attention_heads:
-        raise RecipeError(
-            f"[detr] attention_heads ({arch.attention_heads}) must divide d_model "
-            f"({arch.d_model}), e.g. d_model = 128 with attention_heads = 4"
-        )
-    if arch.feature_level < 1:
-        raise RecipeError(f"[detr] feature_level must be >= 1, got {arch.feature_level}")
-    backbone_config: dict[str, Any] = {
-        "model_type": "timm_backbone",
-        "backbone": arch.backbone,
-        "num_channels": 3,
-        "features_only": True,
-        "use_pretrained_backbone": False,
-        "out_indices": list(range(1, arch.feature_level + 1)),
-    }
-    if arch.dilation:
-        backbone_config["output_stride"] = 16
-    config = DetrConfig(
-        backbone_config=backbone_config,
-        dilation=arch.dilation,
-        num_queries=arch.num_queries,
-        d_model=arch.d_model,
-        encoder_layers=arch.encoder_layers,
-        decoder_layers=arch.decoder_layers,
-        encoder_ffn_dim=arch.ffn_dim,
-        decoder_ffn_dim=arch.ffn_dim,
-        encoder_attention_heads=arch.attention_heads,
-        decoder_attention_heads=arch.attention_heads,
-        id2label=dict(enumerate(arch.labels)),
-        label2id={name: i for i, name in enumerate(arch.labels)},
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        try:
-            return DetrForObjectDetection(config)
-        except RuntimeError as exc:  # timm: "Unknown model (...)"
-            raise RecipeError(f"[detr] backbone {arch.backbone!r}: {exc}") from None
+from train.recipes.sections import MatcherWeights
 
 
 def load_detr_model(base: Path, labels: Sequence[str]) -> Any:
@@ -150,7 +59,7 @@ def load_detr_model(base: Path, labels: Sequence[str]) -> Any:
 
 def apply_matcher_weights(model: Any, weights: MatcherWeights) -> None:
     """Set the Hungarian costs and loss coefficients the transformers loss reads from config."""
-    for key, value in vars(weights).items():
+    for key, value in weights.matcher().model_dump().items():
         setattr(model.config, key, value)
 
 
@@ -218,7 +127,7 @@ def save_detr_member(
         kind="detr",
         name=name,
         image_size=image_size,
-        resize="letterbox",
+        resize=ResizeMode.LETTERBOX,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         labels=tuple(str(id2label[i]) for i in range(len(id2label))),

@@ -23,11 +23,12 @@ from typing import Any
 
 import torch
 
-from ensembles.checkpoint import MemberSpec, read_member_spec, write_member_spec
+from ensembles.checkpoint import MemberSpec, read_member_spec, save_paligemma_checkpoint, write_member_spec
 from ensembles.members.paligemma_common import load_paligemma
 from ensembles.quant import LORA_TARGET_REGEX
 from ensembles.task_head import TaskHeadSettings
-from ensembles.demo_arch.paligemma import build_tiny_paligemma, save_paligemma_checkpoint
+from ensembles.types import ResizeMode
+from ensembles.demo_arch.paligemma import build_tiny_paligemma
 from train.train_config import PaliGemmaSection
 from train.errors import RecipeError
 
@@ -147,7 +148,7 @@ def member_spec(
     mean = base_spec.mean if base_spec else (0.5, 0.5, 0.5)
     std = base_spec.std if base_spec else (0.5, 0.5, 0.5)
     return MemberSpec(
-        kind=kind, name=section.name or name, image_size=image_size, resize="squash",
+        kind=kind, name=section.name or name, image_size=image_size, resize=ResizeMode.SQUASH,
         mean=mean, std=std, prompt=prompt, labels=tuple(section.labels or labels),
         canny_blend=section.canny_blend, clahe=section.clahe, threshold=section.threshold,
         options=options,

@@ -12,14 +12,14 @@ four corner corrections, predicted as ``max_delta * tanh(output)``.
 Validation jitters the validation boxes once, with a fixed seed, and reports the mean IoU of
 the proposals with the truth before (``iou_before``) and after (``mean_iou``) refinement, their
 difference (``iou_gain``), the share of boxes the refiner improved, and the validation loss.
-Monitor ``mean_iou`` (the example config does).
+Monitor ``mean_iou`` (the example config does). The ``[refiner]`` table is
+:class:`~train.recipes.sections.RefinerSection` (torch-free, validated when the file is read).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -37,91 +37,19 @@ from ensembles.members.refiner import (
     save_refiner,
 )
 from ensembles.checkpoint import read_member_spec
-from ensembles.errors import EnsembleError
 from ensembles.quant import resolve_device
 from ensembles.types import Box
-from train.train_config import OptimConfig, TrainConfig
 from train.datasets import load_image, load_records
 from train.engine import StepLoss, fit
-from train.errors import RecipeError, TrainConfigError
+from train.errors import RecipeError
 from train.recipes import register_recipe
 from train.recipes.box_data import record_boxes_px
+from train.recipes.sections import RefinerSection
+from train.train_config import OptimConfig, TrainConfig
 
 logger = logging.getLogger(__name__)
 
-LOSSES = ("smooth_l1", "l1")
 VAL_SEED = 12345
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise TrainConfigError(message)
-
-
-@dataclass
-class RefinerSection:
-    """The ``[refiner]`` table.
-
-    Attributes:
-        base: a refiner checkpoint directory to fine-tune; empty: build from scratch.
-        architecture: timm model name of the regressor (from scratch).
-        crop_size: side of the square crop the regressor sees.
-        in_chans: 1 (grey) or 3 (grey copied to three channels).
-        pad_ratio: context around the box on each side, as a fraction of its size.
-        max_delta: largest correction per corner, as a fraction of the crop window's side.
-        jitter: training proposals move each edge by up to this fraction of the box's side.
-        shift: before the edge jitter, proposals move their centre by up to this many box
-            sides on each axis (0: off): what a coarse detector's misses look like (the demo
-            DETR's centres were off by about one box side, often two).
-        scale: before the edge jitter, each side is scaled by a log-uniform factor in
-            ``[1 / (1 + scale), 1 + scale]`` (0: off).
-        samples_per_box: jittered proposals per truth box per epoch.
-        loss: ``smooth_l1`` or ``l1`` on the corner corrections.
-        smooth_l1_beta: where the smooth L1 turns linear (window units).
-        augment: random transposes and flips of the crops (with their corrections).
-        name: the refiner's display name in ``member.json``.
-        cache_images: keep the decoded positive images in memory (float16) between epochs.
-        max_val_boxes: validate on at most this many truth boxes (0: all).
-    """
-
-    base: str = ""
-    architecture: str = "resnet18"
-    crop_size: int = 96
-    in_chans: int = 1
-    pad_ratio: float = 0.25
-    max_delta: float = 0.25
-    jitter: float = 0.2
-    shift: float = 0.0
-    scale: float = 0.0
-    samples_per_box: int = 4
-    loss: str = "smooth_l1"
-    smooth_l1_beta: float = 0.02
-    augment: bool = True
-    name: str = "refiner"
-    cache_images: bool = True
-    max_val_boxes: int = 0
-
-    def __post_init__(self) -> None:
-        _check(self.loss in LOSSES, f"[refiner] loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        _check(0 < self.jitter <= 1, f"[refiner] jitter must be in (0, 1], got {self.jitter}")
-        for key in ("shift", "scale"):
-            value = getattr(self, key)
-            _check(0 <= value <= 4 and math.isfinite(value), f"[refiner] {key} must be in [0, 4], got {value}")
-        _check(self.shift <= self.pad_ratio,
-               f"[refiner] shift ({self.shift}) must not exceed pad_ratio ({self.pad_ratio}): a proposal "
-               "moved further than the crop's padding leaves the true box outside its crop")
-        _check(self.samples_per_box >= 1, f"[refiner] samples_per_box must be >= 1, got {self.samples_per_box}")
-        _check(self.smooth_l1_beta > 0, f"[refiner] smooth_l1_beta must be > 0, got {self.smooth_l1_beta}")
-        _check(self.max_val_boxes >= 0, f"[refiner] max_val_boxes must be >= 0, got {self.max_val_boxes}")
-
-    def refiner_config(self) -> RefinerConfig:
-        """The member's geometry (raises ``TrainConfigError`` naming a bad value)."""
-        try:
-            return RefinerConfig(architecture=self.architecture, crop_size=self.crop_size,
-                                 in_chans=self.in_chans, pad_ratio=self.pad_ratio,
-                                 max_delta=self.max_delta)
-        except EnsembleError as exc:  # the member's own validation
-            raise TrainConfigError(f"[refiner] {exc}") from None
 
 
 def jitter_box(truth: Box, draws: np.ndarray, jitter: float) -> Box:
