@@ -23,13 +23,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
-from pydantic import ValidationError, field_validator
+from pydantic import field_validator
 
 from dicom_io.errors import DicomIOError
 from dicom_io.index import DEFAULT_MAX_PIXEL_BYTES, Instance
-from ensembles.config_model import ConfigModel, Problem, Wording, check, code_init, parse_model, raise_problem, show
+from ensembles.config_model import ConfigModel, Problem, Wording, check, parse_model, show
 
 #: Modalities of objects that are never images to screen.
 NON_IMAGE_MODALITIES = frozenset(
@@ -117,13 +117,9 @@ class SelectionRules(ConfigModel):
     max_pixel_bytes: Annotated[int, check(lambda v: v > 0, "a positive number of bytes")] = DEFAULT_MAX_PIXEL_BYTES
     deduplicate: bool = True
 
-    if not TYPE_CHECKING:  # type checkers see the fields' own keyword arguments
-        @code_init  # code only: the site config's [selection] is validated as data
-        def __init__(self, **values: Any) -> None:
-            try:
-                super().__init__(**values)
-            except ValidationError as exc:
-                raise_problem(type(self), exc, error=SelectionConfigError, wording=SELECTION_WORDING)
+    @classmethod
+    def code_problems(cls) -> tuple[type[SelectionConfigError], Wording]:
+        return SelectionConfigError, SELECTION_WORDING
 
     @field_validator("modalities", mode="before")
     @classmethod

@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from ensembles.config_model import (
     CHECK_ERRORS,
@@ -30,10 +30,8 @@ from ensembles.config_model import (
     Problem,
     Wording,
     check,
-    code_init,
     is_predicate,
     parse_model,
-    raise_problem,
     show,
 )
 from ensembles.errors import CheckpointError
@@ -148,12 +146,9 @@ class MemberSpec(ConfigModel):
     format_version: int = Field(default=FORMAT_VERSION, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
 
-    @code_init
-    def __init__(self, **fields: Any) -> None:
-        try:
-            super().__init__(**fields)
-        except ValidationError as exc:
-            raise_problem(type(self), exc, error=CheckpointError, wording=MEMBER_WORDING)
+    @classmethod
+    def code_problems(cls) -> tuple[type[CheckpointError], Wording]:
+        return CheckpointError, MEMBER_WORDING
 
     @field_validator("kind")
     @classmethod

@@ -36,6 +36,21 @@ __all__ = ["CHECK_ERRORS", "ConfigModel", "ListAsTuple", "Problem", "Wording", "
 M = TypeVar("M", bound=BaseModel)
 
 
+InitT = TypeVar("InitT", bound=Callable[..., None])
+
+
+def code_init(init: InitT) -> InitT:
+    """Mark a model's own ``__init__`` (say one that raises the project's error, or takes
+    positional arguments) as the door for code only.
+
+    Pydantic calls a model's custom ``__init__`` for nested tables too, which would lose where
+    in the file a problem is; marked like pydantic's own ``BaseModel.__init__``, nested tables
+    are validated as data and only ``Model(...)`` in code goes through ``init``.
+    """
+    setattr(init, "__pydantic_base_init__", True)
+    return init
+
+
 class ConfigModel(BaseModel):
     """Base of every config model: unknown keys refused, no NaN/inf, frozen, no coercion from
     strings (``"5"`` is not an int, ``true`` is not a number); ints are accepted where a float
@@ -46,6 +61,25 @@ class ConfigModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False,
                               validate_default=True, populate_by_name=True)
+
+    @classmethod
+    def code_problems(cls) -> tuple[type[ScreenError], Wording] | None:
+        """How building this model in code reports a problem: the project error and the
+        wording its file uses, so ``Model(x=bad)`` fails as reading ``x = bad`` does. ``None``
+        (the default): pydantic's ``ValidationError``. Nested tables read from a file never go
+        through here (see :func:`code_init`): their problems keep their place in the file."""
+        return None
+
+    @code_init
+    def __init__(self, /, **data: Any) -> None:
+        reporting = type(self).code_problems()
+        if reporting is None:
+            super().__init__(**data)
+            return
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise_problem(type(self), exc, error=reporting[0], wording=reporting[1])
 
     def replace(self, **changes: Any) -> Self:
         """A copy with ``changes``, validated like a fresh one (``model_copy`` does not validate).
@@ -232,21 +266,6 @@ def parse_model(model: type[M], data: Any, *, error: type[ScreenError], wording:
         return model.model_validate(data, context=dict(context) if context else None)
     except ValidationError as exc:
         raise_problem(model, exc, error=error, wording=wording)
-
-
-InitT = TypeVar("InitT", bound=Callable[..., None])
-
-
-def code_init(init: InitT) -> InitT:
-    """Mark a model's own ``__init__`` (say one that raises the project's error, or takes
-    positional arguments) as the door for code only.
-
-    Pydantic calls a model's custom ``__init__`` for nested tables too, which would lose where
-    in the file a problem is; marked like pydantic's own ``BaseModel.__init__``, nested tables
-    are validated as data and only ``Model(...)`` in code goes through ``init``.
-    """
-    setattr(init, "__pydantic_base_init__", True)
-    return init
 
 
 def raise_problem(model: type[BaseModel], exc: ValidationError, *, error: type[ScreenError],

@@ -23,9 +23,9 @@ import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from ensembles.checkpoint import INTENDED_USES, MEMBER_JSON, MemberSpec, write_member_spec
+from ensembles.checkpoint import INTENDED_USES, MEMBER_JSON, IntendedUse, MemberSpec, write_member_spec
 from ensembles.errors import CheckpointError
 from ensembles.member_check import CheckReport, check_member
 from ensembles.member_check.files import PICKLE_SUFFIXES, pickle_files, safetensors_files
@@ -232,7 +232,7 @@ def _spec(src: Path, config: dict[str, Any], options: ImportOptions, folder_name
             kind=MemberKind.DETR, name=name, image_size=image_size, resize=ResizeMode.LETTERBOX,
             mean=_triple(settings.get("image_mean"), IMAGENET_MEAN),
             std=_triple(settings.get("image_std"), IMAGENET_STD),
-            labels=labels, threshold=options.threshold, intended_use=options.intended_use,
+            labels=labels, threshold=options.threshold, intended_use=cast(IntendedUse, options.intended_use),
         )
     vision = config.get("vision_config") or {}
     image_size = int(vision.get("image_size", 224))
@@ -252,5 +252,5 @@ def _spec(src: Path, config: dict[str, Any], options: ImportOptions, folder_name
         std=_triple(settings.get("image_std"), (0.5, 0.5, 0.5)),
         prompt=options.prompt or DEFAULT_PROMPTS[options.kind],
         labels=options.labels or DEFAULT_LABELS[options.kind],
-        threshold=options.threshold, intended_use=options.intended_use, options=member_options,
+        threshold=options.threshold, intended_use=cast(IntendedUse, options.intended_use), options=member_options,
     )

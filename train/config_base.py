@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from ensembles.config_model import (
     ConfigModel,
@@ -29,7 +29,6 @@ from ensembles.config_model import (
     Wording,
     check,
     parse_model,
-    raise_problem,
     show,
 )
 from train.errors import TrainConfigError
@@ -62,11 +61,9 @@ class TrainTable(ConfigModel):
 
     TABLE: ClassVar[str] = ""
 
-    def __init__(self, /, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise_problem(type(self), exc, error=TrainConfigError, wording=wording(type(self).TABLE))
+    @classmethod
+    def code_problems(cls) -> tuple[type[TrainConfigError], Wording]:
+        return TrainConfigError, wording(cls.TABLE)
 
 
 def _name(parts: tuple[str | int, ...]) -> str:

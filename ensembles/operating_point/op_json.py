@@ -25,10 +25,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ensembles.checkpoint import atomic_write_text
-from ensembles.config_model import ConfigModel, code_init, parse_model, raise_problem
+from ensembles.config_model import ConfigModel, Wording, parse_model
 from ensembles.errors import OperatingPointError
 from ensembles.operating_point.point import (
     SCHEMA_VERSION,
@@ -78,12 +78,9 @@ class PointsFile(ConfigModel):
     schema_version: int = Field(ge=1, le=SCHEMA_VERSION)
     points: list[OperatingPoint]
 
-    @code_init
-    def __init__(self, **values: Any) -> None:
-        try:
-            super().__init__(**values)
-        except ValidationError as exc:
-            raise_problem(type(self), exc, error=OperatingPointError, wording=_MULTI_WORDING)
+    @classmethod
+    def code_problems(cls) -> tuple[type[OperatingPointError], Wording]:
+        return OperatingPointError, _MULTI_WORDING
 
     @field_validator("points", mode="before")
     @classmethod

@@ -46,7 +46,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ensembles.box_fusion import BoxSettings, FusionError
 from ensembles.config_model import (
@@ -58,7 +58,6 @@ from ensembles.config_model import (
     code_init,
     is_predicate,
     parse_model,
-    raise_problem,
     show,
 )
 from ensembles.errors import OperatingPointError
@@ -130,12 +129,9 @@ class _OpTable(ConfigModel):
     """A table of ``op.json``: built in code, a problem is an :class:`OperatingPointError`
     worded as reading the file words it."""
 
-    @code_init
-    def __init__(self, **values: Any) -> None:
-        try:
-            super().__init__(**values)
-        except ValidationError as exc:
-            raise_problem(type(self), exc, error=OperatingPointError, wording=OP_WORDING)
+    @classmethod
+    def code_problems(cls) -> tuple[type[OperatingPointError], Wording]:
+        return OperatingPointError, OP_WORDING
 
 
 class Estimate(_OpTable):
@@ -230,9 +226,9 @@ class TuneGuard(_OpTable):
     def __init__(self, guard: str, free_parameters: int, fitted_recall: float | None = None,
                  positives: int | None = None, positives_needed: int | None = None,
                  allowed_small: bool = False) -> None:
-        super().__init__(guard=guard, free_parameters=free_parameters,
-                         fitted_recall=fitted_recall, positives=positives,
-                         positives_needed=positives_needed, allowed_small=allowed_small)
+        super().__init__(**{"guard": guard, "free_parameters": free_parameters,
+                            "fitted_recall": fitted_recall, "positives": positives,
+                            "positives_needed": positives_needed, "allowed_small": allowed_small})
 
     def to_dict(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in type(self).model_fields}
