@@ -21,7 +21,9 @@ from pydicom.uid import generate_uid
 
 from dicom_io.atomic import atomic_write_bytes
 from dicom_io.phantom.config import PhantomConfig, PhantomError
-from dicom_io.phantom.draw import generate_image
+from dicom_io.phantom.draw import PhantomImage, generate_image
+from dicom_io.phantom.toy import generate_toy_image
+from dicom_io.phantom.varied import STYLE_RANGES, generate_styled_image
 from dicom_io.phantom.header import ImageHeader, StudyHeader, build_dataset, compress, to_bytes
 from dicom_io.phantom.cohort import StudyPlan, plan_archive
 from dicom_io.tables import LABELS, write_table
@@ -124,6 +126,20 @@ def _remove_stale(out_dir: Path, written: set[Path]) -> None:
             folder.rmdir()
 
 
+def _draw(config: PhantomConfig, rng: np.random.Generator, positive: bool) -> PhantomImage:
+    """One image of ``config.style``."""
+    if config.style == "toy":
+        return generate_toy_image(rng, positive=positive, size_range=config.size_range,
+                                  two_fracture_fraction=config.two_fracture_fraction)
+    if config.style in STYLE_RANGES:
+        return generate_styled_image(rng, config.style, positive=positive, size_range=config.size_range,
+                                     two_fracture_fraction=config.two_fracture_fraction)
+    return generate_image(rng, positive=positive, size_range=config.size_range,
+                          two_fracture_fraction=config.two_fracture_fraction,
+                          shift_fraction=config.shift_fraction,
+                          distractor_fraction=config.distractor_fraction)
+
+
 def write_phantom_archive(
     out_dir: Path, labels_csv: Path, config: PhantomConfig, *, overwrite: bool = False
 ) -> PhantomSummary:
@@ -160,14 +176,7 @@ def write_phantom_archive(
         spacing = round(float(rng.uniform(0.1, 0.2)), 3)
         started = datetime.strptime(study.study_date + study.study_time, "%Y%m%d%H%M%S")
         for j, view in enumerate(plan.views):
-            image = generate_image(
-                np.random.default_rng([config.seed, 4, plan.index, j]),
-                positive=view.positive,
-                size_range=config.size_range,
-                two_fracture_fraction=config.two_fracture_fraction,
-                shift_fraction=config.shift_fraction,
-                distractor_fraction=config.distractor_fraction,
-            )
+            image = _draw(config, np.random.default_rng([config.seed, 4, plan.index, j]), view.positive)
             header = ImageHeader(
                 series_uid=_uid(config, "series", plan.index, j),
                 sop_uid=_uid(config, "sop", plan.index, j),
@@ -178,6 +187,7 @@ def write_phantom_archive(
                 spacing_mm=spacing,
                 kvp=float(rng.uniform(55.0, 70.0)),
                 compression=view.compression,
+                window=image.window,
             )
             ds = build_dataset(study, header, image.pixels)
             compress(ds, view.compression)

@@ -18,6 +18,12 @@ from dicom_io.errors import DicomIOError
 #: into every file's SoftwareVersions so an archive says which generator made it.
 PHANTOM_VERSION = "phantom-1"
 
+#: Drawing styles: ``rods`` (the phantom of docs/phantom.md, the default), ``toy`` (bright
+#: shapes on noise, for the detector's learnability check: :mod:`dicom_io.phantom.toy`), and
+#: ``randomised`` (training) / ``shifted`` (measurement): the rods task rendered from declared
+#: ranges (:mod:`dicom_io.phantom.varied`, docs/phantom.md "Styles").
+STYLES: tuple[str, ...] = ("rods", "toy", "randomised", "shifted")
+
 #: Names of the three storage forms, in the order of :attr:`PhantomConfig.compression_mix`.
 COMPRESSION_KINDS: tuple[str, str, str] = ("uncompressed", "jpeg2000-lossless", "rle-lossless")
 
@@ -87,6 +93,8 @@ class PhantomConfig:
     repeat_patient_fraction: float = 0.15
     # Root of every generated UID (at most 54 characters, ending with a dot).
     uid_prefix: str = PYDICOM_ROOT_UID
+    # What the images show (:data:`STYLES`); the study layout and headers are the same for all.
+    style: str = "rods"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.n_studies, int) and 1 <= self.n_studies <= 100_000):
@@ -120,6 +128,8 @@ class PhantomConfig:
             raise PhantomError(
                 f"PhantomConfig.compression_mix must sum to 1, got {mix!r} (sum {sum(mix):.6g})"
             )
+        if self.style not in STYLES:
+            raise PhantomError(f"PhantomConfig.style must be one of {', '.join(STYLES)}, got {self.style!r}")
         prefix = self.uid_prefix
         if not (
             isinstance(prefix, str)
@@ -139,4 +149,6 @@ class PhantomConfig:
         Two archives made with different settings then never share a UID, even with one seed.
         """
         fields = asdict(self)
+        if fields["style"] == "rods":  # the default style keeps the UIDs it always had
+            del fields["style"]
         return PHANTOM_VERSION + "|" + "|".join(f"{k}={fields[k]!r}" for k in sorted(fields))

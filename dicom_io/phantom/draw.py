@@ -52,6 +52,8 @@ class PhantomImage:
         n_fractures: 0, 1 or 2.
         distractor: ``None``, ``"canal"`` or ``"dot"`` (only on normal images).
         n_rods: number of bones drawn (1 or 2).
+        window: ``(centre, width)`` in the linear (MONOCHROME2) sense for the header, or
+            ``None`` for the archive's percentile window (the ``rods`` and ``toy`` styles).
     """
 
     pixels: np.ndarray
@@ -59,6 +61,7 @@ class PhantomImage:
     n_fractures: int
     distractor: str | None
     n_rods: int
+    window: tuple[int, int] | None = None
 
     @property
     def positive(self) -> bool:

@@ -89,6 +89,8 @@ class ImageHeader:
     spacing_mm: float
     kvp: float
     compression: str
+    # (centre, width) in the linear (MONOCHROME2) sense; None: the percentile window.
+    window: tuple[int, int] | None = None
 
 
 def _code_item(code: Code) -> Dataset:
@@ -206,7 +208,11 @@ def build_dataset(study: StudyHeader, image: ImageHeader, pixels: np.ndarray) ->
         ds.PixelIntensityRelationship = "LOG"
         # -1: higher stored values mean less X-ray reached the detector (denser tissue).
         ds.PixelIntensityRelationshipSign = 1 if image.monochrome1 else -1
-    center, width = _window(pixels, image.monochrome1)
+    if image.window is None:
+        center, width = _window(pixels, image.monochrome1)
+    else:  # a style's preset: windows apply to stored values, so MONOCHROME1 mirrors the centre
+        center, width = image.window[0], max(int(image.window[1]), 2)
+        center = MAX_VALUE - center if image.monochrome1 else center
     ds.WindowCenter = center
     ds.WindowWidth = width
     ds.WindowCenterWidthExplanation = "TISSUE AND BONE"

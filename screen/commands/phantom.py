@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from dicom_io.phantom.config import STYLES
+
 
 @click.command("phantom")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
@@ -15,14 +17,19 @@ import click
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed; the same seed regenerates the same bytes.")
 @click.option("--positive-fraction", type=click.FloatRange(0.0, 1.0), default=0.4, show_default=True,
               help="Share of studies with a fracture.")
+@click.option("--style", type=click.Choice(list(STYLES)), default="rods", show_default=True,
+              help="What the images show: rods (the phantom), toy (bright shapes on noise, for the "
+                   "detector's learnability check), randomised (the rods task with every rendering "
+                   "factor varied, for training) or shifted (a rendering outside randomised's ranges, "
+                   "for measurement); docs/phantom.md \"Styles\".")
 @click.option("--overwrite", is_flag=True,
               help="Write into a non-empty OUT_DIR, deleting .dcm files this config does not produce.")
 def phantom_cmd(out_dir: Path, labels_csv: Path, studies: int, seed: int, positive_fraction: float,
-                overwrite: bool) -> None:
+                style: str, overwrite: bool) -> None:
     """Write a synthetic phantom archive (docs/phantom.md) and its labels CSV, bit for bit from SEED."""
     from dicom_io.phantom import PhantomConfig, write_phantom_archive
 
-    config = PhantomConfig(n_studies=studies, seed=seed, positive_fraction=positive_fraction)
+    config = PhantomConfig(n_studies=studies, seed=seed, positive_fraction=positive_fraction, style=style)
     s = write_phantom_archive(out_dir, labels_csv, config, overwrite=overwrite)
     click.echo(
         f"wrote {s.n_images} images in {s.n_studies} studies of {s.n_patients} patients "

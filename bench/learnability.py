@@ -1,0 +1,171 @@
+"""Can the detector training path learn boxes at all? A check a reviewer runs on a CPU in minutes.
+
+A toy archive (``screen phantom --style toy``: one or two bright rectangles or ellipses on noise,
+random size and place, some images with none) goes through the real path:
+
+    screen phantom OUT/archive --style toy ...      the DICOM archive and its labels CSV
+    screen prepare OUT/archive --out OUT/data ...   PNGs and detector.jsonl, split by patient
+    screen train detector --config train/configs/tiny-detector.toml --data OUT/data ...
+    screen eval OUT/data --split test ...           the member's own boxes on held-out images
+
+and prints, on the held-out test split: the share of truth boxes the detector's own boxes match
+at IoU >= 0.5 (aim >= 0.80) and at IoU >= 0.3, and the share of empty images whose image score is
+below the member's threshold (aim >= 0.90), with the training time. The config is the committed
+tiny detector config as it is (pass ``--set`` to try another setting); nothing is tuned here.
+
+    python -m bench.learnability --out /tmp/learnability            # the full check
+    python -m bench.learnability --out /tmp/l --epochs 6 --studies 120   # a shorter one
+
+Exit status 0 when both aims are met, 1 when not (the figures are printed either way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "train" / "configs" / "tiny-detector.toml"
+#: The aims of the check (issue 14): held-out box recall at IoU 0.5, empty images below threshold.
+AIM_RECALL_50 = 0.80
+AIM_EMPTY_BELOW = 0.90
+
+
+@dataclass(frozen=True)
+class Learnability:
+    """What one check measured on the held-out split.
+
+    Attributes:
+        recall_50: truth boxes matched by the member's own boxes at IoU >= 0.5.
+        recall_30: the same at IoU >= 0.3.
+        n_truth: truth boxes in the held-out split.
+        empty_below: share of held-out images without a box whose score is below the threshold.
+        n_empty: such images.
+        image_auc: the member's image-level AUC there.
+        train_seconds: wall time of ``screen train detector``.
+        steps: optimiser steps it ran.
+    """
+
+    recall_50: float
+    recall_30: float
+    n_truth: int
+    empty_below: float
+    n_empty: int
+    image_auc: float
+    train_seconds: float
+    steps: int
+
+    @property
+    def passed(self) -> bool:
+        """Both aims met."""
+        return self.recall_50 >= AIM_RECALL_50 and self.empty_below >= AIM_EMPTY_BELOW
+
+
+def _site_config(folder: Path, checkpoint: Path, workers: int) -> Path:
+    path = folder / "site.toml"
+    path.write_text(
+        "schema_version = 1\n\n"
+        f"[run]\ndevice = \"cpu\"\nworkers = {workers}\nbatch_size = 16\n\n"
+        f"[members.det]\nkind = \"paligemma-detector\"\ncheckpoint = {json.dumps(str(checkpoint))}\n\n"
+        "[output]\npatient_id = \"omit\"\n\n"
+        "[scope]\nbody_parts = []\nrequire_body_part = false\n",
+        encoding="utf-8")
+    return path
+
+
+def _empty_images(image_predictions: Path, threshold: float) -> tuple[float, int]:
+    """Share of images without a truth box whose score is below ``threshold``, and their count."""
+    from dicom_io.tables import IMAGE_PREDICTIONS, read_table
+
+    frame = read_table(image_predictions, IMAGE_PREDICTIONS)
+    frame = frame[frame["status"] == "scored"]
+    empty = frame[frame["truth_boxes"] == "[]"]
+    scores = empty["score:det"].astype(float)
+    if len(scores) == 0:
+        return math.nan, 0
+    return float((scores < threshold).mean()), int(len(scores))
+
+
+def run_check(out: Path, *, studies: int = 240, seed: int = 11, epochs: int | None = None,
+              overrides: Sequence[str] = (), workers: int = 2) -> Learnability:
+    """Generate, prepare, train and measure; the work files stay in ``out``."""
+    from dicom_io.phantom import PhantomConfig, write_phantom_archive
+    from ensembles.checkpoint import read_member_spec
+    from screen.commands.eval import run_eval
+    from screen.commands.prepare import run_prepare
+    from screen.commands.train import run_train
+
+    out.mkdir(parents=True, exist_ok=True)
+    archive, labels, data = out / "archive", out / "labels.csv", out / "data"
+    if not (data / "manifest.json").is_file():
+        write_phantom_archive(archive, labels, PhantomConfig(n_studies=studies, seed=seed, style="toy",
+                                                             positive_fraction=0.75), overwrite=True)
+        run_prepare(archive, labels, data, seed=seed, workers=workers, overwrite=True)
+    sets = [f"train.threads={workers}", *overrides]
+    if epochs is not None:
+        sets.append(f"train.epochs={epochs}")
+    start = time.perf_counter()
+    best = run_train("detector", CONFIG, data=data, out=out / "run", overrides=sets, resume=False)
+    seconds = time.perf_counter() - start
+    steps = _last_step(out / "run" / "metrics.csv")
+    threshold = float(read_member_spec(best).threshold)
+    result = run_eval(data, out / "eval", config_path=_site_config(out, best, workers), split="test",
+                      bootstrap=0, workers=workers)
+    boxes = result.box("det")
+    empty_below, n_empty = _empty_images(result.files["image_predictions"], threshold)
+    return Learnability(recall_50=boxes.at_50.recall, recall_30=boxes.recall_30, n_truth=boxes.n_truth,
+                        empty_below=empty_below, n_empty=n_empty, image_auc=_image_auc(result),
+                        train_seconds=seconds, steps=steps)
+
+
+def _last_step(metrics_csv: Path) -> int:
+    from dicom_io.tables import TRAINING_METRICS, read_table
+
+    frame = read_table(metrics_csv, TRAINING_METRICS)
+    return int(frame["step"].max()) if len(frame) else 0
+
+
+def _image_auc(result: object) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    from dicom_io.tables import IMAGE_PREDICTIONS, read_table
+
+    frame = read_table(result.files["image_predictions"], IMAGE_PREDICTIONS)  # type: ignore[attr-defined]
+    frame = frame[frame["status"] == "scored"]
+    labels = (frame["label"] == "fracture").astype(int)
+    if labels.nunique() < 2:
+        return math.nan
+    return float(roc_auc_score(labels, frame["score:det"].astype(float)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="Work folder (archive, data, run, eval).")
+    parser.add_argument("--studies", type=int, default=240, help="Toy studies (1-3 images each).")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--epochs", type=int, default=None, help="In place of the config's [train] epochs.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="A config override, as screen train --set (repeatable).")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    args = parser.parse_args(argv)
+    found = run_check(args.out, studies=args.studies, seed=args.seed, epochs=args.epochs,
+                      overrides=args.overrides, workers=args.workers)
+    print(f"held-out truth boxes: {found.n_truth}; empty images: {found.n_empty}")
+    print(f"box recall at IoU >= 0.5: {found.recall_50:.3f} (aim >= {AIM_RECALL_50}); "
+          f"at IoU >= 0.3: {found.recall_30:.3f}")
+    print(f"empty images below the threshold: {found.empty_below:.3f} (aim >= {AIM_EMPTY_BELOW}); "
+          f"image AUC {found.image_auc:.3f}")
+    print(f"training: {found.steps} steps in {found.train_seconds:.0f} s on {args.workers} thread(s)")
+    print("PASSED" if found.passed else "NOT MET")
+    return 0 if found.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

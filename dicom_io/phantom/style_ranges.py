@@ -1,0 +1,240 @@
+"""The declared ranges of the ``randomised`` and ``shifted`` phantom styles, side by side.
+
+:data:`RANDOMISED` (training) draws every rendering factor from wide ranges that contain the
+``rods`` ranges; :data:`SHIFTED` (measurement only) was fixed before any training, outside
+:data:`RANDOMISED` wherever the task allows (:data:`DISJOINT_FACTORS`); the rest overlap on
+purpose (:data:`OVERLAPPING_FACTORS` says why). :mod:`dicom_io.phantom.varied` draws them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+Range = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class StyleRanges:
+    """Every rendering factor of one style: ``(low, high)`` ranges drawn uniformly, or the names of
+    the families drawn from (uniformly). ``None``: the factor does not exist in this style (its
+    family is not drawn). Fractions and counts are per image unless named otherwise.
+    """
+
+    # Canvas rows and columns, each drawn apart, as a share of ``PhantomConfig.size_range[1]``
+    # (768 by default), clamped to 64..4096.
+    size_of_max: Range
+    # Bone centreline/width families: straight, tapered, curved (arc), waisted (hourglass).
+    bone_shapes: tuple[str, ...]
+    # Bone end families: rounded (a half disc), flared (widening over ~1.2 widths, then rounded),
+    # knobbed (a disc wider than the shaft, like a condyle).
+    bone_ends: tuple[str, ...]
+    # Number of bones (side by side, nearly parallel, like a forearm).
+    bone_count: tuple[int, int]
+    # Mid-shaft width as a share of the canvas' short side.
+    bone_width: Range
+    # Length as a share of the canvas' long side (above 1: the bone leaves the canvas).
+    bone_length: Range
+    # Tapered bones: narrow end's width over the wide end's.
+    taper_ratio: Range | None
+    # Curved bones: sagitta of the arc over the bone's length.
+    curvature: Range | None
+    # Waisted bones: mid-shaft width over the end width.
+    waist_ratio: Range | None
+    # Flared or knobbed ends: end width over the shaft width there.
+    end_width: Range | None
+    # Bone density above the soft tissue (12-bit linear values).
+    bone_density: Range
+    # Cortical profile families: plateau-rim (flat medulla, brighter rim; rim 0 = no cortex) or
+    # tubular (projected chord length of a hollow cylinder: smooth, brightest at the inner wall).
+    cortex_profiles: tuple[str, ...]
+    # plateau-rim: rim thickness (px), rim brightening and medulla darkening (fractions).
+    rim_px: Range | None
+    rim_boost: Range | None
+    medulla_drop: Range | None
+    # tubular: cortex thickness as a share of the bone's radius.
+    cortex_fraction: Range | None
+    # Fracture gap width (px), its obliquity (degrees away from perpendicular to the axis), and
+    # the bone density it removes (fraction).
+    fracture_width: Range
+    fracture_obliquity: Range
+    fracture_drop: Range
+    # Gap profiles: sharp (anti-aliased step), blurred (Gaussian, FWHM = width), jagged (the
+    # line wanders ±0.5..2 px), wedge-sclerotic (widening across the bone, bright margins).
+    fracture_profiles: tuple[str, ...]
+    # Share of fractures that are partial, and the share of the bone width a partial one crosses.
+    partial_fraction: float
+    fracture_extent: Range
+    # Share of fractures whose far fragment is displaced sideways, and by how much (px).
+    shift_fraction: float
+    shift_px: Range
+    # Non-fracture lines and spots on normal *and* positive images.
+    distractor_kinds: tuple[str, ...]
+    distractor_count: tuple[int, int]
+    # Detector blur σ (px).
+    blur_sigma: Range
+    # Noise textures: white, correlated (fine grain plus low-frequency mottle), poisson
+    # (signal-dependent), line-stripes (per-row or per-column offsets, as detector line noise).
+    noise_textures: tuple[str, ...]
+    noise_sigma: Range
+    # correlated: grain correlation length σ (px); line-stripes: line offset σ over noise σ.
+    noise_correlation_px: Range | None
+    stripe_strength: Range | None
+    # Exposure gradients: linear (across the image) or radial (vignetting); relative amount.
+    gradient_kinds: tuple[str, ...]
+    gradient_amount: Range
+    # Background (outside the limb) and soft-tissue levels (12-bit linear values).
+    background: Range
+    tissue: Range
+    # Window preset: low end moved from the 0.5th percentile towards the bone's 5th percentile
+    # by this share; high end moved above the 99.9th percentile by this share of the span.
+    window_low: Range
+    window_high: Range
+    # Collimation: bands (straight borders on 0..4 sides, tilted up to 3°) or ellipse (a round
+    # cone-down field); levels: dark (electronic shutter) or bright (unexposed, dense).
+    collimation_kinds: tuple[str, ...]
+    collimation_sides: tuple[int, int] | None
+    collimation_band: Range | None
+    collimation_ellipse: Range | None
+    collimation_levels: tuple[str, ...]
+    # Burned-in markers near the border: plain-text (L/R, AP, PORTABLE, numbers ... in thin
+    # fonts) or boxed-lead (a bright square lead marker with a dark serif letter).
+    marker_styles: tuple[str, ...]
+    marker_count: tuple[int, int]
+    # Marker text height as a share of the short side.
+    marker_height: Range
+
+
+#: The training style: wide, containing every ``rods`` range (draw.py, rods.py).
+RANDOMISED = StyleRanges(
+    size_of_max=(0.375, 1.35),
+    bone_shapes=("straight", "tapered", "curved"),
+    bone_ends=("rounded", "flared"),
+    bone_count=(1, 2),
+    bone_width=(0.05, 0.20),
+    bone_length=(0.45, 1.10),
+    taper_ratio=(0.6, 1.0),
+    curvature=(0.0, 0.08),
+    waist_ratio=None,
+    end_width=(1.0, 1.45),
+    bone_density=(700.0, 2200.0),
+    cortex_profiles=("plateau-rim",),
+    rim_px=(0.0, 6.0),
+    rim_boost=(0.0, 0.5),
+    medulla_drop=(0.0, 0.25),
+    cortex_fraction=None,
+    fracture_width=(1.5, 6.5),
+    fracture_obliquity=(0.0, 55.0),
+    fracture_drop=(0.3, 0.9),
+    fracture_profiles=("sharp", "blurred", "jagged"),
+    partial_fraction=0.3,
+    fracture_extent=(0.6, 1.0),
+    shift_fraction=0.6,
+    shift_px=(0.0, 6.0),
+    distractor_kinds=("canal", "growth-plate", "soft-tissue-edge", "dot"),
+    distractor_count=(0, 3),
+    blur_sigma=(0.0, 1.6),
+    noise_textures=("white", "correlated", "poisson"),
+    noise_sigma=(5.0, 80.0),
+    noise_correlation_px=(1.0, 3.0),
+    stripe_strength=None,
+    gradient_kinds=("linear",),
+    gradient_amount=(0.0, 0.3),
+    background=(0.0, 400.0),
+    tissue=(300.0, 1500.0),
+    window_low=(-0.3, 0.7),
+    window_high=(-0.02, 0.6),
+    collimation_kinds=("bands",),
+    collimation_sides=(0, 4),
+    collimation_band=(0.02, 0.12),
+    collimation_ellipse=None,
+    collimation_levels=("dark", "bright"),
+    marker_styles=("plain-text",),
+    marker_count=(0, 3),
+    marker_height=(0.025, 0.06),
+)
+
+#: The measurement style, fixed before training: outside :data:`RANDOMISED` where it can be.
+SHIFTED = StyleRanges(
+    size_of_max=(1.4, 1.7),
+    bone_shapes=("waisted",),
+    bone_ends=("knobbed",),
+    bone_count=(1, 2),
+    bone_width=(0.21, 0.25),
+    bone_length=(0.75, 1.1),
+    taper_ratio=None,
+    curvature=None,
+    waist_ratio=(0.65, 0.8),
+    end_width=(1.6, 2.0),
+    bone_density=(400.0, 650.0),
+    cortex_profiles=("tubular",),
+    rim_px=None,
+    rim_boost=None,
+    medulla_drop=None,
+    cortex_fraction=(0.25, 0.45),
+    fracture_width=(7.0, 10.0),
+    fracture_obliquity=(57.0, 61.0),
+    fracture_drop=(0.93, 1.0),
+    fracture_profiles=("wedge-sclerotic",),
+    partial_fraction=0.0,
+    fracture_extent=(1.0, 1.0),
+    shift_fraction=0.5,
+    shift_px=(6.5, 9.0),
+    distractor_kinds=("vessel", "harris-line"),
+    distractor_count=(0, 2),
+    blur_sigma=(1.8, 2.4),
+    noise_textures=("line-stripes",),
+    noise_sigma=(30.0, 55.0),
+    noise_correlation_px=None,
+    stripe_strength=(0.5, 0.8),
+    gradient_kinds=("radial",),
+    gradient_amount=(0.32, 0.45),
+    background=(420.0, 560.0),
+    tissue=(1550.0, 1850.0),
+    window_low=(0.75, 0.9),
+    window_high=(0.65, 0.9),
+    collimation_kinds=("ellipse",),
+    collimation_sides=None,
+    collimation_band=None,
+    collimation_ellipse=(0.85, 1.0),
+    collimation_levels=("dark", "bright"),
+    marker_styles=("boxed-lead",),
+    marker_count=(1, 2),
+    marker_height=(0.065, 0.09),
+)
+
+#: Factors whose ``shifted`` values lie outside what ``randomised`` draws (disjoint ranges or
+#: families, or a family-specific factor that ``randomised`` never draws).
+DISJOINT_FACTORS: tuple[str, ...] = (
+    "size_of_max", "bone_shapes", "bone_ends", "bone_width", "taper_ratio", "curvature",
+    "waist_ratio", "end_width", "bone_density", "cortex_profiles", "rim_px", "rim_boost",
+    "medulla_drop", "cortex_fraction", "fracture_width", "fracture_obliquity", "fracture_drop",
+    "fracture_profiles", "shift_px", "distractor_kinds", "blur_sigma", "noise_textures",
+    "noise_correlation_px", "stripe_strength", "gradient_kinds", "gradient_amount", "background",
+    "tissue", "window_low", "window_high", "collimation_kinds", "collimation_sides",
+    "collimation_band", "collimation_ellipse", "marker_styles", "marker_height",
+)  # fmt: skip
+
+#: Factors that ``shifted`` shares with ``randomised``, and why.
+OVERLAPPING_FACTORS: Mapping[str, str] = {
+    "bone_count": "one or two bones is what the task looks like; three would not fit thick bones",
+    "bone_length": "length only moves the fracture's room along the shaft, not its look",
+    "partial_fraction": "shifted fractures are all complete (a frequency, not a look)",
+    "fracture_extent": "complete fractures (extent 1) are also drawn by randomised; partial ones "
+                       "would make the thick, low-contrast shifted bones ambiguous",
+    "shift_fraction": "a frequency; the displacement itself (shift_px) is disjoint",
+    "distractor_count": "a count; the distractor kinds are disjoint",
+    "noise_sigma": "the level stays mid-range so low-contrast shifted bones stay readable; the "
+                   "texture is disjoint",
+    "collimation_levels": "dark or bright is all a border can be; the shape is disjoint",
+    "marker_count": "a count; the marker look and size are disjoint",
+}
+
+
+#: The declared ranges of each varied style, by name.
+STYLE_RANGES: Mapping[str, StyleRanges] = {"randomised": RANDOMISED, "shifted": SHIFTED}
+
+
+def range_fields() -> tuple[str, ...]:
+    """Names of every field of :class:`StyleRanges` (each is disjoint or overlapping)."""
+    return tuple(f.name for f in fields(StyleRanges))

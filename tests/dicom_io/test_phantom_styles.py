@@ -1,0 +1,338 @@
+"""The ``randomised`` and ``shifted`` phantom styles (dicom_io/phantom/varied.py, docs/phantom.md).
+
+Same task as ``rods`` (a dark gap across a bone, boxed), every rendering factor drawn from the
+declared :class:`StyleRanges`; ``shifted`` lies outside ``randomised`` where the docs say so.
+``rods`` and ``toy`` must draw exactly what they drew before the styles were added.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+
+from dicom_io.phantom import PhantomConfig, generate_image, write_phantom_archive
+from dicom_io.phantom import draw, rods
+from dicom_io.phantom.config import STYLES
+from dicom_io.phantom.draw import BOX_PAD_PX, MAX_VALUE
+from dicom_io.phantom.varied import (
+    DISJOINT_FACTORS,
+    OVERLAPPING_FACTORS,
+    RANDOMISED,
+    SHIFTED,
+    STYLE_RANGES,
+    StyleRanges,
+    StyledDraw,
+    draw_styled,
+    range_fields,
+)
+from dicom_io.pixels import load_radiograph
+from dicom_io.scan import SELECTED, scan_archive
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "phantom.md"
+# Small canvases keep the tests quick: randomised 72..259 px, shifted 269..326 px.
+SMALL_SIZE = (96, 192)
+
+
+def _draw(style: str, seed: int, positive: bool) -> StyledDraw:
+    return draw_styled(np.random.default_rng([seed, 99]), STYLE_RANGES[style], positive=positive,
+                       size_range=SMALL_SIZE, two_fracture_fraction=0.2)
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _read_labels(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module", params=["randomised", "shifted"])
+def styled_archive(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+                   ) -> tuple[str, PhantomConfig, Path, Path]:
+    style = str(request.param)
+    config = PhantomConfig(n_studies=4, seed=31, size_range=SMALL_SIZE, style=style, positive_fraction=0.5)
+    root = tmp_path_factory.mktemp(style)
+    write_phantom_archive(root / "archive", root / "labels.csv", config)
+    return style, config, root / "archive", root / "labels.csv"
+
+
+# ---------------------------------------------------------------- registration and determinism
+
+
+def test_styles_are_registered() -> None:
+    assert STYLES[:2] == ("rods", "toy") and {"randomised", "shifted"} <= set(STYLES)
+    assert PhantomConfig(style="randomised").fingerprint() != PhantomConfig(style="shifted").fingerprint()
+
+
+@pytest.mark.parametrize("style", ["randomised", "shifted"])
+def test_drawing_is_deterministic(style: str) -> None:
+    a, b = _draw(style, 4, True), _draw(style, 4, True)
+    assert np.array_equal(a.image.pixels, b.image.pixels)
+    assert a.image.boxes == b.image.boxes and a.image.window == b.image.window
+    assert not np.array_equal(a.image.pixels, _draw(style, 5, True).image.pixels)
+
+
+def test_archive_regenerates_bit_for_bit(styled_archive: tuple[str, PhantomConfig, Path, Path],
+                                         tmp_path: Path) -> None:
+    _, config, out, labels = styled_archive
+    write_phantom_archive(tmp_path / "again", tmp_path / "labels.csv", config)
+    assert _tree_bytes(out) == _tree_bytes(tmp_path / "again")
+    assert labels.read_bytes() == (tmp_path / "labels.csv").read_bytes()
+
+
+# ---------------------------------------------------------------- truth
+
+
+@pytest.mark.parametrize("style", ["randomised", "shifted"])
+def test_boxes_lie_inside_and_cover_a_real_gap(style: str) -> None:
+    checked = 0
+    for seed in range(16):
+        drawn = _draw(style, seed, True)
+        image = drawn.image
+        rows, cols = image.pixels.shape
+        assert image.n_fractures == len(image.boxes) == len(drawn.gap_masks) >= 1
+        values = image.pixels.astype(np.float64)
+        for box, gap, bone in zip(image.boxes, drawn.gap_masks, drawn.gap_bones):
+            own_bone = drawn.bone_masks[bone]
+            elsewhere = np.zeros_like(gap)
+            for k, other_bone in enumerate(drawn.bone_masks):
+                if k != bone:
+                    elsewhere |= other_bone
+            x0, y0, x1, y1 = box
+            assert 0 <= x0 < x1 <= cols and 0 <= y0 < y1 <= rows
+            ys, xs = np.nonzero(gap)
+            assert ys.size > 0 and gap[y0:y1, x0:x1].sum() == ys.size, "gap outside its box"
+            assert (gap & ~own_bone).sum() == 0, "the gap is boxed inside its bone only"
+            # padded 4..8 px on every side, unless clipped by the image edge
+            margins = (xs.min() - x0, ys.min() - y0, x1 - 1 - xs.max(), y1 - 1 - ys.max())
+            edges = (x0 == 0, y0 == 0, x1 == cols, y1 == rows)
+            assert all(BOX_PAD_PX[0] <= m <= BOX_PAD_PX[1] or clipped for m, clipped in zip(margins, edges))
+            # the gap is darker than its bone right beside it (where no other bone overlaps)
+            if (gap & elsewhere).sum() > 0.2 * gap.sum():
+                continue
+            near = cv2.dilate(gap.astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool)
+            clear = cv2.dilate(gap.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+            ring = near & ~clear & own_bone & ~elsewhere
+            others = np.zeros_like(gap)
+            for other in drawn.gap_masks:
+                others |= other
+            ring &= ~cv2.dilate(others.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+            assert ring.sum() > 20
+            assert np.median(values[gap]) < np.median(values[ring]) - 40, (style, seed, box)
+            checked += 1
+    assert checked >= 12
+
+
+@pytest.mark.parametrize("style", ["randomised", "shifted"])
+def test_positives_have_boxes_and_negatives_none(style: str) -> None:
+    for seed in range(10):
+        positive, negative = _draw(style, seed, True).image, _draw(style, 100 + seed, False).image
+        assert positive.positive and 1 <= len(positive.boxes) <= 2
+        assert not negative.positive and negative.boxes == () and negative.n_fractures == 0
+        for image in (positive, negative):
+            assert image.pixels.dtype == np.uint16 and int(image.pixels.max()) <= MAX_VALUE
+            assert image.window is not None and image.window[1] >= 2
+
+
+def test_labels_boxes_match_files(styled_archive: tuple[str, PhantomConfig, Path, Path]) -> None:
+    _, _, out, labels = styled_archive
+    rows = _read_labels(labels)
+    sizes = {ds.SOPInstanceUID: (ds.Rows, ds.Columns)
+             for ds in (pydicom.dcmread(p, stop_before_pixels=True) for p in out.rglob("*.dcm"))}
+    assert {row["SOPInstanceUID"] for row in rows} == set(sizes)
+    assert {row["label"] for row in rows} == {"fracture", "normal"}
+    for row in rows:
+        if row["label"] == "fracture":
+            height, width = sizes[row["SOPInstanceUID"]]
+            x0, y0, x1, y1 = (int(row[k]) for k in ("x0", "y0", "x1", "y1"))
+            assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+
+
+# ---------------------------------------------------------------- declared ranges
+
+
+def _is_range(value: object) -> bool:
+    return isinstance(value, tuple) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+
+def _overlap(a: object, b: object) -> bool:
+    if a is None or b is None:
+        return False
+    if isinstance(a, float) or isinstance(b, float):  # frequencies: shared by definition
+        return True
+    assert isinstance(a, tuple) and isinstance(b, tuple)
+    if _is_range(a) and _is_range(b):
+        return bool(a[0] <= b[1] and b[0] <= a[1])
+    return bool(set(a) & set(b))
+
+
+def test_every_factor_is_declared_disjoint_or_overlapping() -> None:
+    names = set(range_fields())
+    assert set(DISJOINT_FACTORS) | set(OVERLAPPING_FACTORS) == names
+    assert not set(DISJOINT_FACTORS) & set(OVERLAPPING_FACTORS)
+
+
+@pytest.mark.parametrize("name", DISJOINT_FACTORS)
+def test_shifted_is_outside_randomised_where_declared(name: str) -> None:
+    ours, theirs = getattr(SHIFTED, name), getattr(RANDOMISED, name)
+    assert not (ours is None and theirs is None), f"{name} is drawn by neither style"
+    assert not _overlap(ours, theirs), f"{name}: shifted {ours} overlaps randomised {theirs}"
+
+
+@pytest.mark.parametrize("name", sorted(OVERLAPPING_FACTORS))
+def test_overlapping_factors_do_overlap(name: str) -> None:
+    assert _overlap(getattr(SHIFTED, name), getattr(RANDOMISED, name))
+
+
+def test_ranges_are_well_formed() -> None:
+    for ranges in (RANDOMISED, SHIFTED):
+        for name in range_fields():
+            value = getattr(ranges, name)
+            if _is_range(value):
+                assert value[0] <= value[1], name
+            elif isinstance(value, tuple):
+                assert value and all(isinstance(v, str) for v in value), name
+
+
+def test_randomised_contains_the_rods_ranges() -> None:
+    def contains(outer: tuple[float, float], inner: tuple[float, float]) -> bool:
+        return outer[0] <= inner[0] <= inner[1] <= outer[1]
+
+    r = RANDOMISED
+    assert contains((r.size_of_max[0] * 768, r.size_of_max[1] * 768), (384, 768))
+    assert contains(r.bone_width, rods.ROD_WIDTH_OF_SHORT_SIDE)
+    assert contains(r.bone_length, rods.ROD_LENGTH_OF_LONG_SIDE)
+    assert contains(r.bone_density, rods.BONE_DENSITY)
+    assert r.rim_px and r.rim_boost and r.medulla_drop
+    assert contains(r.rim_px, rods.RIM_PX) and r.rim_px[0] == 0.0  # 0: no cortex
+    assert contains(r.rim_boost, rods.RIM_BOOST) and contains(r.medulla_drop, rods.MEDULLA_DROP)
+    assert contains(r.fracture_width, draw.FRACTURE_WIDTH_PX)
+    assert contains(r.fracture_obliquity, (0.0, 90.0 - draw.FRACTURE_ANGLE_DEG[0]))
+    assert contains(r.fracture_drop, draw.FRACTURE_DROP)
+    assert contains(r.shift_px, draw.SHIFT_PX) and r.shift_px[0] == 0.0
+    assert contains(r.noise_sigma, draw.NOISE_SIGMA)
+    assert contains(r.blur_sigma, (draw.DETECTOR_BLUR_SIGMA, draw.DETECTOR_BLUR_SIGMA))
+    assert contains(r.gradient_amount, (0.0, draw.GRADIENT_MAX))
+    assert contains(r.background, draw.BACKGROUND) and contains(r.tissue, draw.TISSUE)
+    assert {"straight", "rounded", "sharp", "white", "canal", "dot"} <= set(
+        r.bone_shapes + r.bone_ends + r.fracture_profiles + r.noise_textures + r.distractor_kinds)
+
+
+def test_docs_name_every_factor() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    assert "## Styles" in text
+    styles = text[text.index("## Styles"):]
+    for name in range_fields():
+        assert f"`{name}`" in styles, f"docs/phantom.md Styles section does not name {name}"
+
+
+# ---------------------------------------------------------------- the factors really vary
+
+
+def test_randomised_factors_vary() -> None:
+    seen: dict[str, Counter[object]] = {}
+    for seed in range(40):
+        drawn = _draw("randomised", seed, positive=seed % 2 == 0)
+        for key, value in drawn.factors.items():
+            seen.setdefault(key, Counter())[value] += 1
+        seen.setdefault("size", Counter())[drawn.image.pixels.shape] += 1
+        seen.setdefault("n_markers", Counter())[len(drawn.factors["markers"])] += 1  # type: ignore[arg-type]
+        seen.setdefault("has_distractor", Counter())[drawn.image.distractor is not None and drawn.image.positive] += 1
+    for key in ("noise_texture", "collimated", "n_markers", "bone_shapes", "bone_ends", "window", "size",
+                "blur_sigma", "has_distractor", "distractor_kinds"):
+        assert len(seen[key]) > 1, f"{key} never varies: {seen[key]}"
+    assert set(seen["noise_texture"]) == set(RANDOMISED.noise_textures)
+    shapes = {s for combo in seen["bone_shapes"] for s in combo}  # type: ignore[union-attr]
+    profiles = {p for combo in seen["fracture_profiles"] for p in combo}  # type: ignore[union-attr]
+    assert shapes == set(RANDOMISED.bone_shapes) and profiles == set(RANDOMISED.fracture_profiles)
+
+
+def test_shifted_draws_only_its_own_families() -> None:
+    for seed in range(6):
+        f = _draw("shifted", seed, positive=True).factors
+        assert set(f["bone_shapes"]) <= set(SHIFTED.bone_shapes)  # type: ignore[call-overload]
+        assert set(f["fracture_profiles"]) <= set(SHIFTED.fracture_profiles)  # type: ignore[call-overload]
+        assert f["noise_texture"] in SHIFTED.noise_textures
+        assert f["collimation_kind"] in SHIFTED.collimation_kinds
+        assert set(f["markers"]) <= set(SHIFTED.marker_styles)  # type: ignore[call-overload]
+
+
+# ---------------------------------------------------------------- through the project's reader
+
+
+def test_archive_round_trips_through_the_reader(styled_archive: tuple[str, PhantomConfig, Path, Path]) -> None:
+    _, _, out, labels = styled_archive
+    result = scan_archive(out)
+    assert result.rows and all(row.outcome == SELECTED for row in result.rows), result.counts()
+    assert {i.sop_instance_uid for i in result.selected} == {r["SOPInstanceUID"] for r in _read_labels(labels)}
+    photometrics = set()
+    for row in result.rows:
+        radiograph = load_radiograph(row.path)
+        ds = pydicom.dcmread(row.path, stop_before_pixels=True)
+        assert ds.BurnedInAnnotation == "NO" and float(ds.WindowWidth) >= 2
+        assert radiograph.voi_source == "window" and radiograph.pixels.shape == (ds.Rows, ds.Columns)
+        assert 0.0 <= float(radiograph.pixels.min()) < float(radiograph.pixels.max()) <= 1.0
+        photometrics.add(radiograph.photometric)
+    assert photometrics <= {"MONOCHROME1", "MONOCHROME2"}
+
+
+def test_window_keeps_bone_bright_after_inversion(tmp_path: Path) -> None:
+    """The file's window is in stored space: MONOCHROME1 files decode to the same picture."""
+    config = PhantomConfig(n_studies=3, seed=2, size_range=SMALL_SIZE, style="randomised",
+                           monochrome1_fraction=0.5, positive_fraction=1.0)
+    write_phantom_archive(tmp_path / "a", tmp_path / "l.csv", config)
+    for path in sorted((tmp_path / "a").rglob("*.dcm")):
+        radiograph = load_radiograph(path)
+        ds = pydicom.dcmread(path)
+        linear = ds.pixel_array.astype(np.float64)
+        if ds.PhotometricInterpretation == "MONOCHROME1":
+            linear = MAX_VALUE - linear
+        # decoded brightness rises with linear attenuation whatever the photometric
+        assert np.corrcoef(linear.ravel(), radiograph.pixels.ravel())[0, 1] > 0.5
+
+
+# ---------------------------------------------------------------- rods and toy unchanged
+
+# Computed from the generator before the randomised/shifted styles existed (the code path of
+# rods and toy is untouched; archive bytes were compared equal before and after the change).
+DEFAULT_FINGERPRINT_SHA = "e61eeb6d4ad06d447ac8fe77e287cbb5484863489bc001501ad5a66a6b871382"
+GENERATE_IMAGE_SHA = "219e7ef1e0d4b37de272f1efc1c5b1e68827c35a8a8ac1d24b2de21effea0211"
+
+
+def test_default_fingerprint_and_rods_image_unchanged() -> None:
+    assert hashlib.sha256(PhantomConfig().fingerprint().encode()).hexdigest() == DEFAULT_FINGERPRINT_SHA
+    assert "style" not in PhantomConfig().fingerprint()
+    image = generate_image(np.random.default_rng(5), positive=True, shape=(200, 300))
+    assert hashlib.sha256(image.pixels.tobytes()).hexdigest() == GENERATE_IMAGE_SHA
+    assert image.boxes == ((91, 83, 126, 111),) and image.window is None
+
+
+@pytest.mark.parametrize(("style", "expected"), [
+    ("rods", "f974e8d4bdd520411ce382a190d3edc27a7dfb9a8b1d0a27e4d962ec79e00f3c"),
+    ("toy", "2a02b5879562376a255e2947a7e417d252c04aae1ef948ba1aed4960bf826712"),
+])
+def test_rods_and_toy_archives_unchanged(style: str, expected: str, tmp_path: Path) -> None:
+    config = PhantomConfig(n_studies=4, seed=3, size_range=(96, 160), style=style)
+    write_phantom_archive(tmp_path / "a", tmp_path / "l.csv", config)
+    digest = hashlib.sha256((tmp_path / "l.csv").read_bytes())
+    for path in sorted((tmp_path / "a").rglob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        digest.update(str(path.relative_to(tmp_path / "a")).encode())
+        digest.update(ds.pixel_array.tobytes())
+        digest.update(f"{ds.WindowCenter}|{ds.WindowWidth}|{ds.PhotometricInterpretation}".encode())
+    assert digest.hexdigest() == expected
+
+
+def test_style_ranges_is_frozen() -> None:
+    with pytest.raises(AttributeError):
+        RANDOMISED.noise_textures = ("white",)  # type: ignore[misc]
+    assert isinstance(SHIFTED, StyleRanges)
