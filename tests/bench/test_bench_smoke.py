@@ -146,3 +146,15 @@ def test_real_size_tiny_runs_every_scenario_on_cpu(tmp_path: Path) -> None:
         assert "error" not in row["result"]
     assert rows["c"]["result"]["phases"]["generate"]["seconds"] > 0
     assert not work.exists()  # checkpoints removed without --keep
+
+
+def test_learnability_check_runs_the_real_path_end_to_end(tmp_path: Path) -> None:
+    """The check's plumbing on a handful of toy studies and two steps: phantom -> prepare ->
+    train detector -> eval, and its figures come back (the floor is the slow test's job)."""
+    learn = _load("learnability")
+    found = learn.run_check(tmp_path, studies=40, seed=3, epochs=1,
+                            overrides=["train.epoch_steps=2", "train.eval_batch_size=8"], workers=1)
+    assert found.steps == 2 and found.n_truth > 0 and found.n_empty > 0
+    assert 0.0 <= found.recall_50 <= found.recall_30 <= 1.0 and 0.0 <= found.empty_below <= 1.0
+    assert (tmp_path / "eval" / "image_predictions.csv").is_file()
+    assert (tmp_path / "run" / "best" / "member.json").is_file()
