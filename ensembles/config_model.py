@@ -187,7 +187,8 @@ def valid_keys(model: type[BaseModel]) -> tuple[str, ...]:
 
 
 def problems(model: type[BaseModel], exc: ValidationError) -> list[Problem]:
-    """``exc``'s errors as :class:`Problem` s: unknown keys grouped per table, first error first."""
+    """``exc``'s errors as :class:`Problem` s: unknown keys grouped per table and listed first,
+    then the others in pydantic's order."""
     out: list[Problem] = []
     unknown: dict[tuple[str | int, ...], list[str]] = {}
     for error in exc.errors(include_url=False):
@@ -213,7 +214,8 @@ def problems(model: type[BaseModel], exc: ValidationError) -> list[Problem]:
             valid = valid_keys(table_model) if table_model is not None else ()
             problem = Problem("unknown", problem.loc, keys=tuple(sorted(unknown[problem.loc])), valid=valid)
         result.append(problem)
-    return result
+    # a misspelt key first: its value may be what the other problems are about
+    return sorted(result, key=lambda problem: problem.kind != "unknown")
 
 
 @dataclass(frozen=True)

@@ -119,3 +119,9 @@ def test_code_init_is_for_code_only_nested_tables_keep_their_place() -> None:
     with pytest.raises(_Error) as info:
         parse_model(_Holder, {"inner": {"k": 0}}, error=_Error, wording=WORDING)
     assert str(info.value) == "[inner].k must be a number >= 1, got 0"
+
+
+def test_a_misspelt_key_is_reported_before_other_problems() -> None:
+    with pytest.raises(_Error) as info:
+        parse_model(Site, {"run": {"timeout_s": math.nan, "wokers": 3}}, error=_Error, wording=WORDING)
+    assert str(info.value).startswith("unknown key(s) wokers in [run]; valid keys: workers, ")
