@@ -17,12 +17,16 @@ holds a :class:`DetrArchitecture` is read and validated without them.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, model_validator
 
+from ensembles.checkpoint import MemberSpec, write_member_spec
 from ensembles.config_model import ConfigModel, ListAsTuple, check
 from ensembles.errors import EnsembleError
+from ensembles.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ensembles.types import MemberKind, ResizeMode
 
 if TYPE_CHECKING:
     from transformers import DetrForObjectDetection
@@ -122,3 +126,47 @@ def build_detr(arch: DetrArchitecture, *, seed: int | None = 0) -> "DetrForObjec
             return DetrForObjectDetection(config)
         except RuntimeError as exc:  # timm: "Unknown model (...)", a feature level it lacks
             raise EnsembleError(f"DETR backbone {arch.backbone!r}: {exc}") from None
+
+
+def save_detr_checkpoint(
+    checkpoint_dir: Path,
+    model: "DetrForObjectDetection",
+    *,
+    name: str = "detr",
+    image_size: int = 512,
+    resize: ResizeMode | str = ResizeMode.LETTERBOX,
+    threshold: float = 0.5,
+    box_floor: float = 0.05,
+    top_k: int = 20,
+    canny_blend: float = 0.0,
+    clahe: bool = False,
+) -> Path:
+    """Save ``model`` (safetensors) and its ``member.json`` (kind ``detr``): the one DETR member
+    checkpoint writer, for the demo models and the training recipe alike.
+
+    The preprocessing recorded is what the member runs with: ``resize`` to ``image_size``,
+    ImageNet mean/std, the Canny blend and CLAHE switches; ``box_floor`` and ``top_k`` go into
+    the member's options.
+
+    Returns:
+        The checkpoint directory.
+    """
+    directory = Path(checkpoint_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory, safe_serialization=True)
+    id2label: dict[Any, str] = dict(model.config.id2label or {})
+    spec = MemberSpec(
+        kind=MemberKind.DETR.value,
+        name=name,
+        image_size=image_size,
+        resize=ResizeMode(resize),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        labels=tuple(str(id2label[i]) for i in range(len(id2label))),
+        canny_blend=canny_blend,
+        clahe=clahe,
+        threshold=threshold,
+        options={"box_floor": box_floor, "top_k": top_k},
+    )
+    write_member_spec(directory, spec)
+    return directory

@@ -20,11 +20,9 @@ normalised to the whole square letterboxed input, padding included (no ``pixel_m
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from ensembles.checkpoint import MemberSpec, write_member_spec
-from ensembles.detr_arch import DetrArchitecture, build_detr
-from ensembles.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ensembles.detr_arch import DetrArchitecture, build_detr, save_detr_checkpoint
 from ensembles.types import ResizeMode
 
 if TYPE_CHECKING:
@@ -52,44 +50,6 @@ def build_tiny_detr(
     return build_detr(arch, seed=seed).eval()
 
 
-def write_detr_checkpoint(
-    checkpoint_dir: Path,
-    model: "DetrForObjectDetection",
-    *,
-    name: str = "detr",
-    image_size: int = 512,
-    resize: ResizeMode | str = ResizeMode.LETTERBOX,
-    threshold: float = 0.5,
-    box_floor: float = 0.05,
-    top_k: int = 20,
-    canny_blend: float = 0.0,
-) -> Path:
-    """Save ``model`` (safetensors) and its ``member.json`` (kind ``detr``) into a directory.
-
-    Returns:
-        The checkpoint directory.
-    """
-    directory = Path(checkpoint_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory, safe_serialization=True)
-    id2label: dict[Any, str] = dict(model.config.id2label or {})
-    labels = tuple(str(id2label[i]) for i in range(len(id2label)))
-    spec = MemberSpec(
-        kind="detr",
-        name=name,
-        image_size=image_size,
-        resize=ResizeMode(resize),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        labels=labels,
-        canny_blend=canny_blend,
-        threshold=threshold,
-        options={"box_floor": box_floor, "top_k": top_k},
-    )
-    write_member_spec(directory, spec)
-    return directory
-
-
 def write_tiny_detr_checkpoint(
     checkpoint_dir: Path,
     *,
@@ -106,7 +66,7 @@ def write_tiny_detr_checkpoint(
 ) -> Path:
     """Build a tiny DETR and write it as a ``detr`` member checkpoint; returns the directory."""
     model = build_tiny_detr(backbone, num_queries=num_queries, d_model=d_model, seed=seed)
-    return write_detr_checkpoint(
+    return save_detr_checkpoint(
         checkpoint_dir,
         model,
         name=name,

@@ -21,7 +21,8 @@ from ensembles.errors import CheckpointError, EnsembleError, MemberUnavailableEr
 from ensembles.members.detr import DetrMember, decode_detr_outputs  # noqa: E402
 from ensembles.preprocess import PreprocessConfig, preprocess_batch  # noqa: E402
 from ensembles.registry import create_member, list_members  # noqa: E402
-from ensembles.demo_arch.detr import build_tiny_detr, write_detr_checkpoint  # noqa: E402
+from ensembles.demo_arch.detr import build_tiny_detr  # noqa: E402
+from ensembles.detr_arch import save_detr_checkpoint  # noqa: E402
 from ensembles.types import Box  # noqa: E402
 
 IMAGE_SIZE = 96
@@ -30,7 +31,7 @@ IMAGE_SIZE = 96
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = build_tiny_detr(seed=3, num_queries=12)
-    return write_detr_checkpoint(
+    return save_detr_checkpoint(
         tmp_path_factory.mktemp("detr") / "ckpt", model, name="tiny-detr", image_size=IMAGE_SIZE
     )
 
@@ -185,7 +186,7 @@ def test_deterministic_and_batch_invariant(checkpoint: Path, images: list[np.nda
 
 def test_checkpoint_round_trip_identical(tmp_path: Path, images: list[np.ndarray]) -> None:
     model = build_tiny_detr(seed=11, num_queries=8)
-    directory = write_detr_checkpoint(tmp_path / "rt", model, image_size=64)
+    directory = save_detr_checkpoint(tmp_path / "rt", model, image_size=64)
     in_memory = DetrMember(model, read_member_spec(directory))
     loaded = create_member("detr", directory)
     for a, b in zip(in_memory.predict(images), loaded.predict(images)):

@@ -26,9 +26,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ensembles.checkpoint import MemberSpec, write_member_spec
-from ensembles.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from ensembles.types import ResizeMode
+from ensembles.detr_arch import save_detr_checkpoint
 from train.errors import RecipeError
 from train.recipes.sections import MatcherWeights
 
@@ -119,24 +117,9 @@ def save_detr_member(
     The preprocessing recorded is the one the recipe trained with: letterbox to
     ``image_size``, ImageNet mean/std, the Canny blend and CLAHE switches.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    frozen_copy(model).save_pretrained(directory, safe_serialization=True)
-    id2label: dict[Any, str] = dict(model.config.id2label or {})
-    spec = MemberSpec(
-        kind="detr",
-        name=name,
-        image_size=image_size,
-        resize=ResizeMode.LETTERBOX,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        labels=tuple(str(id2label[i]) for i in range(len(id2label))),
-        canny_blend=canny_blend,
-        clahe=clahe,
-        threshold=threshold,
-        options={"box_floor": box_floor, "top_k": top_k},
-    )
-    write_member_spec(directory, spec)
+    save_detr_checkpoint(directory, frozen_copy(model), name=name, image_size=image_size,
+                         threshold=threshold, box_floor=box_floor, top_k=top_k,
+                         canny_blend=canny_blend, clahe=clahe)
 
 
 class HeatmapHead(nn.Module):
