@@ -167,6 +167,8 @@ class Radiograph:
         n_frames: frames in the file.
         voi_source: ``"voi-lut"``, ``"window"``, ``"percentile"`` or ``"none"`` (colour images
             scaled by their bit depth).
+        percentile_bounds: the modality values mapped to 0 and 1 when ``voi_source`` is
+            ``"percentile"`` (a presentation state shows the image with this window), else ``None``.
     """
 
     pixels: np.ndarray
@@ -180,6 +182,7 @@ class Radiograph:
     frame_index: int
     n_frames: int
     voi_source: str
+    percentile_bounds: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         px = self.pixels
@@ -296,12 +299,12 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(rgb, dtype=np.float64) @ _LUMA
 
 
-def _percentile_window(values: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
-    """Map the percentile range to ``[0, 1]`` (min..max when the percentiles coincide)."""
+def _percentile_bounds(values: np.ndarray, percentiles: tuple[float, float]) -> tuple[float, float]:
+    """The values the percentile window maps to 0 and 1 (min..max when the percentiles coincide)."""
     low, high = (float(v) for v in np.percentile(values, percentiles))
     if high <= low:
         low, high = float(values.min()), float(values.max())
-    return np.clip((values - low) / (high - low), 0.0, 1.0)
+    return low, high
 
 
 def _output_range(out_of: Any, probe: np.ndarray) -> tuple[float, float]:
@@ -369,10 +372,18 @@ def to_unit_range(
         PixelDecodeError: ``unsupported-photometric``, ``bad-modality-lut``, ``bad-palette``,
             ``non-finite`` or ``constant-image``.
     """
+    unit, source, _ = _unit_range(stored, ds, policy)
+    return unit, source
+
+
+def _unit_range(
+    stored: np.ndarray, ds: Dataset, policy: PixelPolicy
+) -> tuple[np.ndarray, str, tuple[float, float] | None]:
+    """:func:`to_unit_range`, plus the percentile window's bounds when it was used."""
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     if stored.ndim == 3:
         grey = _luma(stored)
-        return _unit_colour(grey, 2 ** int(ds.BitsStored) - 1)
+        return (*_unit_colour(grey, 2 ** int(ds.BitsStored) - 1), None)
     if photometric == "PALETTE COLOR":
         try:
             rgb = apply_color_lut(stored, ds)
@@ -381,7 +392,7 @@ def to_unit_range(
                 f"cannot apply the palette: {type(exc).__name__}: {exc}"[:_MESSAGE_LIMIT],
                 reason="bad-palette",
             ) from exc
-        return _unit_colour(_luma(rgb), np.iinfo(rgb.dtype).max)
+        return (*_unit_colour(_luma(rgb), np.iinfo(rgb.dtype).max), None)
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise PixelDecodeError(
             f"PhotometricInterpretation {photometric!r} with one sample is not handled",
@@ -404,8 +415,9 @@ def to_unit_range(
     if policy.use_voi:
         voi = _file_voi(values, ds)
         if voi is not None:
-            return voi
-    return _percentile_window(values, policy.percentile_window), "percentile"
+            return (*voi, None)
+    low, high = _percentile_bounds(values, policy.percentile_window)
+    return np.clip((values - low) / (high - low), 0.0, 1.0), "percentile", (low, high)
 
 
 def _unit_colour(grey: np.ndarray, full_scale: float) -> tuple[np.ndarray, str]:
@@ -424,7 +436,7 @@ def dataset_to_radiograph(ds: Dataset, policy: PixelPolicy = PixelPolicy()) -> R
         PixelDecodeError: anything else that stops a usable image; ``reason`` says what.
     """
     frame = decode_frame(ds, policy)
-    unit, voi_source = to_unit_range(frame.array, ds, policy)
+    unit, voi_source, bounds = _unit_range(frame.array, ds, policy)
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     if photometric.upper() == "MONOCHROME1" and frame.array.ndim == 2:
         unit = 1.0 - unit  # after the VOI, never before: the window is defined on stored values
@@ -443,6 +455,7 @@ def dataset_to_radiograph(ds: Dataset, policy: PixelPolicy = PixelPolicy()) -> R
         frame_index=frame.frame_index,
         n_frames=frame.n_frames,
         voi_source=voi_source,
+        percentile_bounds=bounds,
     )
 
 

@@ -1,4 +1,4 @@
-"""Send DICOM files (the run's SRs) to a PACS by C-STORE, with retries and a result per file.
+"""Send DICOM files (the run's SR, GSPS, SC, rejection notes...) to a PACS by C-STORE, with retries.
 
 A nightly run must never hang on a PACS that is down and must never lose track of what it
 sent, so :func:`send_files` never raises for a file or a network problem: each file gets a

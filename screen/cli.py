@@ -76,13 +76,14 @@ def _add_commands() -> None:
     from screen.commands.models import models_cmd
     from screen.commands.phantom import phantom_cmd
     from screen.commands.prepare import prepare_cmd
+    from screen.commands.report import report_cmd
     from screen.commands.run import run_cmd
     from screen.commands.scan import scan_cmd
     from screen.commands.train import train_cmd
     from screen.commands.tune import tune_cmd
 
     for command in (scan_cmd, phantom_cmd, run_cmd, tune_cmd, prepare_cmd, train_cmd, eval_cmd, models_cmd,
-                    train_demo_cmd, ledger_cmd):
+                    train_demo_cmd, ledger_cmd, report_cmd):
         cli.add_command(command)
 
 

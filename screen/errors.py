@@ -11,7 +11,7 @@ from ensembles.errors import EXIT_USAGE, ScreenError
 EXIT_OK, EXIT_SOME_FAILED = 0, 1
 
 __all__ = ["EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "ConfigError", "EnvironmentProblem",
-           "OutputLockedError", "ScreenError", "environment_detail", "is_environment_error"]
+           "OutputLockedError", "ReportError", "ScreenError", "environment_detail", "is_environment_error"]
 
 
 class ConfigError(ScreenError):
@@ -20,6 +20,10 @@ class ConfigError(ScreenError):
 
 class OutputLockedError(ScreenError):
     """Another run holds the output folder."""
+
+
+class ReportError(ScreenError):
+    """The morning page cannot be built from an output folder (no run.json, unreadable tables)."""
 
 
 class EnvironmentProblem(ScreenError):

@@ -23,6 +23,8 @@ Example (``sample_data/site.toml`` is the embedded default)::
     [output]
     patient_id = "hash"                  # "include" | "hash" (keyed pseudonym) | "omit"
     write_sr = true
+    write_gsps = true                    # boxes any PACS viewer shows; write_sc = true adds images
+    on_rescreen = "reject"               # "reject" (IOCM rejection note) | "keep"
 
     [scope]                              # the studies the members are fit for (intended use)
     body_parts = ["SHOULDER", "ARM"]     # others are "out-of-scope", never "negative"
@@ -53,14 +55,22 @@ from ensembles.types import MemberKind
 from screen.errors import ConfigError
 
 __all__ = ["DEFAULT_CONFIG", "DEFAULT_SCOPE_BODY_PARTS", "PROJECT_ROOT", "SITE_SCHEMA_VERSION", "MemberConfig",
-           "OutputSettings", "PatientIdPolicy", "RunSettings", "ScopeSettings", "SiteConfig", "load_site_config",
-           "parse_site_config"]
+           "OutputSettings", "PatientIdPolicy", "RescreenPolicy", "RunSettings", "ScopeSettings", "SiteConfig",
+           "load_site_config", "parse_site_config"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: The embedded default: demo members and operating point committed in ``sample_data/``.
 DEFAULT_CONFIG = PROJECT_ROOT / "sample_data" / "site.toml"
 #: The newest ``schema_version`` this code reads (a file without one is version 1).
 SITE_SCHEMA_VERSION = 1
+
+
+class RescreenPolicy(StrEnum):
+    """``[output] on_rescreen``: what happens to a study's results already in a PACS when the
+    study is screened again (it changed, or ``--force``/``--rescreen-since``)."""
+
+    REJECT = "reject"
+    KEEP = "keep"
 
 
 class PatientIdPolicy(StrEnum):
@@ -203,6 +213,9 @@ class ScopeSettings(ConfigModel):
                              "A-Z, 0-9, space and _ each)") from None
 
 
+SeriesNumber = Annotated[int, check(lambda v: 1 <= v <= MAX_IS, f"a DICOM IS SeriesNumber from 1 to {MAX_IS}")]
+
+
 class OutputSettings(ConfigModel):
     """``[output]``: what the outputs may contain.
 
@@ -212,9 +225,21 @@ class OutputSettings(ConfigModel):
             CSV or logs. With ``hash`` or ``omit``, ``scan.csv`` holds no source paths either
             (archives are often laid out by PatientID): a keyed pseudonym of each path instead.
         accession: include AccessionNumber in ``studies.csv``.
-        write_sr: write a DICOM SR per screened study.
+        write_sr: write a DICOM SR per screened study (``sr/``).
+        write_gsps: write a Grayscale Softcopy Presentation State per screened study with a
+            finding (``gsps/``): the boxes and their texts on the source images, any viewer.
+        write_sc: write an annotated Secondary Capture per image with a finding (``sc/``):
+            the pixels as the pipeline saw them, boxes burned in, for viewers without GSPS.
+        write_gap_sr: write a short SR "not screened by AI: <reason>" in each study that failed
+            or was out of scope (``gap-sr/``), so the PACS shows the gap.
+        on_rescreen: ``reject`` (default): when a study is screened again, its earlier SR,
+            GSPS, SC and not-screened SR that a PACS stored are withdrawn by an IHE IOCM
+            rejection note (``kos/``, sent before the new results); ``keep``: nothing is
+            withdrawn, the PACS keeps both (README, "Outputs in the PACS"). Either way earlier
+            results never sent are not sent any more.
         sr_series_number: SeriesNumber of the SR series (one new series per run): a DICOM IS
-            value from 1 to 2147483647.
+            value from 1 to 2147483647; likewise ``gsps_series_number``, ``sc_series_number``,
+            ``kos_series_number`` and ``gap_sr_series_number`` for the other objects' series.
         institution_name: optional InstitutionName for the SR's equipment module (a DICOM LO
             value: at most 64 characters, no backslash, no control characters).
         id_key_file: the file holding the site's identifier key (mode 0600, outside every output
@@ -227,8 +252,15 @@ class OutputSettings(ConfigModel):
     patient_id: PatientIdPolicy = Field(default=PatientIdPolicy.HASH, strict=False)
     accession: bool = True
     write_sr: bool = True
-    sr_series_number: Annotated[int, check(lambda v: 1 <= v <= MAX_IS,
-                                           f"a DICOM IS SeriesNumber from 1 to {MAX_IS}")] = 9901
+    write_gsps: bool = True
+    write_sc: bool = False
+    write_gap_sr: bool = False
+    on_rescreen: RescreenPolicy = Field(default=RescreenPolicy.REJECT, strict=False)
+    sr_series_number: SeriesNumber = 9901
+    gsps_series_number: SeriesNumber = 9902
+    sc_series_number: SeriesNumber = 9903
+    kos_series_number: SeriesNumber = 9904
+    gap_sr_series_number: SeriesNumber = 9905
     institution_name: Annotated[str, check(_is_long_string, "a DICOM LO value: 1 to 64 characters, no "
                                                             "backslash and no control characters")] | None = None
     id_key_file: Path | None = Field(default=None, strict=False)

@@ -15,7 +15,7 @@ from ensembles.fusion import StudyDecision
 from ensembles.operating_point.point import OperatingPoint
 from ensembles.types import MemberOutput
 
-__all__ = ["decide_with_levels", "finding_level"]
+__all__ = ["decide_with_levels", "finding_level", "level_names"]
 
 
 def finding_level(
@@ -48,6 +48,14 @@ def finding_level(
         if calls[i]:
             return points[i].level or f"point-{i + 1}"
     return None  # pragma: no cover - calls[0] is True
+
+
+def level_names(points: Sequence[OperatingPoint]) -> list[str]:
+    """The levels' names of a multi-point file, most sensitive first (``"point-<i>"`` for a
+    point without a level); empty for a single point, whose findings have no level."""
+    if len(points) < 2:
+        return []
+    return [point.level or f"point-{i + 1}" for i, point in enumerate(points)]
 
 
 def decide_with_levels(

@@ -1,9 +1,11 @@
 """The ledger: what an output folder has screened, with which models, and what was sent where.
 
 One SQLite file (``ledger.sqlite``) per output folder. It is the commit point of a run: a
-study's SR file is written (atomically) first and its ledger row last, so after a ``kill -9``
-the ledger never names a file that is not whole, and files the ledger does not name are
-debris that :meth:`Ledger.sweep_orphans` removes. ``studies.csv`` and ``findings.csv`` are
+study's files (SR, GSPS, SC images, rejection note, not-screened SR) are written (atomically)
+first and its ledger row last, so after a ``kill -9`` the ledger never names a file that is not
+whole, and files the ledger does not name are debris that :meth:`Ledger.sweep_orphans` removes
+(so a resumed study gets one GSPS, never a second). Every object is recorded with its kind,
+and every send of it per destination. ``studies.csv`` and ``findings.csv`` are
 views of the ledger, rewritten atomically, so a study appears in them exactly once.
 
 A study counts as done when its row has status ``screened`` for the same content hash (its
@@ -39,10 +41,49 @@ from screen.id_key import key_fingerprint, pseudonym
 
 LOCK_NAME = ".screen.lock"
 
+#: studies.csv columns naming a study's results, kept when the study later fails.
+_KEPT_COLUMNS = ("gsps_path", "gsps_sop_instance_uid", "sc_paths", "sc_sop_instance_uids", "gap_sr_path",
+                 "gap_sr_sop_instance_uid")
+
 
 def now_iso() -> str:
     """UTC time in ISO 8601 with seconds."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+#: The folders of the objects a run writes, by kind (under the output folder).
+OBJECT_DIRS = {"sr": "sr", "gsps": "gsps", "sc": "sc", "kos": "kos", "gap-sr": "gap-sr"}
+#: Kinds that are a study's results (a rejection note withdraws them, never another note).
+RESULT_KINDS = ("sr", "gsps", "sc", "gap-sr")
+
+
+@dataclass(frozen=True)
+class OutputObject:
+    """One DICOM object written for a study.
+
+    Attributes:
+        kind: ``sr``, ``gsps``, ``sc``, ``kos`` (IOCM rejection note) or ``gap-sr``.
+        sop_instance_uid: its SOP Instance UID.
+        path: relative to the output folder, posix.
+        supersedes: the object of the same kind it replaces, if any.
+        withdraws: for a ``kos``, the objects it rejects.
+    """
+
+    kind: str
+    sop_instance_uid: str
+    path: str
+    supersedes: str | None = None
+    withdraws: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object the ledger holds for a study."""
+
+    kind: str
+    sop_instance_uid: str
+    path: str
+    sent: bool
 
 
 @dataclass(frozen=True)
@@ -214,11 +255,34 @@ class Ledger:
     def sr_datasets_of(self, study_instance_uid: str, *, excluding: str | None = None) -> list[Path]:
         """Paths of every SR this folder wrote for a study (oldest first), but ``excluding``."""
         rows = self._db.execute(
-            "SELECT sr_path FROM srs WHERE study_instance_uid = ? AND sr_sop_instance_uid IS NOT ? "
+            "SELECT path FROM objects WHERE kind = 'sr' AND study_instance_uid = ? AND sop_instance_uid IS NOT ? "
             "ORDER BY created_at, rowid",
             (study_instance_uid, excluding),
         ).fetchall()
         return [self.out_dir / r[0] for r in rows]
+
+    def current_objects(self, study_instance_uid: str, kinds: Sequence[str] = RESULT_KINDS) -> list[StoredObject]:
+        """The study's objects of ``kinds`` not withdrawn or superseded (oldest first), and
+        whether some destination stored each."""
+        marks = ", ".join("?" for _ in kinds)
+        rows = self._db.execute(
+            f"SELECT o.kind, o.sop_instance_uid, o.path, EXISTS (SELECT 1 FROM sends d WHERE "
+            f"d.sop_instance_uid = o.sop_instance_uid AND d.ok = 1) FROM objects o WHERE o.study_instance_uid = ? "
+            f"AND o.withdrawn IS NULL AND o.kind IN ({marks}) ORDER BY o.created_at, o.rowid",
+            (study_instance_uid, *kinds),
+        ).fetchall()
+        return [StoredObject(str(k), str(u), str(p), bool(sent)) for k, u, p, sent in rows]
+
+    def object_count(self, study_instance_uid: str, kind: str) -> int:
+        """How many objects of ``kind`` the folder ever wrote for a study (for instance numbers)."""
+        row = self._db.execute("SELECT count(*) FROM objects WHERE study_instance_uid = ? AND kind = ?",
+                               (study_instance_uid, kind)).fetchone()
+        return int(row[0])
+
+    def objects_count(self) -> dict[str, int]:
+        """How many objects of each kind the folder holds."""
+        rows = self._db.execute("SELECT kind, count(*) FROM objects GROUP BY kind").fetchall()
+        return {str(kind): int(n) for kind, n in rows}
 
     def record_study(
         self,
@@ -235,13 +299,18 @@ class Ledger:
         instances: Sequence[str] = (),
         intended_use: str = "unknown",
         keep_sr: bool = False,
+        objects: Sequence[OutputObject] = (),
+        replaced: Sequence[str] = (),
     ) -> None:
-        """Commit one study's outcome, its findings and its SR, in one transaction.
+        """Commit one study's outcome, its findings and its objects, in one transaction.
 
         A failed outcome counts an attempt (the same content failing again adds one; new
         content starts at one). ``instances`` (SOP Instance UIDs) are remembered for collisions
-        on later nights. ``keep_sr`` keeps the SR the study already has (a study that now
-        fails keeps what was written and sent).
+        on later nights. ``keep_sr`` keeps the results the study already has (a study that now
+        fails keeps what was written and sent: SR, GSPS and SC columns). ``objects`` are the
+        other objects written for it (GSPS, SC, rejection note, not-screened SR); a rejection
+        note marks what it withdraws ``rejected:<its UID>``, and ``replaced`` (earlier results
+        never stored anywhere) are marked ``superseded``: neither is sent again.
         """
         uid = str(row["study_instance_uid"])
         stamp = now_iso()
@@ -253,6 +322,9 @@ class Ledger:
         if keep_sr and previous is not None and sr_path is None and previous.sr_path:
             sr_path, sr_sop_instance_uid = previous.sr_path, previous.sr_sop_instance_uid
             row = {**row, "sr_path": sr_path, "sr_sop_instance_uid": sr_sop_instance_uid}
+        if keep_sr and previous is not None:
+            earlier = self._row(uid)
+            row = {**row, **{k: earlier[k] for k in _KEPT_COLUMNS if earlier.get(k) and not row.get(k)}}
         if patient_key is None and previous is not None:
             patient_key = previous.patient_key
         with self._transaction():
@@ -273,12 +345,24 @@ class Ledger:
                 "INSERT INTO findings(study_instance_uid, idx, row_json) VALUES (?, ?, ?)",
                 [(uid, i, json.dumps(f, sort_keys=True)) for i, f in enumerate(findings)],
             )
+            written = list(objects)
             if sr_path is not None and sr_sop_instance_uid is not None and not keep_sr:
+                written.insert(0, OutputObject("sr", sr_sop_instance_uid, sr_path, supersedes))
+            for item in written:
                 self._db.execute(
-                    "INSERT OR REPLACE INTO srs(sr_sop_instance_uid, study_instance_uid, sr_path, run_id, "
-                    "supersedes, created_at, intended_use) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (sr_sop_instance_uid, uid, sr_path, run_id, supersedes, stamp, intended_use),
+                    "INSERT OR REPLACE INTO objects(sop_instance_uid, study_instance_uid, kind, path, run_id, "
+                    "supersedes, created_at, intended_use) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (item.sop_instance_uid, uid, item.kind, item.path, run_id, item.supersedes, stamp, intended_use),
                 )
+                self._db.executemany("UPDATE objects SET withdrawn = ? WHERE sop_instance_uid = ?",
+                                     [(f"rejected:{item.sop_instance_uid}", old) for old in item.withdraws])
+            self._db.executemany("UPDATE objects SET withdrawn = 'superseded' WHERE sop_instance_uid = ? "
+                                 "AND withdrawn IS NULL", [(old,) for old in replaced])
+
+    def _row(self, study_instance_uid: str) -> dict[str, Any]:
+        found = self._db.execute("SELECT row_json FROM studies WHERE study_instance_uid = ?",
+                                 (study_instance_uid,)).fetchone()
+        return {} if found is None else dict(json.loads(found[0]))
 
     def fail_study(self, study_instance_uid: str, reason: str) -> bool:
         """Fail a recorded study from now on (a collision found on a later night), keeping its
@@ -314,56 +398,74 @@ class Ledger:
         rows = self._db.execute("SELECT row_json FROM findings ORDER BY study_instance_uid, idx").fetchall()
         return [json.loads(r[0]) for r in rows]
 
-    # -- SR files and sending ---------------------------------------------------------------
+    # -- the objects' files and sending -----------------------------------------------------
     def known_sr_paths(self) -> set[str]:
-        return {str(r[0]) for r in self._db.execute("SELECT sr_path FROM srs").fetchall()}
+        """Paths of every object the ledger names (SRs and every other kind)."""
+        return {str(r[0]) for r in self._db.execute("SELECT path FROM objects").fetchall()}
 
-    def unsent_srs(self, destination: str, *, allow_demo: bool = False) -> list[tuple[str, Path]]:
-        """``(SOP instance UID, path)`` of every SR not yet stored at ``destination`` (SRs of
-        ``demo`` members only with ``allow_demo``)."""
+    def unsent_objects(self, destination: str, *, allow_demo: bool = False) -> list[tuple[str, Path, str]]:
+        """``(SOP instance UID, path, kind)`` of every object to store at ``destination``: not
+        stored there yet, not withdrawn or superseded (rejection notes always), made by members
+        fit for patients unless ``allow_demo``. Rejection notes first: a PACS hides the old
+        results before the new ones arrive."""
         rows = self._db.execute(
-            "SELECT s.sr_sop_instance_uid, s.sr_path FROM srs s LEFT JOIN sends d "
-            "ON d.sr_sop_instance_uid = s.sr_sop_instance_uid AND d.destination = ? "
-            "WHERE (d.ok IS NULL OR d.ok = 0) AND (? OR s.intended_use != 'demo') "
-            "ORDER BY s.created_at, s.rowid",
+            "SELECT o.sop_instance_uid, o.path, o.kind FROM objects o LEFT JOIN sends d "
+            "ON d.sop_instance_uid = o.sop_instance_uid AND d.destination = ? "
+            "WHERE (d.ok IS NULL OR d.ok = 0) AND (? OR o.intended_use != 'demo') "
+            "AND (o.withdrawn IS NULL OR o.kind = 'kos') "
+            "ORDER BY o.kind != 'kos', o.created_at, o.rowid",
             (destination, int(allow_demo)),
         ).fetchall()
-        return [(str(uid), self.out_dir / path) for uid, path in rows]
+        return [(str(uid), self.out_dir / path, str(kind)) for uid, path, kind in rows]
+
+    def unsent_srs(self, destination: str, *, allow_demo: bool = False) -> list[tuple[str, Path]]:
+        """``(SOP instance UID, path)`` of the SRs among :meth:`unsent_objects`."""
+        return [(uid, path) for uid, path, kind in self.unsent_objects(destination, allow_demo=allow_demo)
+                if kind == "sr"]
 
     def add_sr(self, sr_sop_instance_uid: str, study_instance_uid: str, sr_path: str, run_id: str,
-               supersedes: str | None, intended_use: str) -> None:
-        """Record an SR file found on disk (a rebuild); an SR already recorded is kept as it is."""
+               supersedes: str | None, intended_use: str, kind: str = "sr") -> None:
+        """Record an object file found on disk (a rebuild); one already recorded is kept as it is."""
         self._db.execute(
-            "INSERT OR IGNORE INTO srs(sr_sop_instance_uid, study_instance_uid, sr_path, run_id, supersedes, "
-            "created_at, intended_use) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (sr_sop_instance_uid, study_instance_uid, sr_path, run_id, supersedes, now_iso(), intended_use),
+            "INSERT OR IGNORE INTO objects(sop_instance_uid, study_instance_uid, kind, path, run_id, supersedes, "
+            "created_at, intended_use) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (sr_sop_instance_uid, study_instance_uid, kind, sr_path, run_id, supersedes, now_iso(), intended_use),
         )
 
-    def was_sent(self, sr_sop_instance_uid: str) -> bool:
-        """Whether some destination stored this SR."""
-        row = self._db.execute("SELECT 1 FROM sends WHERE sr_sop_instance_uid = ? AND ok = 1",
-                               (sr_sop_instance_uid,)).fetchone()
+    def was_sent(self, sop_instance_uid: str) -> bool:
+        """Whether some destination stored this object."""
+        row = self._db.execute("SELECT 1 FROM sends WHERE sop_instance_uid = ? AND ok = 1",
+                               (sop_instance_uid,)).fetchone()
         return row is not None
 
-    def record_send(self, sr_sop_instance_uid: str, destination: str, *, ok: bool, status: int | None,
+    def sends_of(self, sop_instance_uid: str) -> dict[str, bool]:
+        """Each destination an object was offered to, and whether it stored it."""
+        rows = self._db.execute("SELECT destination, ok FROM sends WHERE sop_instance_uid = ?",
+                                (sop_instance_uid,)).fetchall()
+        return {str(dest): bool(ok) for dest, ok in rows}
+
+    def record_send(self, sop_instance_uid: str, destination: str, *, ok: bool, status: int | None,
                     attempts: int, error: str = "") -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO sends(sr_sop_instance_uid, destination, ok, status, attempts, error, sent_at) "
+            "INSERT OR REPLACE INTO sends(sop_instance_uid, destination, ok, status, attempts, error, sent_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (sr_sop_instance_uid, destination, int(ok), status, attempts, error, now_iso()),
+            (sop_instance_uid, destination, int(ok), status, attempts, error, now_iso()),
         )
 
-    def sweep_orphans(self, sr_dir: Path) -> list[Path]:
-        """Delete SR files the ledger does not name and temporary files left by a killed run."""
+    def sweep_orphans(self, sr_dir: Path | None = None) -> list[Path]:
+        """Delete object files (under ``sr/``, ``gsps/``, ``sc/``, ``kos/``, ``gap-sr/``) the
+        ledger does not name and temporary files left by a killed run. ``sr_dir`` is accepted
+        for older callers; every object folder is swept."""
         known = self.known_sr_paths()
+        folders = [self.out_dir / name for name in OBJECT_DIRS.values()]
         removed: list[Path] = []
         for path in sorted(self.out_dir.rglob("*")):
             if not path.is_file():
                 continue
             relative = path.relative_to(self.out_dir).as_posix()
             temporary = path.name.startswith(".") and path.name.endswith(".tmp")
-            orphan_sr = path.is_relative_to(sr_dir) and relative not in known
-            if temporary or orphan_sr:
+            orphan = any(path.is_relative_to(folder) for folder in folders) and relative not in known
+            if temporary or orphan:
                 path.unlink()
                 removed.append(path)
         return removed

@@ -11,7 +11,10 @@ again is said, not guessed:
 - the patient and instances of each study (for collisions on later nights): recorded again the
   next time the study is seen;
 - a study whose ``studies.csv`` row has no ``content_hash`` (written before it had one) is
-  screened again on its next night, and its new SR supersedes the old one.
+  screened again on its next night, and its new SR supersedes the old one;
+- which GSPS, SC, rejection note or not-screened SR was withdrawn or superseded: every one
+  found under ``gsps/``, ``sc/``, ``kos/`` and ``gap-sr/`` is recorded (so none is swept as an
+  orphan) as current.
 
 An unusable ``ledger.sqlite`` is kept beside the new one (``ledger.sqlite.unusable-<time>``);
 a working ledger is never replaced.
@@ -30,7 +33,7 @@ from dicom_io.errors import DicomIOError
 from dicom_io.tables import FINDINGS, STUDIES, TableSchema, read_table, records
 from dicom_io.uids import is_valid_uid
 from screen.errors import ScreenError
-from screen.nightly.ledger import Ledger, OutputLock
+from screen.nightly.ledger import OBJECT_DIRS, Ledger, OutputLock
 from screen.nightly.ledger_schema import LEDGER_NAME, LedgerUnusableError, check_usable
 
 
@@ -40,6 +43,7 @@ class RebuildResult:
 
     studies: Counter[str] = field(default_factory=Counter)  # by status
     srs: int = 0
+    others: Counter[str] = field(default_factory=Counter)  # GSPS, SC ... files recorded, by kind
     findings: int = 0
     unreadable: list[str] = field(default_factory=list)  # SR files that did not read back
     moved_aside: Path | None = None
@@ -107,6 +111,9 @@ def _rebuild(folder: Path) -> RebuildResult:
         for sr in srs:  # every SR on disk, superseded ones too, so none is swept as an orphan
             ledger.add_sr(sr["uid"], sr["study"], sr["path"], run_id, sr["supersedes"], sr["intended_use"])
             result.srs += 1
+        for kind, uid, study, relative in _read_objects(folder, result):
+            ledger.add_sr(uid, study, relative, run_id, None, "unknown", kind=kind)
+            result.others[kind] += 1
         ledger.set_meta("rebuilt_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
         ledger.finish_run(run_id, "rebuilt", {"studies": dict(result.studies), "srs": result.srs})
     finally:
@@ -153,6 +160,30 @@ def _read_srs(folder: Path, result: RebuildResult) -> list[dict[str, Any]]:
     return found
 
 
+def _read_objects(folder: Path, result: RebuildResult) -> list[tuple[str, str, str, str]]:
+    """``(kind, SOP UID, study UID, path)`` of every GSPS, SC, rejection note and not-screened SR."""
+    import pydicom
+
+    found = []
+    for kind, name in OBJECT_DIRS.items():
+        if kind == "sr" or not (folder / name).is_dir():
+            continue
+        for path in sorted((folder / name).rglob("*.dcm")):
+            relative = path.relative_to(folder).as_posix()
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True,
+                                     specific_tags=["SOPInstanceUID", "StudyInstanceUID"])
+            except (OSError, ValueError, pydicom.errors.InvalidDicomError) as exc:
+                result.unreadable.append(f"{relative}: {exc}")
+                continue
+            uid, study = str(ds.get("SOPInstanceUID", "")), str(ds.get("StudyInstanceUID", ""))
+            if not (is_valid_uid(uid) and is_valid_uid(study)):
+                result.unreadable.append(f"{relative}: not a UID this tool writes")
+                continue
+            found.append((kind, uid, study, relative))
+    return found
+
+
 def _latest_per_study(srs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Each study's SR that no other SR supersedes."""
     superseded = {sr["supersedes"] for sr in srs if sr["supersedes"]}
@@ -168,6 +199,8 @@ def rebuild_lines(result: RebuildResult, out_dir: Path) -> list[str]:
     by_status = ", ".join(f"{n} {status}" for status, n in sorted(result.studies.items())) or "none"
     lines = [f"rebuilt {out_dir / LEDGER_NAME}: {sum(result.studies.values())} studies ({by_status}), "
              f"{result.srs} SRs, {result.findings} findings"]
+    if result.others:
+        lines.append("also recorded: " + ", ".join(f"{n} {kind}" for kind, n in sorted(result.others.items())))
     if result.moved_aside is not None:
         lines.append(f"the unusable ledger is kept as {result.moved_aside.name}")
     if result.unreadable:

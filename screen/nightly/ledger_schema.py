@@ -18,6 +18,10 @@ Versions:
        leaves the ledger (identifiers are keyed by the site's key, :mod:`screen.id_key`, kept
        outside the folder; the ledger keeps only its fingerprint). Rows written before keep
        their old pseudonyms.
+    3. every object the folder writes, not only SRs: ``srs`` becomes ``objects`` (``kind``
+       ``sr``, ``gsps``, ``sc``, ``kos`` or ``gap-sr``; ``path``; ``withdrawn``: why a result is
+       no longer current, ``rejected:<KOS UID>`` or ``superseded``) and ``sends`` names any
+       object (``sop_instance_uid``). An SR recorded before is an ``sr`` object, as it was.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pathlib import Path
 
 from screen.errors import ScreenError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 LEDGER_NAME = "ledger.sqlite"
 
 SCHEMA = """
@@ -45,14 +49,14 @@ CREATE TABLE IF NOT EXISTS studies (
 CREATE TABLE IF NOT EXISTS findings (
     study_instance_uid TEXT NOT NULL, idx INTEGER NOT NULL, row_json TEXT NOT NULL,
     PRIMARY KEY (study_instance_uid, idx));
-CREATE TABLE IF NOT EXISTS srs (
-    sr_sop_instance_uid TEXT PRIMARY KEY, study_instance_uid TEXT NOT NULL, sr_path TEXT NOT NULL,
-    run_id TEXT NOT NULL, supersedes TEXT, created_at TEXT NOT NULL,
-    intended_use TEXT NOT NULL DEFAULT 'unknown');
+CREATE TABLE IF NOT EXISTS objects (
+    sop_instance_uid TEXT PRIMARY KEY, study_instance_uid TEXT NOT NULL, kind TEXT NOT NULL,
+    path TEXT NOT NULL, run_id TEXT NOT NULL, supersedes TEXT, created_at TEXT NOT NULL,
+    intended_use TEXT NOT NULL DEFAULT 'unknown', withdrawn TEXT);
 CREATE TABLE IF NOT EXISTS sends (
-    sr_sop_instance_uid TEXT NOT NULL, destination TEXT NOT NULL, ok INTEGER NOT NULL,
+    sop_instance_uid TEXT NOT NULL, destination TEXT NOT NULL, ok INTEGER NOT NULL,
     status INTEGER, attempts INTEGER NOT NULL, error TEXT NOT NULL DEFAULT '', sent_at TEXT NOT NULL,
-    PRIMARY KEY (sr_sop_instance_uid, destination));
+    PRIMARY KEY (sop_instance_uid, destination));
 CREATE TABLE IF NOT EXISTS instances (
     sop_instance_uid TEXT PRIMARY KEY, study_instance_uid TEXT NOT NULL);
 INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '""" + str(SCHEMA_VERSION) + """');
@@ -70,10 +74,21 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "UPDATE studies SET attempts = 1 WHERE status = 'failed'",
         "DELETE FROM meta WHERE key = 'salt'",  # a secret next to the hashes it protects: gone
     ),
+    3: (
+        "CREATE TABLE objects (sop_instance_uid TEXT PRIMARY KEY, study_instance_uid TEXT NOT NULL, "
+        "kind TEXT NOT NULL, path TEXT NOT NULL, run_id TEXT NOT NULL, supersedes TEXT, "
+        "created_at TEXT NOT NULL, intended_use TEXT NOT NULL DEFAULT 'unknown', withdrawn TEXT)",
+        "INSERT INTO objects(sop_instance_uid, study_instance_uid, kind, path, run_id, supersedes, created_at, "
+        "intended_use) SELECT sr_sop_instance_uid, study_instance_uid, 'sr', sr_path, run_id, supersedes, "
+        "created_at, intended_use FROM srs ORDER BY rowid",
+        "DROP TABLE srs",
+        "ALTER TABLE sends RENAME COLUMN sr_sop_instance_uid TO sop_instance_uid",
+    ),
 }
 """Statements that take a ledger of version ``N - 1`` to version ``N``."""
 
-REQUIRED_TABLES = ("meta", "runs", "studies", "findings", "srs", "sends")
+REQUIRED_TABLES = ("meta", "runs", "studies", "findings", "objects", "sends")
+_LEGACY_NAMES = {"srs": "objects"}  # a table's name before version 3 -> its name now
 
 
 class LedgerUnusableError(ScreenError):
@@ -135,8 +150,9 @@ def _problem(path: Path, writable: bool) -> str | None:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if not tables:
                 return _NEVER_STARTED
-            missing = [t for t in REQUIRED_TABLES if t not in tables]
-            ours = tables <= set(REQUIRED_TABLES) | {"instances"}
+            present = tables | {_LEGACY_NAMES[t] for t in tables if t in _LEGACY_NAMES}
+            missing = [t for t in REQUIRED_TABLES if t not in present]
+            ours = tables <= set(REQUIRED_TABLES) | set(_LEGACY_NAMES) | {"instances"}
             if missing and ours and all(
                     db.execute(f'SELECT 1 FROM "{t}" LIMIT 1').fetchone() is None for t in tables):
                 return _NEVER_STARTED  # a ledger whose creation a kill cut short: nothing in it

@@ -24,26 +24,30 @@ import screen
 from dicom_io.atomic import file_mode
 from dicom_io.pixels import PixelPolicy, Radiograph
 from dicom_io.decode import DecodeTask, decode_one
+from dicom_io.gsps import PipelineVoi
 from dicom_io.scan import scan_archive
 from dicom_io.sr import AlgorithmInfo
 from dicom_io.uids import is_valid_uid
 from dicom_io.workers import Outcome, run_tasks
 from ensembles.checkpoint import read_member_spec
-from ensembles.operating_point.levels import finding_level
+from ensembles.operating_point.levels import finding_level, level_names
 from ensembles.operating_point.point import OperatingPoint, op_id
 from ensembles.types import MemberOutput
-from screen.site_config import PatientIdPolicy, SiteConfig, load_site_config
+from screen.site_config import PatientIdPolicy, RescreenPolicy, SiteConfig, load_site_config
 from screen.errors import ConfigError, EnvironmentProblem, environment_detail, is_environment_error
 from screen.id_key import load_id_key
-from screen.nightly.ledger import Ledger, OutputLock, now_iso
+from screen.nightly.ledger import Ledger, OutputLock, OutputObject, now_iso
 from screen.nightly.site_members import LoadedMember, load_members, member_version, model_key
 from ensembles.operating_point.op_json import load_points
 from screen.nightly.tables import patient_id_value, study_columns, write_findings_csv, write_run_json, write_studies_csv
-from screen.nightly.plan import FAILED_STUDY, OUT_OF_SCOPE, SCREENED, SKIPPED, StudyPlan, plan_studies
+from screen.nightly.plan import (FAILED_STUDY, INVALID_UID, OUT_OF_SCOPE, SCREENED, SKIPPED, UID_COLLISION, StudyPlan,
+                                 plan_studies)
 from screen.commands.scan import write_scan_csv
 from screen.nightly.scope import scope_key
 from screen.nightly.triage import Triage, triage
-from screen.nightly.writers import box_levels, finding_rows, member_columns, to_pixels, write_study_sr
+from screen.nightly.writers import (Series, box_levels, finding_rows, member_columns, to_pixels, write_gap,
+                                    write_rejection, write_study_gsps, write_study_scs, write_study_sr)
+from screen.report import write_report
 
 log = logging.getLogger("screen.run")
 
@@ -80,6 +84,7 @@ class RunSummary:
     needs_attention: list[tuple[str, str]] = field(default_factory=list)  # (study, reason)
     collisions: list[str] = field(default_factory=list)  # studies found colliding tonight
     intended_use: str = "clinical"
+    written: Counter[str] = field(default_factory=Counter)  # objects written tonight, by kind
 
     @property
     def exit_code(self) -> int:
@@ -94,6 +99,7 @@ class _Pending:
     plan: StudyPlan
     shapes: dict[Hashable, tuple[int, int]] = field(default_factory=dict)  # (rows, cols) per SOP UID
     outputs: dict[Hashable, dict[str, MemberOutput]] = field(default_factory=dict)
+    views: dict[str, PipelineVoi] = field(default_factory=dict)  # how each image was windowed
     failures: list[tuple[str, str]] = field(default_factory=list)
     waiting: int = 0
 
@@ -107,16 +113,24 @@ class _Clock:
     def timed(self, phase: str) -> "_Timer":
         return _Timer(self, phase)
 
+    def apart(self, phase: str, within: str) -> "_Timer":
+        """Time ``phase`` inside ``within``'s timer and take it out of ``within``, so the
+        phases stay disjoint (``write`` is the SR, ``gsps`` and ``sc`` their own)."""
+        return _Timer(self, phase, within)
+
 
 class _Timer:
-    def __init__(self, clock: _Clock, phase: str) -> None:
-        self.clock, self.phase = clock, phase
+    def __init__(self, clock: _Clock, phase: str, within: str | None = None) -> None:
+        self.clock, self.phase, self.within = clock, phase, within
 
     def __enter__(self) -> None:
         self.start = time.perf_counter()
 
     def __exit__(self, *exc: object) -> None:
-        self.clock.seconds[self.phase] += time.perf_counter() - self.start
+        elapsed = time.perf_counter() - self.start
+        self.clock.seconds[self.phase] += elapsed
+        if self.within is not None:
+            self.clock.seconds[self.within] -= elapsed
 
 
 def new_run_id() -> str:
@@ -270,8 +284,10 @@ def _run_locked(archive: Path, out_dir: Path, site: SiteConfig, points: list[Ope
         write_run_json(out_dir / "run.json", summary_dict(summary) | {
             "archive": str(archive), "model_key": key, "operating_point_id": op_id(points[0]),
             "members": {m.name: member_version(m) for m in site.members}, "member_intended_use": uses,
-            "finished_at": now_iso(),
+            "finished_at": now_iso(), "levels": level_names(points),
+            "patient_id_policy": str(site.output.patient_id),
         })
+        write_report(out_dir, sources={i.sop_instance_uid: i.path for i in scan.selected}, keep_going=True)
     finally:
         ledger.close()
     return summary
@@ -296,6 +312,17 @@ class _RunContext:
     sr_series_uid: str = field(default_factory=generate_uid)
     loaded: list[LoadedMember] | None = None
     reuse_sr: dict[str, str] = field(default_factory=dict)  # study -> SR SOP UID to write again
+    series: dict[str, Series] = field(default_factory=dict)  # kind -> this run's series of it
+    algorithm: AlgorithmInfo | None = None  # _algorithm()
+
+    def series_of(self, kind: str) -> Series:
+        """This run's series for objects of ``kind`` (one new series per kind and run)."""
+        if kind not in self.series:
+            number = {"gsps": self.site.output.gsps_series_number, "sc": self.site.output.sc_series_number,
+                      "kos": self.site.output.kos_series_number,
+                      "gap-sr": self.site.output.gap_sr_series_number}[kind]
+            self.series[kind] = Series(generate_uid(), number)
+        return self.series[kind]
 
     @property
     def members(self) -> list[LoadedMember]:
@@ -341,16 +368,45 @@ class _RunContext:
 
     def record_out_of_scope(self, plan: StudyPlan, reason: str) -> None:
         row = self.base_row(plan, OUT_OF_SCOPE, reason)
+        gap = self._gap_sr(plan, reason, row)
         self.ledger.record_study(row=row, content_hash=plan.content_hash(), model_key=scope_key(self.site.scope),
-                                 run_id=self.summary.run_id, keep_sr=True, **self._identity(plan))
+                                 run_id=self.summary.run_id, keep_sr=True, objects=gap,
+                                 intended_use=self.summary.intended_use, **self._identity(plan))
         self.summary.counts[OUT_OF_SCOPE] += 1
 
     def record_failed(self, plan: StudyPlan, reason: str) -> None:
         row = self.base_row(plan, FAILED_STUDY, reason)
+        gap = self._gap_sr(plan, reason, row)
         self.ledger.record_study(row=row, content_hash=plan.content_hash(), model_key=self.key,
-                                 run_id=self.summary.run_id, keep_sr=True, **self._identity(plan))
+                                 run_id=self.summary.run_id, keep_sr=True, objects=gap,
+                                 intended_use=self.summary.intended_use, **self._identity(plan))
         self.summary.counts[FAILED_STUDY] += 1
         log.warning("study %s failed: %s", _logged_uid(plan.study_instance_uid), reason)
+
+    def _gap_sr(self, plan: StudyPlan, reason: str, row: dict[str, Any]) -> list[OutputObject]:
+        """The not-screened SR of a failed or out-of-scope study (``[output] write_gap_sr``),
+        added to ``row``; none for a study without a valid UID or of more than one patient (it
+        would land in someone else's study), nor when it already has a result or one."""
+        uid = plan.study_instance_uid
+        if (not self.site.output.write_gap_sr or not is_valid_uid(uid) or len(plan.patient_keys) != 1
+                or reason.startswith((INVALID_UID, UID_COLLISION))
+                or self.ledger.current_objects(uid, ("sr", "gap-sr"))):
+            return []
+        try:
+            with self.clock.timed("write"):
+                gap = write_gap(instances=plan.instances, reason=reason, algorithm=self._algorithm(),
+                                out_dir=self.out_dir, series=self.series_of("gap-sr"),
+                                institution_name=self.site.output.institution_name)
+        except Exception as exc:  # noqa: BLE001 - the study is recorded all the same, without it
+            if isinstance(exc, OSError) and is_environment_error(exc):
+                raise
+            log.warning("study %s: no not-screened SR (%s)", _logged_uid(uid), type(exc).__name__)
+            return []
+        if gap is None:
+            return []
+        row.update(gap_sr_path=gap.path, gap_sr_sop_instance_uid=gap.sop_instance_uid)
+        self.summary.written[gap.kind] += 1
+        return [gap]
 
     # -- the pipeline -----------------------------------------------------------------------
     def screen(self, todo: list[StudyPlan], workers: int, progress: Callable[..., Any] | None) -> None:
@@ -403,6 +459,7 @@ class _RunContext:
                 pending[uid].outputs.setdefault(sop, {})[loaded.name] = output
         for uid, sop, radiograph in queue:
             pending[uid].shapes[sop] = (radiograph.rows, radiograph.cols)  # pixels are not kept
+            pending[uid].views[sop] = PipelineVoi.of(radiograph)  # the window, for the GSPS
             pending[uid].waiting -= 1
 
     def _finish_ready(self, pending: dict[str, _Pending]) -> None:
@@ -446,6 +503,8 @@ class _RunContext:
                 institution_name=self.site.output.institution_name, sop_instance_uid=reuse,
             )
             supersedes = previous.sr_sop_instance_uid if previous is not None and reuse is None else None
+        reuse = self.reuse_sr.get(plan.study_instance_uid)
+        objects, columns, replaced = self._presentations(state, placed, reused=reuse is not None)
         row = self.base_row(plan, SCREENED)
         row.update({
             "decision": "positive" if decision.positive else "negative",
@@ -454,24 +513,80 @@ class _RunContext:
             "sr_sop_instance_uid": sr_uid or "",
         })
         row.update(member_columns(state.outputs, decision, [m.name for m in self.members]))
+        row.update(columns)
         self.ledger.record_study(
             row=row, content_hash=plan.content_hash(), model_key=self.key, run_id=self.summary.run_id,
             findings=finding_rows(plan.study_instance_uid, placed, self.summary.run_id),
             sr_path=sr_path, sr_sop_instance_uid=sr_uid, supersedes=supersedes,
-            intended_use=self.summary.intended_use, **self._identity(plan),
+            intended_use=self.summary.intended_use, objects=objects, replaced=replaced, **self._identity(plan),
         )
+        self.summary.written.update(o.kind for o in objects)
+        if sr_uid:
+            self.summary.written["sr"] += 1
         self.summary.counts[SCREENED] += 1
         self.summary.positives += int(decision.positive)
 
+    def _presentations(self, state: _Pending, placed: list[Any], *,
+                       reused: bool) -> tuple[list[OutputObject], dict[str, str], list[str]]:
+        """A screened study's GSPS and SC images, and the withdrawal of its earlier results.
+
+        Returns the objects to record (a rejection note first), their ``studies.csv`` columns,
+        and the earlier results never stored anywhere (superseded: not sent any more). A study
+        whose SR is written again with its old UID (its file was lost) keeps its other results.
+        """
+        output, uid = self.site.output, state.plan.study_instance_uid
+        if reused:
+            return [], {}, []
+        objects: list[OutputObject] = []
+        earlier = self.ledger.current_objects(uid)
+        stored = [o for o in earlier if o.sent]
+        if stored and output.on_rescreen == RescreenPolicy.REJECT:
+            note = write_rejection(withdrawn=stored, algorithm=self._algorithm(), out_dir=self.out_dir,
+                                   series=self.series_of("kos"), instance_number=1 + self._count(uid, "kos"),
+                                   institution_name=output.institution_name)
+            if note is not None:
+                objects.append(note)
+        withdrawn = {w for o in objects for w in o.withdraws}
+        replaced = [o.sop_instance_uid for o in earlier if o.sop_instance_uid not in withdrawn]
+        # the level names as box_levels gives them, most sensitive first (none for one point)
+        ordered = [p.level or f"point-{i + 1}" for i, p in enumerate(self.points)] if len(self.points) > 1 else []
+        columns: dict[str, str] = {}
+        if output.write_gsps:
+            with self.clock.apart("gsps", within="write"):
+                gsps = write_study_gsps(images=state.plan.images, placed=placed, levels=ordered, views=state.views,
+                                        algorithm=self._algorithm(), out_dir=self.out_dir,
+                                        series=self.series_of("gsps"), instance_number=1 + self._count(uid, "gsps"),
+                                        institution_name=output.institution_name)
+            if gsps is not None:
+                objects.append(gsps)
+                columns.update(gsps_path=gsps.path, gsps_sop_instance_uid=gsps.sop_instance_uid)
+        if output.write_sc and placed:
+            with self.clock.apart("sc", within="write"):
+                scs = write_study_scs(placed=placed, levels=ordered, algorithm=self._algorithm(), out_dir=self.out_dir,
+                                      series=self.series_of("sc"), first_number=1 + self._count(uid, "sc"),
+                                      policy=PixelPolicy(max_pixel_bytes=self.site.selection.max_pixel_bytes),
+                                      institution_name=output.institution_name)
+            objects.extend(scs)
+            columns.update(sc_paths=";".join(o.path for o in scs),
+                           sc_sop_instance_uids=";".join(o.sop_instance_uid for o in scs))
+        return objects, columns, replaced
+
+    def _count(self, study_uid: str, kind: str) -> int:
+        return self.ledger.object_count(study_uid, kind)
+
     def _algorithm(self) -> AlgorithmInfo:
-        point = self.points[0]
-        parameters = {f"threshold:{name}": f"{value:.6g}" for name, value in point.thresholds.items()}
-        parameters["vote"] = point.vote.label
-        return AlgorithmInfo(
-            name="fracture-screen", version=screen.__version__, operating_point_id=op_id(point),
-            members=tuple((m.name, m.version) for m in self.members), parameters=parameters,
-            intended_use=self.summary.intended_use,
-        )
+        """The screener's identification, made once; from the site config, so a not-screened SR
+        of a night that scores nothing loads no model."""
+        if self.algorithm is None:
+            point = self.points[0]
+            parameters = {f"threshold:{name}": f"{value:.6g}" for name, value in point.thresholds.items()}
+            parameters["vote"] = point.vote.label
+            self.algorithm = AlgorithmInfo(
+                name="fracture-screen", version=screen.__version__, operating_point_id=op_id(point),
+                members=tuple((m.name, member_version(m)) for m in self.site.members), parameters=parameters,
+                intended_use=self.summary.intended_use,
+            )
+        return self.algorithm
 
 
 def _logged_uid(uid: str) -> str:
@@ -487,17 +602,18 @@ def _sop_of(plan: StudyPlan, path: Path) -> str:
 
 
 def _send(ledger: Ledger, destination: str, *, allow_demo: bool = False) -> dict[str, int]:
-    """C-STORE every SR of this folder not yet stored at ``destination`` (demo members' SRs
-    only with ``allow_demo``); record each result."""
+    """C-STORE every object of this folder not yet stored at ``destination`` (SR, GSPS, SC,
+    not-screened SR; rejection notes first; demo members' results only with ``allow_demo``;
+    withdrawn or superseded results never); record each result."""
     from dicom_io.send import parse_destination, send_files
 
     target = parse_destination(destination)
-    unsent = ledger.unsent_srs(destination, allow_demo=allow_demo)
+    unsent = ledger.unsent_objects(destination, allow_demo=allow_demo)
     if not unsent:
         return {"sent": 0, "failed": 0}
-    results = send_files([path for _, path in unsent], target)
+    results = send_files([path for _, path, _ in unsent], target)
     counts = Counter[str]()
-    for (uid, _), result in zip(unsent, results):
+    for (uid, _, _), result in zip(unsent, results):
         ledger.record_send(uid, destination, ok=result.ok, status=result.status, attempts=result.attempts,
                            error=result.error)
         counts["sent" if result.ok else "failed"] += 1
@@ -519,7 +635,7 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
         "images": summary.images, "timings_s": summary.timings, "sent": summary.sent,
         "exit_code": summary.exit_code, "intended_use": summary.intended_use,
         "needs_attention": [{"study_instance_uid": uid, "reason": reason} for uid, reason in summary.needs_attention],
-        "collisions": summary.collisions,
+        "collisions": summary.collisions, "objects_written": dict(summary.written),
     }
 
 

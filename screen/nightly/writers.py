@@ -1,4 +1,8 @@
-"""Finishing one study: fused decision → CSV rows in source pixels → SR → ledger.
+"""Finishing one study: fused decision → CSV rows in source pixels → SR, GSPS, SC → ledger.
+
+Also the objects of the PACS bookkeeping: the IOCM rejection note withdrawing a re-screened
+study's earlier results, and the not-screened SR of a study that failed or was out of scope.
+Every object is written under ``<kind>/<study UID>/<SOP UID>.dcm`` (:func:`object_path`).
 
 Box geometry: members report Boxes in their own input frame; the fusion maps letterbox
 members into the image frame (normalised source image), and
@@ -16,12 +20,18 @@ import pydicom
 
 from dicom_io.deflate import read_header
 from dicom_io.geometry import ResizeSpec
+from dicom_io.gsps import PipelineVoi, build_gsps
 from dicom_io.index import Instance
+from dicom_io.iocm import build_rejection_note
+from dicom_io.pixels import PixelPolicy, load_radiograph
+from dicom_io.sc import build_sc
 from dicom_io.sr import AlgorithmInfo, SRFinding, build_screening_sr, write_sr
+from dicom_io.sr.gap import build_gap_sr
 from dicom_io.uids import is_valid_uid
 from ensembles.fusion import Finding, StudyDecision
 from ensembles.operating_point.point import OperatingPoint
 from ensembles.types import MemberOutput, ResizeMode
+from screen.nightly.ledger import OBJECT_DIRS, OutputObject, StoredObject
 
 
 @dataclass(frozen=True)
@@ -125,11 +135,7 @@ def write_study_sr(
     """
     sources = [read_header(inst.path) for inst in images]  # bounded, deflated files too
     previous = [pydicom.dcmread(p) for p in supersedes if p.is_file()]
-    findings = [
-        SRFinding(source_sop_instance_uid=f.instance.sop_instance_uid, box=f.box, score=f.score,
-                  members=f.members, level=f.level)
-        for f in placed
-    ]
+    findings = sr_findings(placed)
     ds = build_screening_sr(
         sources, findings, positive=decision.positive, score=decision.score, algorithm=algorithm,
         series_instance_uid=series_instance_uid, series_number=series_number,
@@ -142,3 +148,101 @@ def write_study_sr(
     path = sr_dir / study_uid / f"{sop_uid}.dcm"
     write_sr(ds, path)
     return path.relative_to(out_dir).as_posix(), str(ds.SOPInstanceUID)
+
+
+def sr_findings(placed: Sequence[PixelFinding]) -> list[SRFinding]:
+    """The fused findings as the DICOM writers take them (SR, GSPS, SC)."""
+    return [SRFinding(source_sop_instance_uid=f.instance.sop_instance_uid, box=f.box, score=f.score,
+                      members=f.members, level=f.level) for f in placed]
+
+
+def object_path(out_dir: Path, kind: str, study_uid: str, sop_uid: str) -> Path:
+    """Where an object of ``kind`` is written: ``<kind folder>/<study UID>/<SOP UID>.dcm``.
+
+    Raises:
+        ValueError: either UID is not a DICOM UID (never a path from anything else).
+    """
+    if not (is_valid_uid(study_uid) and is_valid_uid(sop_uid)):
+        raise ValueError(f"refusing to name a {kind} file after a study or SOP UID that is not a DICOM UID")
+    return out_dir / OBJECT_DIRS[kind] / study_uid / f"{sop_uid}.dcm"
+
+
+def _write(ds: pydicom.Dataset, kind: str, out_dir: Path, **extra: Any) -> OutputObject:
+    path = object_path(out_dir, kind, str(ds.StudyInstanceUID), str(ds.SOPInstanceUID))
+    write_sr(ds, path)  # any dataset: Part 10, atomically
+    return OutputObject(kind, str(ds.SOPInstanceUID), path.relative_to(out_dir).as_posix(), **extra)
+
+
+@dataclass(frozen=True)
+class Series:
+    """A run's series for one kind of object: its UID and number."""
+
+    uid: str
+    number: int
+
+
+def write_study_gsps(*, images: Sequence[Instance], placed: Sequence[PixelFinding], levels: Sequence[str],
+                     views: Mapping[str, PipelineVoi], algorithm: AlgorithmInfo, out_dir: Path, series: Series,
+                     instance_number: int, institution_name: str | None) -> OutputObject | None:
+    """The study's GSPS (``None`` for a study without findings or without a greyscale image)."""
+    findings = sr_findings(placed)
+    sources = [read_header(inst.path) for inst in images]
+    if not findings or not any(int(ds.get("SamplesPerPixel", 1) or 1) == 1 for ds in sources):
+        return None
+    ds = build_gsps(sources, findings, levels=levels, views=views, algorithm=algorithm,
+                    series_instance_uid=series.uid, series_number=series.number, instance_number=instance_number,
+                    institution_name=institution_name)
+    return _write(ds, "gsps", out_dir)
+
+
+def write_study_scs(*, placed: Sequence[PixelFinding], levels: Sequence[str], algorithm: AlgorithmInfo,
+                    out_dir: Path, series: Series, first_number: int, policy: PixelPolicy,
+                    institution_name: str | None) -> list[OutputObject]:
+    """One annotated SC per image with a finding, from its pixels decoded again as the pipeline
+    decodes them (the run does not keep pixels)."""
+    by_image: dict[str, list[SRFinding]] = {}
+    instances: dict[str, Instance] = {}
+    for finding, pixel in zip(sr_findings(placed), placed):
+        by_image.setdefault(finding.source_sop_instance_uid, []).append(finding)
+        instances[finding.source_sop_instance_uid] = pixel.instance
+    written = []
+    for number, (uid, findings) in enumerate(by_image.items(), start=first_number):
+        radiograph = load_radiograph(instances[uid].path, policy)
+        ds = build_sc(read_header(instances[uid].path), radiograph.pixels, findings, levels=levels,
+                      algorithm=algorithm, series_instance_uid=series.uid, series_number=series.number,
+                      instance_number=number, institution_name=institution_name)
+        written.append(_write(ds, "sc", out_dir))
+    return written
+
+
+def write_rejection(*, withdrawn: Sequence[StoredObject], algorithm: AlgorithmInfo, out_dir: Path, series: Series,
+                    instance_number: int, institution_name: str | None) -> OutputObject | None:
+    """The IOCM rejection note withdrawing ``withdrawn`` (objects a PACS stored), or ``None``
+    when none of their files is left to name (the note needs each object's series and class)."""
+    headers = []
+    for item in withdrawn:
+        path = out_dir / item.path
+        if path.is_file():
+            headers.append(pydicom.dcmread(path, stop_before_pixels=True))
+    if not headers:
+        return None
+    ds = build_rejection_note(headers, algorithm=algorithm, series_instance_uid=series.uid,
+                              series_number=series.number, instance_number=instance_number,
+                              institution_name=institution_name)
+    return _write(ds, "kos", out_dir, withdraws=tuple(str(h.SOPInstanceUID) for h in headers))
+
+
+def write_gap(*, instances: Sequence[Instance], reason: str, algorithm: AlgorithmInfo, out_dir: Path,
+              series: Series, institution_name: str | None) -> OutputObject | None:
+    """The not-screened SR of a study (``None`` when none of its headers can be read)."""
+    sources = []
+    for inst in instances:
+        try:
+            sources.append(read_header(inst.path))
+        except Exception:  # noqa: BLE001 - an unreadable file is why some studies fail
+            continue
+    if not sources:
+        return None
+    ds = build_gap_sr(sources, reason, algorithm=algorithm, series_instance_uid=series.uid,
+                      series_number=series.number, institution_name=institution_name)
+    return _write(ds, "gap-sr", out_dir)

@@ -1,12 +1,15 @@
 """Send files to a real Orthanc and read them back; run INSIDE a fresh network namespace.
 
-Used by ``test_orthanc.py`` as ``unshare --net -- python orthanc_roundtrip.py WORKDIR FILE...``
+Used by ``test_orthanc.py`` as ``unshare --net -- python orthanc_roundtrip.py WORKDIR FILE...
+[--screen ARCHIVE OUT CONFIG]``
 (not a test module itself: pytest does not collect it). Orthanc cannot bind to 127.0.0.1 only,
 so it runs in a network namespace that has nothing but its own loopback; this script brings
 ``lo`` up, starts Orthanc with a config written into WORKDIR (storage there too, REST with
 authentication, only the screener's calling AE title may store), sends FILE... with
 :func:`dicom_io.send.send_files`, reads each instance back over the REST API, stops Orthanc
-and prints one JSON object on the last line of stdout for the test to check.
+and prints one JSON object on the last line of stdout for the test to check. With ``--screen``, it
+then runs ``screen run ARCHIVE --config CONFIG --out OUT --send-to ORTHANC --allow-demo`` and
+reads back every object the run's ledger records as sent.
 
 Everything is bounded: Orthanc gets SIGKILL if this script dies (PR_SET_PDEATHSIG), the REST
 wait and every request have timeouts, and Orthanc is killed if it has not exited 8 s after
@@ -21,6 +24,7 @@ import io
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -133,7 +137,24 @@ def stop(process: subprocess.Popen[bytes]) -> dict[str, Any]:
     return {"stop_s": round(time.monotonic() - started, 2), "killed": killed}
 
 
-def main(workdir: Path, files: list[Path]) -> dict[str, Any]:
+def screen_and_send(archive: Path, out_dir: Path, config: Path) -> dict[str, Any]:
+    """``screen run`` with ``--send-to`` this Orthanc; what the ledger recorded and Orthanc holds."""
+    from screen.nightly.runner import RunOptions, run_screen
+
+    destination = f"{ORTHANC_AET}@127.0.0.1:{DICOM_PORT}"
+    summary = run_screen(archive, out_dir, config_path=config,
+                         options=RunOptions(send_to=destination, allow_demo=True))
+    with sqlite3.connect(out_dir / "ledger.sqlite") as db:
+        rows = db.execute(
+            "SELECT o.kind, o.sop_instance_uid, o.path, d.ok, d.status FROM objects o LEFT JOIN sends d "
+            "ON d.sop_instance_uid = o.sop_instance_uid AND d.destination = ? ORDER BY o.rowid", (destination,)
+        ).fetchall()
+    objects = [{"kind": k, "sop_instance_uid": u, "path": p, "ok": ok, "status": st} for k, u, p, ok, st in rows]
+    return {"sent": summary.sent, "exit_code": summary.exit_code, "objects": objects,
+            "read_back": {o["sop_instance_uid"]: read_back(o["sop_instance_uid"]) for o in objects}}
+
+
+def main(workdir: Path, files: list[Path], screen: tuple[Path, Path, Path] | None = None) -> dict[str, Any]:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=10)
     config = workdir / "orthanc.json"
     config.write_text(json.dumps(orthanc_config(workdir), indent=2))
@@ -167,6 +188,8 @@ def main(workdir: Path, files: list[Path]) -> dict[str, Any]:
         ]
         status, body = rest("/instances")
         out["instance_count"] = len(json.loads(body)) if status == 200 else None
+        if screen is not None:
+            out["screen"] = screen_and_send(*screen)
     finally:
         out.update(stop(process))
         log.close()
@@ -175,6 +198,11 @@ def main(workdir: Path, files: list[Path]) -> dict[str, Any]:
 
 if __name__ == "__main__":
     workdir_arg, *file_args = sys.argv[1:]
+    screen_args: tuple[Path, Path, Path] | None = None
+    if "--screen" in file_args:
+        at = file_args.index("--screen")
+        screen_args = (Path(file_args[at + 1]), Path(file_args[at + 2]), Path(file_args[at + 3]))
+        file_args = file_args[:at]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    result = main(Path(workdir_arg), [Path(f) for f in file_args])
+    result = main(Path(workdir_arg), [Path(f) for f in file_args], screen_args)
     print(json.dumps(result))

@@ -2,8 +2,11 @@
 
 Orthanc listens on every interface, so it runs inside ``unshare --net`` where only a private
 loopback exists; the sender runs in the same namespace (``orthanc_roundtrip.py``), which prints
-a JSON summary that this test checks. Skips with the reason when Orthanc, ``unshare`` or the
-right to create a network namespace (root / CAP_SYS_ADMIN) is missing.
+a JSON summary that this test checks: files sent with :func:`dicom_io.send.send_files`, then a
+``screen run --send-to`` of one sample study (the demo DETR member alone, every image flagged)
+whose SR and GSPS Orthanc must hold and the ledger must record as stored. Skips with the reason
+when Orthanc, ``unshare`` or the right to create a network namespace (root / CAP_SYS_ADMIN) is
+missing.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     ComprehensiveSRStorage,
     ExplicitVRLittleEndian,
+    GrayscaleSoftcopyPresentationStateStorage,
     JPEG2000Lossless,
     RLELossless,
     generate_uid,
@@ -29,6 +33,22 @@ from pydicom.uid import (
 REPO = Path(__file__).resolve().parents[2]
 HELPER = Path(__file__).with_name("orthanc_roundtrip.py")
 ARCHIVE = REPO / "sample_data" / "archive"
+#: A one-image sample study, screened by the demo DETR member alone at threshold 0 (so it is
+#: flagged and the run writes a GSPS): one light member keeps the test to seconds.
+FLAGGED_STUDY = ARCHIVE / "PH1273256" / "20250519_A25058100"
+
+
+def write_flagging_site(folder: Path) -> Path:
+    """A site config and operating point: the demo DETR member, every image positive, its boxes kept."""
+    folder.mkdir(parents=True, exist_ok=True)
+    op = {"schema_version": 1, "thresholds": {"detr": 0.0}, "vote": {"rule": "any"},
+          "boxes": {"score_threshold": 0.0, "iou_threshold": 0.55, "scoring": "max", "skip_box_threshold": 0.0,
+                    "members": ["detr"], "weights": None}}
+    (folder / "op.json").write_text(json.dumps(op), encoding="utf-8")
+    site = folder / "site.toml"
+    site.write_text(f'operating_point = "op.json"\n[run]\ndevice = "cpu"\nworkers = 1\n\n[members.detr]\n'
+                    f'kind = "detr"\ncheckpoint = "{REPO / "sample_data" / "models" / "detr"}"\n', encoding="utf-8")
+    return site
 
 
 def _why_no_orthanc() -> str:
@@ -87,10 +107,13 @@ def test_send_to_real_orthanc_and_read_back(tmp_path: Path) -> None:
     workdir = tmp_path / "orthanc"
     workdir.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    study = tmp_path / "export"
+    shutil.copytree(FLAGGED_STUDY, study / FLAGGED_STUDY.name)
 
     run = subprocess.run(
-        ["unshare", "--net", "--", sys.executable, str(HELPER), str(workdir), *map(str, files)],
-        capture_output=True, text=True, timeout=90, cwd=REPO, env=env,
+        ["unshare", "--net", "--", sys.executable, str(HELPER), str(workdir), *map(str, files),
+         "--screen", str(study), str(tmp_path / "out"), str(write_flagging_site(tmp_path / "site"))],
+        capture_output=True, text=True, timeout=180, cwd=REPO, env=env,
     )
 
     log = workdir / "orthanc.log"
@@ -118,3 +141,14 @@ def test_send_to_real_orthanc_and_read_back(tmp_path: Path) -> None:
     assert not wrong_called["ok"] and "Called AE title not recognised" in wrong_called["error"]
     assert out["instance_count"] == len(files)
     assert out["killed"] is False
+    # screen run --send-to: the SR and the GSPS stored in Orthanc, each send in the ledger
+    screened = out["screen"]
+    kinds = sorted(o["kind"] for o in screened["objects"])
+    assert kinds == ["gsps", "sr"], f"the DETR member gave no box on {FLAGGED_STUDY.name}: {screened}"
+    assert screened["sent"] == {"sent": 2, "failed": 0} and screened["exit_code"] == 0
+    for item in screened["objects"]:
+        assert (item["ok"], item["status"]) == (1, 0), item
+        stored = screened["read_back"][item["sop_instance_uid"]]
+        assert stored["found"] and stored["sop_instance_uid"] == item["sop_instance_uid"]
+        expected_class = {"sr": ComprehensiveSRStorage, "gsps": GrayscaleSoftcopyPresentationStateStorage}
+        assert stored["sop_class_uid"] == expected_class[item["kind"]]

@@ -51,7 +51,7 @@ def write_site(directory: Path, models: Path, *, thresholds: dict[str, float] | 
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def site_writer() -> Callable[..., Path]:
     """:func:`write_site` itself, for tests that need other settings."""
     return write_site

@@ -310,7 +310,7 @@ def screened_folder(write_study: Callable[..., list[Path]], site: Path, tmp_path
     ("empty", "ledger.sqlite is empty and the folder holds results"),
     ("garbage", "ledger.sqlite is not a readable SQLite database"),
     ("half", "ledger.sqlite is "),
-    ("foreign", "ledger.sqlite is not a fracture-screen ledger (no meta, runs, studies, findings, srs, sends "
+    ("foreign", "ledger.sqlite is not a fracture-screen ledger (no meta, runs, studies, findings, objects, sends "
                 "table)"),
     ("newer", "was written by a newer fracture-screen (ledger schema 99"),
 ])
@@ -378,7 +378,13 @@ def test_an_older_ledger_is_migrated_after_a_backup(screened_folder: tuple[Path,
     with sqlite3.connect(out / "ledger.sqlite") as db:  # take it back to version 1's layout
         db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('salt', 'a-version-1-salt')")
         db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-        for table, column in (("studies", "patient_key"), ("studies", "attempts"), ("srs", "intended_use")):
+        db.execute("DELETE FROM objects WHERE kind != 'sr'")  # version 1 knew SRs only
+        db.execute("ALTER TABLE objects RENAME TO srs")
+        for old, new in (("sop_instance_uid", "sr_sop_instance_uid"), ("path", "sr_path")):
+            db.execute(f"ALTER TABLE srs RENAME COLUMN {old} TO {new}")
+        db.execute("ALTER TABLE sends RENAME COLUMN sop_instance_uid TO sr_sop_instance_uid")
+        for table, column in (("studies", "patient_key"), ("studies", "attempts"), ("srs", "intended_use"),
+                              ("srs", "kind"), ("srs", "withdrawn")):
             db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         db.execute("DROP TABLE instances")
     result = _run(archive, site, out)
@@ -388,7 +394,8 @@ def test_an_older_ledger_is_migrated_after_a_backup(screened_folder: tuple[Path,
     with sqlite3.connect(backups[0]) as db:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("1",)
     with sqlite3.connect(out / "ledger.sqlite") as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+        assert db.execute("SELECT count(*) FROM objects WHERE kind = 'sr'").fetchone() == (3,)  # SRs kept
         assert db.execute("SELECT value FROM meta WHERE key = 'salt'").fetchone() is None
         assert db.execute("SELECT count(*) FROM studies").fetchone() == (3,)
     assert _rows(out) == before  # nothing re-screened, every id as it was

@@ -1,7 +1,8 @@
 """``kill -9`` a real ``screen run`` at several points, rerun, and check nothing is lost or doubled.
 
 After each kill and a rerun: every study is in ``studies.csv`` exactly once, no temporary file
-is left, every SR on disk is one the ledger names (no orphan), and every SR parses whole.
+is left, every SR and GSPS on disk is one the ledger names (no orphan, no second GSPS of a
+resumed study), and every SR parses whole.
 """
 
 from __future__ import annotations
@@ -73,9 +74,14 @@ def test_kill_then_rerun_leaves_each_study_once(small_archive: Path, site: Path,
     assert all(r["status"] == "screened" for r in rows)
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     with sqlite3.connect(out / "ledger.sqlite") as db:
-        named = {row[0] for row in db.execute("SELECT sr_path FROM srs")}
+        named = {row[0] for row in db.execute("SELECT path FROM objects WHERE kind = 'sr'")}
+        gsps_named = [row[0] for row in db.execute("SELECT path FROM objects WHERE kind = 'gsps'")]
     on_disk = {p.relative_to(out).as_posix() for p in (out / "sr").rglob("*") if p.is_file()}
     assert on_disk == named  # no orphan SR, no missing SR
+    gsps_on_disk = sorted(p.relative_to(out).as_posix() for p in out.glob("gsps/*/*") if p.is_file())
+    assert gsps_on_disk == sorted(gsps_named)  # a resumed study has one GSPS, never a second
+    assert {r["gsps_path"] for r in rows if r["gsps_path"]} == set(gsps_named)
+    assert len({p.rsplit("/", 2)[1] for p in gsps_named}) == len(gsps_named)  # one per study
     assert {r["sr_path"] for r in rows} <= on_disk
     for path in on_disk:
         assert pydicom.dcmread(out / path).StudyInstanceUID in expected  # every SR is whole

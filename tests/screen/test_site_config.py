@@ -22,7 +22,9 @@ VALID_KEYS = {
     "members.m": "kind, checkpoint, batch_size, dtype, quantization, options, refiner, refiner_iterations",
     "selection": ("allow_burned_in, allow_derived, allow_for_processing, allow_secondary_capture, body_parts, "
                   "deduplicate, max_pixel_bytes, modalities"),
-    "output": "patient_id, accession, write_sr, sr_series_number, institution_name, id_key_file, file_mode",
+    "output": "patient_id, accession, write_sr, write_gsps, write_sc, write_gap_sr, on_rescreen, sr_series_number, "
+              "gsps_series_number, sc_series_number, kos_series_number, gap_sr_series_number, institution_name, "
+              "id_key_file, file_mode",
     "scope": "body_parts, require_body_part, min_patient_age",
 }
 
