@@ -62,12 +62,12 @@ def main() -> None:
     print(f"{'run':>3} {'page s':>7} {'GSPS s':>7} {'on-off s':>8} {'per study ms':>12} {'share of wall':>13}")
     for index, (page_s, gsps_s, on_off, wall_s, studies) in enumerate(extras):
         extra = page_s + (gsps_s or 0.0)
-        gsps = f"{gsps_s:>7.2f}" if gsps_s is not None else f"{'pending':>7}"
+        gsps = f"{gsps_s:>7.2f}" if gsps_s is not None else f"{'off':>7}"
         check = f"{on_off:>8.2f}" if on_off is not None else f"{'-':>8}"
         print(f"{index + 1:>3} {page_s:>7.2f} {gsps} {check} {1000 * extra / max(studies, 1):>12.1f} "
               f"{extra / wall_s:>12.1%}")
     if any(gsps_s is None for _, gsps_s, _, _, _ in extras):
-        print("GSPS part pending: this site config has no [output] write_gsps switch (page part only)")
+        print("[output] write_gsps is off in this site config: the page part only")
     print("aim: GSPS + page under 10 % of the run's wall time (member loading excluded)")
 
 
@@ -78,8 +78,8 @@ def _outside_members(timings: dict[str, float]) -> float:
 def _gsps_seconds(archive: Path, config: SiteConfig, options: RunOptions,
                   timings: dict[str, float]) -> float | None:
     """Time outside the members with presentation states on (``timings``) less a run without
-    them; ``None`` when the config has no ``write_gsps`` switch or it is off."""
-    if not getattr(config.output, "write_gsps", False):
+    them; ``None`` when ``[output] write_gsps`` is off."""
+    if not config.output.write_gsps:
         return None
     off = config.model_copy(update={"output": config.output.model_copy(update={"write_gsps": False})})
     with tempfile.TemporaryDirectory() as out:

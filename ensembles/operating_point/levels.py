@@ -15,7 +15,13 @@ from ensembles.fusion import StudyDecision
 from ensembles.operating_point.point import OperatingPoint
 from ensembles.types import MemberOutput
 
-__all__ = ["decide_with_levels", "finding_level", "level_names"]
+__all__ = ["decide_with_levels", "finding_level", "level_name", "level_names"]
+
+
+def level_name(point: OperatingPoint, index: int) -> str:
+    """The name of the ``index``-th point's level (0-based): its ``level``, else ``"point-<i>"``
+    counting from 1. The one naming the SR, CSVs, GSPS and page share."""
+    return point.level or f"point-{index + 1}"
 
 
 def finding_level(
@@ -46,7 +52,7 @@ def finding_level(
         return None
     for i in range(len(points) - 1, -1, -1):
         if calls[i]:
-            return points[i].level or f"point-{i + 1}"
+            return level_name(points[i], i)
     return None  # pragma: no cover - calls[0] is True
 
 
@@ -55,7 +61,7 @@ def level_names(points: Sequence[OperatingPoint]) -> list[str]:
     point without a level); empty for a single point, whose findings have no level."""
     if len(points) < 2:
         return []
-    return [point.level or f"point-{i + 1}" for i, point in enumerate(points)]
+    return [level_name(point, i) for i, point in enumerate(points)]
 
 
 def decide_with_levels(

@@ -548,8 +548,7 @@ class _RunContext:
                 objects.append(note)
         withdrawn = {w for o in objects for w in o.withdraws}
         replaced = [o.sop_instance_uid for o in earlier if o.sop_instance_uid not in withdrawn]
-        # the level names as box_levels gives them, most sensitive first (none for one point)
-        ordered = [p.level or f"point-{i + 1}" for i, p in enumerate(self.points)] if len(self.points) > 1 else []
+        ordered = level_names(self.points)  # as box_levels names them, most sensitive first
         columns: dict[str, str] = {}
         if output.write_gsps:
             with self.clock.apart("gsps", within="write"):

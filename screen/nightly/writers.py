@@ -29,6 +29,7 @@ from dicom_io.sr import AlgorithmInfo, SRFinding, build_screening_sr, write_sr
 from dicom_io.sr.gap import build_gap_sr
 from dicom_io.uids import is_valid_uid
 from ensembles.fusion import Finding, StudyDecision
+from ensembles.operating_point.levels import level_name
 from ensembles.operating_point.point import OperatingPoint
 from ensembles.types import MemberOutput, ResizeMode
 from screen.nightly.ledger import OBJECT_DIRS, OutputObject, StoredObject
@@ -70,11 +71,11 @@ def box_levels(decision: StudyDecision, points: Sequence[OperatingPoint], decisi
         return [None] * len(decision.findings)
     levels: list[str | None] = []
     for finding in decision.findings:
-        level = points[0].level or "point-1"
+        level = level_name(points[0], 0)
         for index in range(1, len(points)):
             strict = decisions[index]
             if strict.positive and any(_same(finding, other, iou) for other in strict.findings):
-                level = points[index].level or f"point-{index + 1}"
+                level = level_name(points[index], index)
         levels.append(level)
     return levels
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ensembles.errors import OperatingPointError
-from ensembles.operating_point.levels import decide_with_levels, finding_level
+from ensembles.operating_point.levels import decide_with_levels, finding_level, level_name, level_names
 from ensembles.operating_point.op_json import (
     load_deciding_point,
     load_points,
@@ -144,3 +144,13 @@ def test_the_one_loader_names_the_file_the_point_and_how_to_make_one(tmp_path: P
     file.write_text(json.dumps(data))
     with pytest.raises(OperatingPointError, match=r"points\[1\]: operating point key 'schema_version' is missing"):
         load_points(file)
+
+
+def test_level_names_are_the_names_findings_get() -> None:
+    """One naming: the run's GSPS/page order (``level_names``) uses the names ``finding_level``
+    gives, ``point-<i>`` for a point without a level; a single point has no levels."""
+    points = [_point(None, 0.2, 0.3), _point("fracture", 0.6, 0.7)]
+    assert level_names(points) == ["point-1", "fracture"]
+    assert finding_level(points, [True, False]) == level_names(points)[0] == level_name(points[0], 0)
+    assert finding_level(points, [True, True]) == level_names(points)[1]
+    assert level_names(points[:1]) == []
