@@ -199,21 +199,30 @@ def decision_loss(
     raise ValueError(f"decision loss must be ce, wce, focal or none, got {mode!r}")
 
 
-def expected_coordinates(loc_logits: torch.Tensor) -> torch.Tensor:
+def expected_coordinates(loc_logits: torch.Tensor, window: int = 0) -> torch.Tensor:
     """Soft-argmax: ``sum_b softmax(loc_logits)_b * b / 1024`` per row of ``(N, 1024)`` logits.
 
     The softmax runs over the loc tokens only: under teacher forcing the position *is* a loc
     position, so this is the coordinate the model expects given that it writes a loc token.
+    With ``window > 0`` it runs over the bins within ``window`` of the row's most likely bin
+    only (a local soft-argmax: the coordinate greedy decoding writes, refined by its
+    neighbours); the choice of that bin carries no gradient.
     """
     if loc_logits.shape[-1] != NUM_LOC_BINS:
         raise ValueError(f"need {NUM_LOC_BINS} loc logits per row, got {loc_logits.shape[-1]}")
-    probs = torch.softmax(loc_logits.float(), dim=-1)
+    if window < 0:
+        raise ValueError(f"window must be >= 0, got {window}")
+    logits = loc_logits.float()
     centres = torch.arange(NUM_LOC_BINS, device=loc_logits.device, dtype=torch.float32)
+    if window:
+        mode = logits.detach().argmax(dim=-1, keepdim=True).float()
+        logits = logits.masked_fill((centres.unsqueeze(0) - mode).abs() > window, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
     return probs @ centres / NUM_LOC_BINS
 
 
 def loc_box_predictions(
-    logits: torch.Tensor, labels: torch.Tensor, loc_ids: torch.Tensor
+    logits: torch.Tensor, labels: torch.Tensor, loc_ids: torch.Tensor, window: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted and target boxes ``(K, 4)`` xyxy for every box in the teacher-forced answers.
 
@@ -240,7 +249,7 @@ def loc_box_predictions(
     row_index = torch.tensor(rows, device=shifted.device)
     col_index = torch.tensor(cols, device=shifted.device)
     picked = shifted[row_index, col_index][:, loc_ids.to(shifted.device)]
-    coords = expected_coordinates(picked).view(-1, 4)  # y0, x0, y1, x1
+    coords = expected_coordinates(picked, window).view(-1, 4)  # y0, x0, y1, x1
     target = (bins[row_index, col_index].float() / NUM_LOC_BINS).view(-1, 4)
     pred = _ordered_xyxy(coords[:, 1], coords[:, 0], coords[:, 3], coords[:, 2])
     truth = torch.stack([target[:, 1], target[:, 0], target[:, 3], target[:, 2]], dim=1)

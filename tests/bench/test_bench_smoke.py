@@ -158,3 +158,30 @@ def test_learnability_check_runs_the_real_path_end_to_end(tmp_path: Path) -> Non
     assert 0.0 <= found.recall_50 <= found.recall_30 <= 1.0 and 0.0 <= found.empty_below <= 1.0
     assert (tmp_path / "eval" / "image_predictions.csv").is_file()
     assert (tmp_path / "run" / "best" / "member.json").is_file()
+
+
+
+def test_learnability_corner_errors_read_the_eval_table(tmp_path: Path) -> None:
+    """Signed and absolute corner errors, in % of each image's side, against the own box that
+    overlaps each truth box most; images without an own box and failed rows are left out."""
+    from dicom_io.tables import IMAGE_PREDICTIONS, write_table
+
+    learn = _load("learnability")
+    rows = [
+        {"study_instance_uid": "1.2", "sop_instance_uid": "1.2.1", "label": "fracture", "status": "scored",
+         "reason": "", "rows": 200, "cols": 100, "truth_boxes": "[[10.0, 20.0, 30.0, 40.0]]",
+         "fused_boxes": "[]", "score:det": 0.9,
+         "boxes:det": "[[70.0, 150.0, 90.0, 190.0, 0.2], [8.0, 24.0, 32.0, 40.0, 0.9]]"},
+        {"study_instance_uid": "1.3", "sop_instance_uid": "1.3.1", "label": "fracture", "status": "scored",
+         "reason": "", "rows": 100, "cols": 100, "truth_boxes": "[[10.0, 10.0, 20.0, 20.0]]",
+         "fused_boxes": "[]", "score:det": 0.1, "boxes:det": "[]"},
+        {"study_instance_uid": "1.4", "sop_instance_uid": "1.4.1", "label": "fracture", "status": "failed",
+         "reason": "decode", "rows": 100, "cols": 100, "truth_boxes": "[[10.0, 10.0, 20.0, 20.0]]",
+         "fused_boxes": "[]", "score:det": None, "boxes:det": "[[50.0, 50.0, 60.0, 60.0, 0.5]]"},
+    ]
+    path = write_table(tmp_path / "image_predictions.csv", IMAGE_PREDICTIONS, rows,
+                       ["study_instance_uid", "sop_instance_uid", "label", "status", "reason", "rows", "cols",
+                        "score:det", "truth_boxes", "boxes:det", "fused_boxes"])
+    bias, error = learn.corner_errors(path)
+    assert bias == pytest.approx((-2.0, 2.0, 2.0, 0.0))
+    assert error == pytest.approx((2.0, 2.0, 2.0, 0.0))

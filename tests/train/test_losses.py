@@ -124,6 +124,25 @@ def test_soft_argmax_of_known_distributions() -> None:
     assert float(losses.expected_coordinates(two)) == pytest.approx((0.25 * 100 + 0.75 * 300) / 1024, abs=1e-6)
 
 
+def test_local_soft_argmax_ignores_mass_far_from_the_mode() -> None:
+    """A peak at bin 100 with a broad floor: over all bins the floor drags the coordinate to the
+    centre; within a window of the mode it stays on the peak, and only the window's logits get
+    gradient."""
+    logits = torch.zeros((1, 1024))
+    logits[0, 98:103] = torch.tensor([4.0, 5.0, 6.0, 5.0, 3.0])
+    whole = float(losses.expected_coordinates(logits))
+    assert whole > 300 / 1024  # the floor's 1,019 bins outweigh the peak
+    local = losses.expected_coordinates(logits.requires_grad_(), window=2)
+    weights = torch.softmax(torch.tensor([4.0, 5.0, 6.0, 5.0, 3.0]), dim=0)
+    assert float(local.detach()) == pytest.approx(float(weights @ torch.arange(98.0, 103.0)) / 1024, abs=1e-6)
+    local.sum().backward()
+    assert logits.grad is not None
+    touched = torch.nonzero(logits.grad[0]).flatten().tolist()
+    assert touched and min(touched) >= 98 and max(touched) <= 102
+    with pytest.raises(ValueError, match="window must be >= 0"):
+        losses.expected_coordinates(logits, window=-1)
+
+
 def test_smoothed_loc_targets() -> None:
     one_hot = losses.smoothed_loc_targets(torch.tensor([5]), 0.0)
     assert float(one_hot[0, 5]) == 1.0 and float(one_hot.sum()) == 1.0

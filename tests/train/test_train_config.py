@@ -324,3 +324,12 @@ def test_screen_train_with_a_bad_config_exits_2_with_one_error_line(tmp_path: Pa
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert lines == ["Error: [detr] threshold must be a finite number, got nan"]
+
+
+def test_a_key_added_later_leaves_the_fingerprint_alone_at_its_default() -> None:
+    """``loss.ciou_window`` came after runs were fingerprinted: at its default a config keeps the
+    fingerprint it had before (such a run still resumes); set, it makes another run."""
+    plain = config_from_dict(BASE)
+    assert "ciou_window" not in plain.fingerprint()
+    assert config_from_dict({**BASE, "loss": {"ciou_window": 0}}).fingerprint() == plain.fingerprint()
+    assert config_from_dict({**BASE, "loss": {"ciou_window": 32}}).fingerprint() != plain.fingerprint()

@@ -287,7 +287,7 @@ class PaliGemmaTask:
                 pair, batch["label"].to(self.device), cfg.decision,
                 class_weights=cfg.class_weights, gamma=cfg.focal_gamma)
         if cfg.ciou_weight:
-            pred, truth = losses.loc_box_predictions(logits, kept_labels, self.loc_ids)
+            pred, truth = losses.loc_box_predictions(logits, kept_labels, self.loc_ids, cfg.ciou_window)
             parts["ciou_loss"] = losses.ciou_loss(pred, truth)
         if self.patch_head is not None and self._patch_tokens is not None:
             targets = losses.patch_targets(batch["boxes"], self.grid)
