@@ -185,3 +185,24 @@ def test_learnability_corner_errors_read_the_eval_table(tmp_path: Path) -> None:
     bias, error = learn.corner_errors(path)
     assert bias == pytest.approx((-2.0, 2.0, 2.0, 0.0))
     assert error == pytest.approx((2.0, 2.0, 2.0, 0.0))
+
+
+#: The slow test's shorter check: 600 toy studies, 10 epochs (700 steps). Measured with these
+#: (python -m bench.learnability --out DIR --studies 600 --epochs 10, 2 threads): held-out recall
+#: 0.293 at IoU 0.5 and 0.715 at IoU 0.3 (123 boxes), empty images below threshold 1.000. The
+#: floors leave a margin for another CPU's arithmetic; an untrained detector scores 0 on both.
+SHORT_STUDIES, SHORT_EPOCHS = 600, 10
+SHORT_FLOOR_50, SHORT_FLOOR_30 = 0.15, 0.55
+
+
+@pytest.mark.slow
+def test_learnability_short_run_learns_boxes(tmp_path: Path) -> None:
+    """The check's shorter version (bench.learnability runs the full one): the committed tiny
+    detector config, as committed, must localise toy shapes on held-out images. The floors are
+    what this short run measured on this machine, less a margin (``SHORT_*`` above)."""
+    learn = _load("learnability")
+    found = learn.run_check(tmp_path, studies=SHORT_STUDIES, seed=11, epochs=SHORT_EPOCHS, workers=2)
+    assert found.n_truth >= 40 and found.n_empty >= 20
+    assert found.recall_30 >= SHORT_FLOOR_30, found
+    assert found.recall_50 >= SHORT_FLOOR_50, found
+    assert found.empty_below >= 0.90, found
