@@ -9,7 +9,8 @@ prints for each run: studies/s, and the share of the run's wall time (member loa
 it happens once a night) spent outside the members' forward passes. Aim: at most 25 %.
 
 It also prints what the results people look at cost (issue 15): the morning page (the run's
-own timing of ``write_report``, ``run.json`` ``report.seconds``) and the presentation states
+own timing of ``write_report``, ``run.json`` ``report.seconds``, plus its ``page`` phase: the
+previews kept at decode and the thumbnails drawn as each flagged study finishes) and the presentation states
 (the run's own ``gsps`` phase; as a cross-check, the run's time outside the members with
 ``[output] write_gsps`` on less the same with it off, which is noisy on a shared machine), per
 screened study and as a share of the run's wall time. Aim: under 10 %.
@@ -46,6 +47,7 @@ def main() -> None:
             summary = run_screen(args.archive, Path(out), config=config, options=options)
             page_s = float(json.loads((Path(out) / "run.json").read_text(encoding="utf-8"))
                            .get("report", {}).get("seconds", float("nan")))
+        page_s += summary.timings.get("page", 0.0)  # previews and thumbnails made during the night
         gsps_s = _gsps_seconds(args.archive, config, options, summary.timings)
         t = summary.timings
         run_s = t["wall"] - t.get("load-members", 0.0)

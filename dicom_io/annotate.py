@@ -32,6 +32,7 @@ __all__ = [
     "burn_in",
     "finding_text",
     "level_style",
+    "shrink",
 ]
 
 STRICT_COLOUR = (255, 64, 32)
@@ -116,6 +117,7 @@ def burn_in(
     *,
     banner: str | None = None,
     max_side: int | None = None,
+    frame: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Draw boxes, their texts and an optional banner on a greyscale image.
 
@@ -127,6 +129,9 @@ def burn_in(
             anatomy); the returned image is taller by the strip.
         max_side: downscale (never upscale) so the image's long side is at most this; the
             boxes are scaled with it.
+        frame: ``(rows, cols)`` of the image the boxes are in when ``grey`` is its
+            :func:`shrink` to ``max_side`` (a preview kept instead of the full image): the
+            result is the one the full image gives. ``None``: the boxes are in ``grey``'s frame.
 
     Returns:
         uint8 RGB array ``(H', W', 3)`` (``H'`` includes the banner strip).
@@ -136,12 +141,12 @@ def burn_in(
             finite edges with ``col0 < col1`` and ``row0 < row1``, or ``max_side < 16``.
     """
     image = _to_uint8(grey)
-    if max_side is not None and (isinstance(max_side, bool) or int(max_side) < 16):
-        raise InvalidArgumentError(f"burn_in: max_side must be an int >= 16, got {max_side!r}")
-    rows, cols = image.shape
-    scale = 1.0 if max_side is None else min(1.0, max_side / max(rows, cols))
-    new_h, new_w = max(1, round(rows * scale)), max(1, round(cols * scale))
-    if (new_h, new_w) != (rows, cols):
+    rows, cols = image.shape if frame is None else frame
+    new_h, new_w = _fitted(rows, cols, max_side)
+    if frame is not None and image.shape != (new_h, new_w):
+        raise InvalidArgumentError(f"burn_in: a {image.shape} preview is not the shrink of a {frame} "
+                                   f"image to max_side {max_side}")
+    if image.shape != (new_h, new_w):
         image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
     rgb = np.ascontiguousarray(np.repeat(image[:, :, None], 3, axis=2))
     sx, sy = new_w / cols, new_h / rows
@@ -162,6 +167,25 @@ def burn_in(
     if banner:
         rgb = _with_banner(rgb, _ascii(banner))
     return rgb
+
+
+def shrink(grey: np.ndarray, max_side: int) -> np.ndarray:
+    """``grey`` (as :func:`burn_in` takes it) as uint8, downscaled as :func:`burn_in` downscales
+    it: a preview to draw on later with ``frame`` set to ``grey``'s shape, at a fraction of
+    the memory and without decoding the source again."""
+    image = _to_uint8(grey)
+    new_h, new_w = _fitted(image.shape[0], image.shape[1], max_side)
+    if image.shape == (new_h, new_w):
+        return image
+    return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+
+
+def _fitted(rows: int, cols: int, max_side: int | None) -> tuple[int, int]:
+    """The (rows, cols) an image of that size is drawn at: long side at most ``max_side``."""
+    if max_side is not None and (isinstance(max_side, bool) or int(max_side) < 16):
+        raise InvalidArgumentError(f"burn_in: max_side must be an int >= 16, got {max_side!r}")
+    scale = 1.0 if max_side is None else min(1.0, max_side / max(rows, cols))
+    return max(1, round(rows * scale)), max(1, round(cols * scale))
 
 
 def _to_uint8(grey: np.ndarray) -> np.ndarray:

@@ -48,6 +48,7 @@ from screen.nightly.triage import Triage, triage
 from screen.nightly.writers import (Series, box_levels, finding_rows, member_columns, to_pixels, write_gap,
                                     write_rejection, write_study_gsps, write_study_scs, write_study_sr)
 from screen.report import write_report
+from screen.report.thumbs import Preview, study_thumbs
 
 log = logging.getLogger("screen.run")
 
@@ -100,6 +101,7 @@ class _Pending:
     shapes: dict[Hashable, tuple[int, int]] = field(default_factory=dict)  # (rows, cols) per SOP UID
     outputs: dict[Hashable, dict[str, MemberOutput]] = field(default_factory=dict)
     views: dict[str, PipelineVoi] = field(default_factory=dict)  # how each image was windowed
+    previews: dict[str, Preview] = field(default_factory=dict)  # each image small, for the page
     failures: list[tuple[str, str]] = field(default_factory=list)
     waiting: int = 0
 
@@ -460,6 +462,8 @@ class _RunContext:
         for uid, sop, radiograph in queue:
             pending[uid].shapes[sop] = (radiograph.rows, radiograph.cols)  # pixels are not kept
             pending[uid].views[sop] = PipelineVoi.of(radiograph)  # the window, for the GSPS
+            with self.clock.timed("page"):  # its thumbnail's start: the page decodes nothing again
+                pending[uid].previews[sop] = Preview.of(radiograph.pixels)
             pending[uid].waiting -= 1
 
     def _finish_ready(self, pending: dict[str, _Pending]) -> None:
@@ -520,11 +524,25 @@ class _RunContext:
             sr_path=sr_path, sr_sop_instance_uid=sr_uid, supersedes=supersedes,
             intended_use=self.summary.intended_use, objects=objects, replaced=replaced, **self._identity(plan),
         )
+        if decision.positive:
+            self._thumbnails(state, placed)
         self.summary.written.update(o.kind for o in objects)
         if sr_uid:
             self.summary.written["sr"] += 1
         self.summary.counts[SCREENED] += 1
         self.summary.positives += int(decision.positive)
+
+    def _thumbnails(self, state: _Pending, placed: list[Any]) -> None:
+        """A flagged study's thumbnails for the morning page, from the previews kept at decode
+        (timed as ``page``); one that fails is made (or replaced by a placeholder) by the page."""
+        uid = state.plan.study_instance_uid
+        with self.clock.apart("page", within="write"):
+            try:
+                study_thumbs(self.out_dir, uid, [i.sop_instance_uid for i in state.plan.images],
+                             finding_rows(uid, placed, self.summary.run_id), level_names(self.points),
+                             state.previews)
+            except Exception as exc:  # noqa: BLE001 - a picture never fails a screened study
+                log.warning("thumbnails of study %s not made now: %s", _logged_uid(uid), type(exc).__name__)
 
     def _presentations(self, state: _Pending, placed: list[Any], *,
                        reused: bool) -> tuple[list[OutputObject], dict[str, str], list[str]]:

@@ -19,12 +19,12 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from dicom_io.tables import FINDINGS, SCAN, STUDIES, TableError, read_table, records
 from screen.errors import ReportError
 
-__all__ = ["Finding", "ImageEntry", "MemberVote", "NightPage", "StudyEntry", "read_night", "safe_link"]
+__all__ = ["Finding", "ImageEntry", "MemberVote", "NightPage", "StudyEntry", "images_of", "read_night", "safe_link"]
 
 _LINK = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
 MAX_IMAGES = 12
@@ -224,6 +224,22 @@ def _images(scan: list[dict[str, Any]], findings: list[dict[str, Any]]) -> tuple
     return images, sources
 
 
+def _shown(per_image: dict[str, list[Finding]]) -> tuple[tuple[ImageEntry, ...], int]:
+    """The images a flagged study shows (those with findings first, by their best score; at
+    most :data:`MAX_IMAGES`) and how many it leaves out."""
+    ordered = sorted(per_image.items(), key=lambda kv: (not kv[1], -max((f.score for f in kv[1]), default=0)))
+    return tuple(ImageEntry(sop, tuple(found)) for sop, found in ordered[:MAX_IMAGES]), \
+        max(0, len(ordered) - MAX_IMAGES)
+
+
+def images_of(scan: Sequence[Mapping[str, Any]], findings: Sequence[Mapping[str, Any]]
+              ) -> dict[str, tuple[ImageEntry, ...]]:
+    """Per study, the images its page entry shows, from ``scan.csv``-like and
+    ``findings.csv``-like rows (the night calls it with its own rows before writing them)."""
+    images, _ = _images([dict(r) for r in scan], [dict(r) for r in findings])
+    return {study: _shown(per_image)[0] for study, per_image in images.items()}
+
+
 def _entry(row: dict[str, Any], images: dict[str, dict[str, list[Finding]]], levels: tuple[str, ...]) -> StudyEntry:
     uid = str(row.get("study_instance_uid") or "")
     flagged = row.get("status") == "screened" and row.get("decision") == "positive"
@@ -241,10 +257,7 @@ def _entry(row: dict[str, Any], images: dict[str, dict[str, list[Finding]]], lev
     shown: tuple[ImageEntry, ...] = ()
     hidden = 0
     if flagged:
-        per_image = images.get(uid, {})
-        ordered = sorted(per_image.items(), key=lambda kv: (not kv[1], -max((f.score for f in kv[1]), default=0)))
-        shown = tuple(ImageEntry(sop, tuple(found)) for sop, found in ordered[:MAX_IMAGES])
-        hidden = max(0, len(ordered) - MAX_IMAGES)
+        shown, hidden = _shown(images.get(uid, {}))
     return StudyEntry(
         study_instance_uid=uid, status=str(row.get("status") or ""), reason=str(row.get("reason") or ""),
         flagged=flagged, level=str(row.get("level") or ""), fused_score=_number(row.get("fused_score")),

@@ -6,6 +6,11 @@ the level styles and wording every other picture of a result uses. Only pixel da
 boxes are drawn: no header value (no name, no id) reaches a thumbnail, and the PNG carries no
 text chunks.
 
+The night makes each flagged study's thumbnails as it finishes the study (:func:`study_thumbs`),
+from the :class:`Preview` it kept of each image when it decoded it (the image :func:`shrink`-ed
+to :data:`MAX_SIDE`), so the page at the end decodes nothing again; ``screen report`` and
+any thumbnail the night did not make decode the source.
+
 A thumbnail's name is a digest of the image's SOP Instance UID and of what is drawn on it, so
 a re-screened study with other boxes gets a new file, an unchanged one is reused without
 decoding, and no header value ever becomes a file name. Files of the folder no page names are
@@ -24,13 +29,15 @@ from typing import Mapping, Sequence
 
 import cv2
 
-from dicom_io.annotate import BoxLabel, burn_in, finding_text, level_style
+import numpy as np
+
+from dicom_io.annotate import BoxLabel, burn_in, finding_text, level_style, shrink
 from dicom_io.atomic import atomic_write_bytes
 from dicom_io.errors import DicomIOError
 from dicom_io.pixels import load_radiograph
-from screen.report.model import ImageEntry
+from screen.report.model import ImageEntry, images_of
 
-__all__ = ["MAX_SIDE", "THUMBS_DIR", "Thumb", "make_thumb", "prune"]
+__all__ = ["MAX_SIDE", "THUMBS_DIR", "Preview", "Thumb", "make_thumb", "prune", "study_thumbs"]
 
 log = logging.getLogger("screen.report")
 
@@ -39,6 +46,26 @@ THUMBS_DIR = "report/thumbs"
 MAX_SIDE = 512
 """A thumbnail's long side at most, in pixels."""
 _NAME = re.compile(r"[0-9a-f]{20}\.png")
+
+
+@dataclass(frozen=True)
+class Preview:
+    """An image as the pipeline saw it, kept small for its thumbnail.
+
+    Attributes:
+        pixels: uint8, the image :func:`dicom_io.annotate.shrink`-ed to :data:`MAX_SIDE`.
+        rows: the source image's rows (the boxes' frame).
+        cols: its columns.
+    """
+
+    pixels: np.ndarray
+    rows: int
+    cols: int
+
+    @classmethod
+    def of(cls, pixels: np.ndarray) -> "Preview":
+        """The preview of a decoded image (:class:`dicom_io.pixels.Radiograph` ``pixels``)."""
+        return cls(shrink(pixels, MAX_SIDE), int(pixels.shape[0]), int(pixels.shape[1]))
 
 
 @dataclass(frozen=True)
@@ -76,9 +103,11 @@ def _name(image: ImageEntry, labels: Sequence[BoxLabel]) -> str:
     return hashlib.sha256(drawn.encode("utf-8")).hexdigest()[:20] + ".png"
 
 
-def make_thumb(out_dir: Path, image: ImageEntry, levels: Sequence[str], sources: Mapping[str, Path]) -> Thumb:
+def make_thumb(out_dir: Path, image: ImageEntry, levels: Sequence[str], sources: Mapping[str, Path],
+               previews: Mapping[str, Preview] | None = None) -> Thumb:
     """The thumbnail of ``image`` under ``out_dir/report/thumbs`` (made, or reused when its file
-    exists); a placeholder with a reason when its source cannot be found or decoded."""
+    exists), drawn on its preview when one is given, else on its decoded source; a placeholder
+    with a reason when its source cannot be found or decoded."""
     labels = _labels(image, levels)
     texts = tuple(text for _, text, _ in labels)
     name = _name(image, labels)
@@ -88,19 +117,35 @@ def make_thumb(out_dir: Path, image: ImageEntry, levels: Sequence[str], sources:
         size = _png_size(target)
         if size is not None:
             return Thumb(image.sop_instance_uid, link, width=size[0], height=size[1], texts=texts)
-    source = sources.get(image.sop_instance_uid)
-    if source is None or not Path(source).is_file():
-        return Thumb(image.sop_instance_uid, None, "source-not-found", texts=texts)
-    try:
-        radiograph = load_radiograph(source)
-        rgb = burn_in(radiograph.pixels, labels, max_side=MAX_SIDE)
-    except DicomIOError as exc:
-        return Thumb(image.sop_instance_uid, None, exc.reason, texts=texts)
+    preview = (previews or {}).get(image.sop_instance_uid)
+    if preview is not None:
+        rgb = burn_in(preview.pixels, labels, max_side=MAX_SIDE, frame=(preview.rows, preview.cols))
+    else:
+        source = sources.get(image.sop_instance_uid)
+        if source is None or not Path(source).is_file():
+            return Thumb(image.sop_instance_uid, None, "source-not-found", texts=texts)
+        try:
+            radiograph = load_radiograph(source)
+            rgb = burn_in(radiograph.pixels, labels, max_side=MAX_SIDE)
+        except DicomIOError as exc:
+            return Thumb(image.sop_instance_uid, None, exc.reason, texts=texts)
     ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
         return Thumb(image.sop_instance_uid, None, "encode-failed", texts=texts)
     atomic_write_bytes(target, png.tobytes())
     return Thumb(image.sop_instance_uid, link, width=rgb.shape[1], height=rgb.shape[0], texts=texts)
+
+
+def study_thumbs(out_dir: Path, study_instance_uid: str, image_uids: Sequence[str],
+                 finding_rows: Sequence[Mapping[str, object]], levels: Sequence[str],
+                 previews: Mapping[str, Preview]) -> list[Thumb]:
+    """A flagged study's thumbnails, made as the night finishes it: the images the page will
+    show (:func:`screen.report.model.images_of` reads ``findings.csv`` rows the same way), each
+    drawn on its preview, so the page reuses them."""
+    scan = [{"study_instance_uid": study_instance_uid, "sop_instance_uid": uid, "outcome": "selected"}
+            for uid in image_uids]
+    shown = images_of(scan, finding_rows).get(study_instance_uid, ())
+    return [make_thumb(out_dir, image, levels, {}, previews) for image in shown]
 
 
 def prune(out_dir: Path, keep: Sequence[str]) -> int:

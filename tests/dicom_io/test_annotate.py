@@ -12,6 +12,7 @@ from dicom_io.annotate import (
     burn_in,
     finding_text,
     level_style,
+    shrink,
 )
 from dicom_io.errors import InvalidArgumentError
 
@@ -89,6 +90,22 @@ def test_burn_in_downscale_keeps_the_box_in_place() -> None:
     # scale 0.25: the box spans cols 100..200 and rows 250..400 (edges), lines drawn inside +-thickness
     assert abs(cols.min() - 100) <= 2 and abs(cols.max() - 199) <= 2
     assert abs(rows.min() - 250) <= 2 and abs(rows.max() - 399) <= 2
+
+
+def test_a_shrunk_preview_draws_exactly_as_the_full_image() -> None:
+    """The night keeps ``shrink(pixels)`` and draws later with ``frame``: the same picture as
+    drawing on the full image, at a fraction of the memory; a preview of another size is refused."""
+    rng = np.random.default_rng(3)
+    grey = rng.random((1300, 700))
+    labels = [((100.0, 200.0, 400.0, 650.0), "AI fracture 87 %", level_style(None, ())),
+              (None, "AI fracture 40 %", level_style("doubt", ("doubt", "fracture")))]
+    preview = shrink(grey, 512)
+    assert preview.dtype == np.uint8 and preview.shape == (512, 276)
+    full = burn_in(grey, labels, max_side=512)
+    assert np.array_equal(burn_in(preview, labels, max_side=512, frame=grey.shape), full)
+    assert not np.array_equal(burn_in(preview, labels, max_side=512), full)  # boxes not rescaled
+    with pytest.raises(InvalidArgumentError, match="is not the shrink of"):
+        burn_in(preview, labels, max_side=400, frame=grey.shape)
 
 
 def test_burn_in_never_upscales_and_takes_uint8() -> None:

@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Callable
 
 import pydicom
+import pytest
 from click.testing import CliRunner
 
+import screen.report.thumbs
 from screen.cli import cli
+
 
 class _Tags(HTMLParser):
     def __init__(self) -> None:
@@ -34,7 +37,8 @@ HOSTILE = ("<script>alert(1)</script>", '"><img src=x onerror=alert(2)>')
 
 
 def test_the_night_writes_the_page_with_hostile_headers_escaped(
-        small_archive: Path, tiny_models: Path, site_writer: Callable[..., Path], tmp_path: Path) -> None:
+        small_archive: Path, tiny_models: Path, site_writer: Callable[..., Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     archive = tmp_path / "export"
     shutil.copytree(small_archive, archive)
     names: set[str] = set()
@@ -50,8 +54,14 @@ def test_the_night_writes_the_page_with_hostile_headers_escaped(
     site = site_writer(tmp_path / "site", tiny_models, thresholds={"pg-cls": 0.0, "pg-det": 0.0, "detr": 0.0},
                        output='patient_id = "include"\nfile_mode = "0640"')
     out = tmp_path / "out"
+
+    def no_second_decode(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the page decoded a source again: the night's previews were not used")
+
+    monkeypatch.setattr(screen.report.thumbs, "load_radiograph", no_second_decode)
     result = CliRunner().invoke(cli, ["run", str(archive), "--config", str(site), "--out", str(out)])
     assert result.exit_code == 0, result.output
+    assert "thumbnails of study" not in result.output
     page = out / "report.html"
     text = page.read_text(encoding="utf-8")
     recorded = json.loads((out / "run.json").read_text(encoding="utf-8"))
