@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterator
+from typing import Any, Callable, Hashable, Iterator, Sequence
 
 from pydicom.uid import generate_uid
 
@@ -45,7 +45,7 @@ from screen.nightly.plan import (FAILED_STUDY, INVALID_UID, OUT_OF_SCOPE, SCREEN
 from screen.commands.scan import write_scan_csv
 from screen.nightly.scope import scope_key
 from screen.nightly.triage import Triage, triage
-from screen.nightly.writers import (Series, box_levels, finding_rows, member_columns, to_pixels, write_gap,
+from screen.nightly.writers import (Series, box_levels, finding_rows, member_columns, study_headers, to_pixels, write_gap,
                                     write_rejection, write_study_gsps, write_study_scs, write_study_sr)
 from screen.report import write_report
 from screen.report.thumbs import Preview, study_thumbs
@@ -264,7 +264,7 @@ def _run_locked(archive: Path, out_dir: Path, site: SiteConfig, points: list[Ope
         ledger.start_run(summary.run_id, str(archive), key, op_id(points[0]))
         batch_size = options.batch_size or site.run.batch_size
         fate = _triage(plans, ledger, site, key, options)
-        context = _RunContext(site, options, points, key, summary, ledger, out_dir, sr_dir, clock, batch_size,
+        context = _RunContext(site, options, points, key, summary, ledger, out_dir, clock, batch_size,
                               reuse_sr=fate.reuse_sr)
         summary.counts["already-screened"] += fate.done
         summary.collisions = fate.collisions
@@ -308,7 +308,6 @@ class _RunContext:
     summary: RunSummary
     ledger: Ledger
     out_dir: Path
-    sr_dir: Path
     clock: _Clock
     batch_size: int
     sr_series_uid: str = field(default_factory=generate_uid)
@@ -495,20 +494,22 @@ class _RunContext:
         images = {inst.sop_instance_uid: inst for inst in plan.images}
         placed = to_pixels(decision, images, levels)
         previous = self.ledger.study_state(plan.study_instance_uid)
+        output = self.site.output
+        headers = study_headers(plan.images) if output.write_sr or output.write_gsps else []
         sr_path = sr_uid = None
         supersedes = None
         if self.site.output.write_sr:
             reuse = self.reuse_sr.get(plan.study_instance_uid)  # its SR file was lost: the same SR again
             old = self.ledger.sr_datasets_of(plan.study_instance_uid, excluding=reuse) if previous is not None else []
             sr_path, sr_uid = write_study_sr(
-                images=plan.images, decision=decision, placed=placed, algorithm=self._algorithm(),
-                sr_dir=self.sr_dir, out_dir=self.out_dir, series_instance_uid=self.sr_series_uid,
+                sources=headers, decision=decision, placed=placed, algorithm=self._algorithm(),
+                out_dir=self.out_dir, series_instance_uid=self.sr_series_uid,
                 series_number=self.site.output.sr_series_number, supersedes=old[-1:],
                 institution_name=self.site.output.institution_name, sop_instance_uid=reuse,
             )
             supersedes = previous.sr_sop_instance_uid if previous is not None and reuse is None else None
         reuse = self.reuse_sr.get(plan.study_instance_uid)
-        objects, columns, replaced = self._presentations(state, placed, reused=reuse is not None)
+        objects, columns, replaced = self._presentations(state, placed, headers, reused=reuse is not None)
         row = self.base_row(plan, SCREENED)
         row.update({
             "decision": "positive" if decision.positive else "negative",
@@ -544,7 +545,7 @@ class _RunContext:
             except Exception as exc:  # noqa: BLE001 - a picture never fails a screened study
                 log.warning("thumbnails of study %s not made now: %s", _logged_uid(uid), type(exc).__name__)
 
-    def _presentations(self, state: _Pending, placed: list[Any], *,
+    def _presentations(self, state: _Pending, placed: list[Any], headers: Sequence[Any], *,
                        reused: bool) -> tuple[list[OutputObject], dict[str, str], list[str]]:
         """A screened study's GSPS and SC images, and the withdrawal of its earlier results.
 
@@ -570,7 +571,7 @@ class _RunContext:
         columns: dict[str, str] = {}
         if output.write_gsps:
             with self.clock.apart("gsps", within="write"):
-                gsps = write_study_gsps(images=state.plan.images, placed=placed, levels=ordered, views=state.views,
+                gsps = write_study_gsps(sources=headers, placed=placed, levels=ordered, views=state.views,
                                         algorithm=self._algorithm(), out_dir=self.out_dir,
                                         series=self.series_of("gsps"), instance_number=1 + self._count(uid, "gsps"),
                                         institution_name=output.institution_name)

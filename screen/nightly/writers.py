@@ -114,13 +114,18 @@ def member_columns(outputs: Mapping[Hashable, Mapping[str, MemberOutput]], decis
     return columns
 
 
+def study_headers(images: Sequence[Instance]) -> list[pydicom.Dataset]:
+    """The study's image headers, read once for every object written about it (bounded
+    reads, deflated files too)."""
+    return [read_header(inst.path) for inst in images]
+
+
 def write_study_sr(
     *,
-    images: Sequence[Instance],
+    sources: Sequence[pydicom.Dataset],
     decision: StudyDecision,
     placed: Sequence[PixelFinding],
     algorithm: AlgorithmInfo,
-    sr_dir: Path,
     out_dir: Path,
     series_instance_uid: str,
     series_number: int,
@@ -134,7 +139,6 @@ def write_study_sr(
     the study's is a DICOM UID (``invalid-uid`` otherwise), and the SR's is made here or is one
     this folder made (``sop_instance_uid``: an SR written again after its file was lost).
     """
-    sources = [read_header(inst.path) for inst in images]  # bounded, deflated files too
     previous = [pydicom.dcmread(p) for p in supersedes if p.is_file()]
     findings = sr_findings(placed)
     ds = build_screening_sr(
@@ -143,12 +147,8 @@ def write_study_sr(
         instance_number=len(previous) + 1, supersedes=previous, institution_name=institution_name,
         sop_instance_uid=sop_instance_uid,
     )
-    study_uid, sop_uid = str(ds.StudyInstanceUID), str(ds.SOPInstanceUID)
-    if not (is_valid_uid(study_uid) and is_valid_uid(sop_uid)):  # never a path from anything else
-        raise ValueError("refusing to name an SR file after a study or SR UID that is not a DICOM UID")
-    path = sr_dir / study_uid / f"{sop_uid}.dcm"
-    write_sr(ds, path)
-    return path.relative_to(out_dir).as_posix(), str(ds.SOPInstanceUID)
+    written = _write(ds, "sr", out_dir)
+    return written.path, written.sop_instance_uid
 
 
 def sr_findings(placed: Sequence[PixelFinding]) -> list[SRFinding]:
@@ -182,12 +182,11 @@ class Series:
     number: int
 
 
-def write_study_gsps(*, images: Sequence[Instance], placed: Sequence[PixelFinding], levels: Sequence[str],
+def write_study_gsps(*, sources: Sequence[pydicom.Dataset], placed: Sequence[PixelFinding], levels: Sequence[str],
                      views: Mapping[str, PipelineVoi], algorithm: AlgorithmInfo, out_dir: Path, series: Series,
                      instance_number: int, institution_name: str | None) -> OutputObject | None:
     """The study's GSPS (``None`` for a study without findings or without a greyscale image)."""
     findings = sr_findings(placed)
-    sources = [read_header(inst.path) for inst in images]
     if not findings or not any(int(ds.get("SamplesPerPixel", 1) or 1) == 1 for ds in sources):
         return None
     ds = build_gsps(sources, findings, levels=levels, views=views, algorithm=algorithm,
