@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,8 +15,11 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Identifier keys (screen.id_key) are made under XDG_CONFIG_HOME: a throwaway one, never the home's.
-os.environ["XDG_CONFIG_HOME"] = __import__("tempfile").mkdtemp(prefix="fracture-screen-config-")
+# Identifier keys (screen.id_key) are made under XDG_CONFIG_HOME: a throwaway one, never the home's,
+# removed when the test process ends (each run left one behind in /tmp before).
+_CONFIG_HOME = tempfile.mkdtemp(prefix="fracture-screen-config-")
+os.environ["XDG_CONFIG_HOME"] = _CONFIG_HOME
+atexit.register(shutil.rmtree, _CONFIG_HOME, ignore_errors=True)
 os.environ.pop("FRACTURE_SCREEN_SALT", None)
 
 CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
