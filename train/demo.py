@@ -85,6 +85,11 @@ class DemoOptions:
         eval_seed: its seed (must differ from ``train_seed``).
         val_fraction: share of patients held out for validation (early stopping, tuning).
         phantom_size: inclusive range of the phantom images' rows and columns.
+        train_style: the phantom style the members learn from (``randomised``: rendering and
+            parameters drawn from wide ranges, so they learn the fracture, not one renderer).
+        eval_styles: the styles of the fresh evaluation sets, each drawn with ``eval_seed``:
+            the training style (in distribution) and ``shifted`` (ranges fixed before training,
+            outside what it covered); the first one chooses nothing, all are reported.
         members: names of the members to train (of :data:`DEMO_MEMBERS`).
         configs_dir: where the ``demo-*.toml`` configs are.
         overrides: per member name, dotted config overrides (``{"detr": {"train.max_steps": 2}}``).
@@ -102,6 +107,8 @@ class DemoOptions:
     eval_seed: int = 20261204
     val_fraction: float = 0.15
     phantom_size: tuple[int, int] = (384, 768)
+    train_style: str = "randomised"
+    eval_styles: tuple[str, ...] = ("randomised", "shifted")
     members: tuple[str, ...] = tuple(m.name for m in DEMO_MEMBERS)
     configs_dir: Path = CONFIG_DIR
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -124,6 +131,13 @@ class DemoOptions:
                 f"eval_seed must differ from train_seed ({self.train_seed}): the members are "
                 "judged on a phantom set they never saw"
             )
+        from dicom_io.phantom.config import STYLES
+
+        for style in (self.train_style, *self.eval_styles):
+            if style not in STYLES or style == "toy":
+                raise DemoError(f"demo phantom styles must be among rods, randomised, shifted; got {style!r}")
+        if not self.eval_styles or len(set(self.eval_styles)) != len(self.eval_styles):
+            raise DemoError(f"eval_styles must name at least one style, each once; got {list(self.eval_styles)}")
         if not 0.0 < self.val_fraction < 1.0:
             raise DemoError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
 
@@ -136,10 +150,10 @@ class DemoOptions:
 
 
 def make_phantom(folder: Path, studies: int, seed: int,
-                 size: tuple[int, int] = (384, 768)) -> tuple[Path, Path]:
-    """A phantom archive and labels CSV in ``folder`` (reused when the same one is there)."""
+                 size: tuple[int, int] = (384, 768), style: str = "rods") -> tuple[Path, Path]:
+    """A phantom archive and labels CSV of ``style`` in ``folder`` (reused when the same one is there)."""
     archive, labels = folder / "archive", folder / "labels.csv"
-    config = PhantomConfig(n_studies=studies, seed=seed, size_range=size)
+    config = PhantomConfig(n_studies=studies, seed=seed, size_range=size, style=style)
     stamp = folder / "phantom.json"
     wanted = {"fingerprint": config.fingerprint()}
     if stamp.is_file() and labels.is_file() and json.loads(stamp.read_text()) == wanted:
@@ -147,7 +161,7 @@ def make_phantom(folder: Path, studies: int, seed: int,
     folder.mkdir(parents=True, exist_ok=True)
     summary = write_phantom_archive(archive, labels, config, overwrite=True)
     stamp.write_text(json.dumps(wanted), encoding="utf-8")
-    logger.info("phantom seed %d: %d images in %d studies (%d positive)", seed, summary.n_images,
+    logger.info("phantom %s seed %d: %d images in %d studies (%d positive)", style, seed, summary.n_images,
                 summary.n_studies, summary.n_positive_studies)
     return archive, labels
 
@@ -155,7 +169,7 @@ def make_phantom(folder: Path, studies: int, seed: int,
 def prepare_demo_data(options: DemoOptions) -> Path:
     """The prepared training data (train and val splits) of the demo's training archive."""
     archive, labels = make_phantom(options.work_dir / "train-phantom", options.train_studies,
-                                   options.train_seed, options.phantom_size)
+                                   options.train_seed, options.phantom_size, options.train_style)
     data = options.work_dir / "data"
     if (data / "manifest.json").is_file():
         manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from dicom_io.phantom import PhantomConfig
 from ensembles.operating_point.op_json import load_deciding_point
 from screen.site_config import DEFAULT_CONFIG, load_site_config
 from screen.commands.demo import run_demo, train_demo_cmd
@@ -35,6 +36,7 @@ def _options() -> DemoOptions:
     refiner = {**QUICK, "refiner.architecture": "test_resnet", "refiner.crop_size": 32,
                "refiner.samples_per_box": 1}
     return DemoOptions(train_studies=14, eval_studies=6, train_seed=101, eval_seed=202,
+                       train_style="randomised", eval_styles=("randomised", "shifted"),
                        val_fraction=0.3, phantom_size=(96, 128), workers=1,
                        overrides={"pg-cls": pg, "detr": detr,
                                   "refiner": refiner,
@@ -61,19 +63,26 @@ def test_demo_trains_members_the_screener_runs_and_measures_them(tmp_path: Path)
     # measured on the fresh phantom set of the other seed, with every figure the issue asks for
     summary = json.loads((out / "models" / "demo.json").read_text())
     assert summary["eval_seed"] == 202 and summary["train_seed"] == 101
-    fresh = summary["fresh"]
-    assert fresh["n_studies"] == 6 and fresh["operating_point"] == point.id
-    assert set(fresh["models"]) == {"pg-cls", "pg-det", "detr", "ensemble"}
-    for row in fresh["models"].values():
-        assert {"auc", "precision", "recall", "f1"} <= set(row)
-    assert {"pg-det", "detr", "detr (before refiner)", "pg-det (before refiner)"} <= set(fresh["boxes"])
-    assert "recall_iou_0.3" in fresh["boxes"]["detr"]
-    assert (work / "eval-phantom" / "labels.csv").is_file()
+    assert summary["train_style"] == "randomised" and list(summary["eval"]) == ["randomised", "shifted"]
+    for style, fresh in summary["eval"].items():
+        assert fresh["n_studies"] == 6 and fresh["operating_point"] == point.id
+        assert set(fresh["models"]) == {"pg-cls", "pg-det", "detr", "ensemble"}
+        for row in fresh["models"].values():
+            assert {"auc", "precision", "recall", "f1"} <= set(row)
+        assert {"pg-det", "detr", "detr (before refiner)", "pg-det (before refiner)"} <= set(fresh["boxes"])
+        assert {"recall_iou_0.3", "recall_low", "recall_high"} <= set(fresh["boxes"]["detr"])
+        assert (work / f"eval-phantom-{style}" / "labels.csv").is_file()
+    # the training archive is the randomised style, the second evaluation set the shifted one
+    trained_on = PhantomConfig(n_studies=14, seed=101, size_range=(96, 128), style="randomised")
+    assert json.loads((work / "train-phantom" / "phantom.json").read_text()) == {"fingerprint": trained_on.fingerprint()}
+    shifted = (work / "eval-phantom-shifted" / "labels.csv").read_text()
+    assert shifted != (work / "eval-phantom-randomised" / "labels.csv").read_text()
     assert [m["name"] for m in summary["members"]] == ["pg-cls", "pg-det", "detr", "refiner"]
     for member in summary["members"]:
         assert member["steps"] == 1 and Path(member["checkpoint"]).is_dir()
     text = (out / "models" / "DEMO.md").read_text()
-    assert "screen train-demo --out sample_data" in text and "| detr |" in text
+    assert "screen train-demo --out sample_data" in text and "| detr | shifted |" in text
+    assert "| detr | randomised |" in text
     assert report.files["markdown"] == out / "models" / "DEMO.md"
 
     # a second run keeps the members it already trained (resumable demo), and says so
@@ -87,6 +96,10 @@ def test_demo_options_refuse_evaluating_on_the_training_seed() -> None:
         DemoOptions(train_seed=5, eval_seed=5)
     with pytest.raises(DemoError, match="demo members must be among"):
         DemoOptions(members=("pg-cls", "yolo"))
+    with pytest.raises(DemoError, match="demo phantom styles"):
+        DemoOptions(eval_styles=("toy",))
+    with pytest.raises(DemoError, match="each once"):
+        DemoOptions(eval_styles=("shifted", "shifted"))
 
 
 def test_demo_command_rejects_a_malformed_override(tmp_path: Path) -> None:

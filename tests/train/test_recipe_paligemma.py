@@ -127,7 +127,9 @@ def test_detector_two_steps_with_every_loss_switch(data_dir: Path, tmp_path: Pat
     values = dict(zip(header, metrics[1].split(",")))
     for column in ("train_ciou_loss", "train_patch_loss", "train_decision_loss", "train_token_loss"):
         assert np.isfinite(float(values[column])), column
-    assert "box_recall" in header
+    assert "box_recall" in header and "auc_box" in header
+    if values["auc"] not in ("", "nan") and values["box_recall"] not in ("", "nan"):
+        assert float(values["auc_box"]) == pytest.approx((float(values["auc"]) + float(values["box_recall"])) / 2)
     member = create_member("paligemma-detector", best)
     assert member.spec.options["task_head"] == {"num_queries": 4}
     out = member.predict(_probe_images(data_dir))

@@ -337,7 +337,9 @@ def validation_metrics(task: PaliGemmaTask) -> dict[str, float]:
     ``accuracy``, ``auc`` (image), ``study_auc``, ``val_loss``, ``mean_score``; ``patch_auc``
     (image AUC of the patch head's highest patch logit: is SigLIP learning the fracture?) with
     the patch loss on; for a detector with ``eval_boxes``, ``box_recall`` (share of truth boxes
-    matched at IoU >= 0.3).
+    matched at IoU >= 0.3) and ``auc_box`` (the mean of the image ``auc`` and ``box_recall``, as
+    the DETR recipe's: a monitor that keeps the checkpoint where the decision and the boxes both
+    learned).
     """
     dataset = task.val_set
     if len(dataset) == 0:
@@ -390,6 +392,7 @@ def validation_metrics(task: PaliGemmaTask) -> dict[str, float]:
         metrics["patch_auc"] = _auc(labels, patch_scores)
     if decode:
         metrics["box_recall"] = hits / total_boxes if total_boxes else math.nan
+        metrics["auc_box"] = (metrics["auc"] + metrics["box_recall"]) / 2.0
     return metrics
 
 

@@ -1,0 +1,53 @@
+"""The detector ablation bench: each variant is a valid change of the committed config, and its
+table reads a run's metrics as the engine writes them."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from screen.commands.demo import ablation_lines
+from tests.bench.test_bench_smoke import _load
+from train.train_config import load_train_config
+
+bench = _load("detector_ablation")
+
+
+def _get(config: Any, dotted: str) -> Any:
+    value = config
+    for part in dotted.split("."):
+        value = value[part] if isinstance(value, dict) else getattr(value, part)
+    return value
+
+
+@pytest.mark.parametrize("variant", bench.VARIANTS, ids=lambda v: v.name)
+def test_each_variant_changes_exactly_what_it_says(variant: Any) -> None:
+    base = load_train_config(bench.CONFIG, recipe="detector")
+    changed = load_train_config(bench.CONFIG, recipe="detector", overrides=dict(variant.overrides))
+    for key, value in variant.overrides.items():
+        assert _get(changed, key) == value
+        assert _get(base, key) != value, f"{variant.name}: {key} is already {value!r} in the committed config"
+    assert variant.overrides or variant.name == "committed"
+
+
+def test_the_table_reads_the_last_and_the_best_epoch(tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics.csv"
+    with metrics.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["epoch", "step", "study_auc", "box_recall"])
+        writer.writeheader()
+        writer.writerows([{"epoch": 1, "step": 100, "study_auc": 0.6, "box_recall": 0.10},
+                          {"epoch": 2, "step": 200, "study_auc": 0.7, "box_recall": 0.40},
+                          {"epoch": 3, "step": 300, "study_auc": 0.8, "box_recall": 0.30}])
+    read = bench.read_metrics(metrics)
+    assert read == {"last": {"step": 300.0, "box_recall": 0.3, "study_auc": 0.8},
+                    "best": {"step": 200.0, "box_recall": 0.4, "study_auc": 0.7}}
+    result = {"command": "python -m bench.detector_ablation --steps 300", "budget": {"steps": 300, "batch": 16},
+              "rows": [{"name": "committed", "change": "as committed", **read},
+                       {"name": "no-ciou", "change": "no CIoU loss", "exit": 1}]}
+    lines = ablation_lines(result)
+    assert "| committed | as committed | 0.300 (0.400, 200) | 0.800 |" in lines
+    assert "| no-ciou | no CIoU loss | no figures (exit 1) | |" in lines
+    assert "300 steps of batch 16" in lines[0]
