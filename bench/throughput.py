@@ -11,8 +11,8 @@ defaults below are placeholders for an H100-class card at the members' configure
 measurements: pass ``bench.gpu_members``' figures with ``--gpu-rate``), that a core of the
 target box does the CPU work as fast as a core here, that the CPU stages spread over all cores
 (the worker pool on one box; Ray tasks on a cluster), and that the driver does the ledger
-commits alone (measured here: ``Ledger.record_study``'s CPU in the run) while the writers run as
-tasks beside the members.
+commits alone (measured here: ``Ledger.record_study``'s CPU and wall time in the run, the larger
+counts: a commit waits on the disk) while the writers run as tasks beside the members.
 
 Per node: CPU images/s = cores x 1000 / (index x files per image + decode + rest); GPU images/s =
 gpus / sum over members of 1 / rate (the members share each card in turn). The cluster does
@@ -68,7 +68,8 @@ def project(costs: dict[str, float], rates: dict[str, float], *, nodes: int, cor
     cpu_ms = costs["index"] * files / max(images, 1.0) + costs["decode"] + costs["rest"]
     cpu = cores * 1000.0 / cpu_ms if cpu_ms > 0 else float("inf")
     gpu = gpus / sum(1.0 / rate for rate in rates.values())
-    driver = 1000.0 / costs["ledger"] if costs["ledger"] > 0 else float("inf")
+    commit = max(costs["ledger"], costs.get("ledger-wall", 0.0))  # one driver: CPU or the disk's wait
+    driver = 1000.0 / commit if commit > 0 else float("inf")
     limits = {"cpu": nodes * cpu, "gpu": nodes * gpu, "driver": driver}
     bottleneck = min(limits, key=lambda k: limits[k])
     per_study = images / studies
@@ -93,7 +94,7 @@ def format_projection(costs: dict[str, float], rates: dict[str, float], assumed:
     lines = ["measured here (CPU ms per image, all processes; a shared 2-core machine):"]
     lines.append(f"  index {costs['index'] * costs['files'] / max(costs['images'], 1):.2f} "
                  f"(per file {costs['index']:.2f}), decode {costs['decode']:.2f}, rest {costs['rest']:.2f} "
-                 f"(ledger {costs['ledger']:.2f}); "
+                 f"(ledger {costs['ledger']:.2f}, {costs.get('ledger-wall', 0.0):.2f} wall); "
                  f"{costs['images'] / max(costs['studies'], 1):.2f} images a study")
     lines.append("GPU images/s per member on one card:")
     for name, rate in rates.items():

@@ -43,6 +43,7 @@ from dicom_io.deflate import (
 from dicom_io.discover import FoundFile
 from dicom_io.errors import DicomIOError, DicomReadError, SizeLimitError
 from dicom_io.geometry import spacing_from_dataset
+from dicom_io.header_values import HeaderValues, header_tags
 
 #: Default refusal threshold for declared pixel data (bytes); a 4k x 4k 16-bit radiograph is
 #: 32 MiB, so 512 MiB leaves room for multi-frame images while refusing absurd headers.
@@ -59,7 +60,11 @@ HEADER_KEYWORDS: tuple[str, ...] = (
     "SamplesPerPixel", "BitsAllocated", "BitsStored", "PhotometricInterpretation",
     "PixelSpacing", "ImagerPixelSpacing", "EstimatedRadiographicMagnificationFactor",
     "ConversionType", "SpecificCharacterSet", "IssuerOfPatientID", "PatientAge", "PatientBirthDate",
+    "Manufacturer", "ManufacturerModelName",
+    "RequestedProcedurePriority", "InstitutionalDepartmentName",
 )
+#: Their tags, looked up once (a keyword costs a dictionary search on every read).
+HEADER_TAGS = header_tags(HEADER_KEYWORDS)
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,10 @@ class Instance:
     photometric: str = ""
     spacing_source: str = "none"
     has_pixel_data: bool = False
+    manufacturer: str = ""  # Manufacturer and ManufacturerModelName: the device, for monitoring
+    model_name: str = ""
+    requested_priority: str = ""  # RequestedProcedurePriority, upper-cased (the run's priority order)
+    department: str = ""  # InstitutionalDepartmentName (an emergency department ranks first)
 
     @property
     def pixel_bytes(self) -> int:
@@ -139,25 +148,6 @@ class IndexedFileError(DicomIOError):
         self.cause = cause
 
 
-def _multi(ds: Dataset, keyword: str) -> tuple[str, ...]:
-    """A possibly multi-valued string element as an upper-case tuple."""
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return ()
-    values = [value] if isinstance(value, str) else list(value)
-    return tuple(str(v).strip().upper() for v in values)
-
-
-def _int(ds: Dataset, keyword: str, default: int | None = None) -> int | None:
-    value = ds.get(keyword)
-    if value in (None, ""):
-        return default
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
-
-
 def _read_header(found: FoundFile, max_header_bytes: int) -> tuple[Dataset, PixelElement | None, bool]:
     """The header dataset, its Pixel Data element header and whether the file is deflated.
 
@@ -170,7 +160,7 @@ def _read_header(found: FoundFile, max_header_bytes: int) -> tuple[Dataset, Pixe
         if deflated is not None:
             ds, stream = read_deflated_header(
                 handle, deflated[1], max_header_bytes=max_header_bytes,
-                specific_tags=HEADER_KEYWORDS, name=str(found.path),
+                specific_tags=HEADER_TAGS, name=str(found.path),
             )
             return ds, read_pixel_element(stream), True
         handle.seek(0)
@@ -178,7 +168,7 @@ def _read_header(found: FoundFile, max_header_bytes: int) -> tuple[Dataset, Pixe
             handle,
             stop_before_pixels=True,
             force=not found.has_preamble,
-            specific_tags=list(HEADER_KEYWORDS),
+            specific_tags=HEADER_TAGS,
         )
         implicit, little = ds.original_encoding
         return ds, read_pixel_element(handle, implicit=bool(implicit), little=little is not False), False
@@ -216,46 +206,51 @@ def read_instance(
         raise DicomReadError(
             f"header not readable as DICOM: {type(exc).__name__}: {exc}", reason="unreadable-header"
         ) from exc
+    values = HeaderValues(ds)
     meta = getattr(ds, "file_meta", None)
     if meta is not None and meta.get("MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
         raise DicomReadError("DICOMDIR media directory (not an instance)", reason="dicomdir")
-    missing = [k for k in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID") if not _text(ds, k)]
+    missing = [k for k in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID") if not values.text(k)]
     if missing:
         raise DicomReadError(f"missing required UID(s): {', '.join(missing)}", reason="missing-uid")
     syntax = _text(meta, "TransferSyntaxUID") if meta is not None else ""
     instance = Instance(
         path=found.path,
         file_size=found.size,
-        sop_class_uid=_text(ds, "SOPClassUID"),
-        sop_instance_uid=_text(ds, "SOPInstanceUID"),
-        study_instance_uid=_text(ds, "StudyInstanceUID"),
-        series_instance_uid=_text(ds, "SeriesInstanceUID"),
+        sop_class_uid=values.text("SOPClassUID"),
+        sop_instance_uid=values.text("SOPInstanceUID"),
+        study_instance_uid=values.text("StudyInstanceUID"),
+        series_instance_uid=values.text("SeriesInstanceUID"),
         transfer_syntax_uid=syntax,
-        patient_id=_text(ds, "PatientID"),
-        issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
+        patient_id=values.text("PatientID"),
+        issuer_of_patient_id=values.text("IssuerOfPatientID"),
         patient_age_years=patient_age_years(ds),
-        accession_number=_text(ds, "AccessionNumber"),
-        study_date=_text(ds, "StudyDate"),
-        study_time=_text(ds, "StudyTime"),
-        series_number=_int(ds, "SeriesNumber"),
-        instance_number=_int(ds, "InstanceNumber"),
-        modality=_text(ds, "Modality").upper(),
-        body_part=_text(ds, "BodyPartExamined").upper(),
-        image_type=_multi(ds, "ImageType"),
-        burned_in_annotation=_text(ds, "BurnedInAnnotation").upper(),
-        presentation_intent=_text(ds, "PresentationIntentType").upper(),
-        conversion_type=_text(ds, "ConversionType").upper(),
-        view_position=_text(ds, "ViewPosition"),
-        laterality=_text(ds, "ImageLaterality") or _text(ds, "Laterality"),
-        rows=_int(ds, "Rows", 0) or 0,
-        columns=_int(ds, "Columns", 0) or 0,
-        frames=max(1, _int(ds, "NumberOfFrames", 1) or 1),
-        samples_per_pixel=_int(ds, "SamplesPerPixel", 1) or 1,
-        bits_allocated=_int(ds, "BitsAllocated", 0) or 0,
-        bits_stored=_int(ds, "BitsStored", 0) or 0,
-        photometric=_text(ds, "PhotometricInterpretation").upper(),
+        accession_number=values.text("AccessionNumber"),
+        study_date=values.text("StudyDate"),
+        study_time=values.text("StudyTime"),
+        series_number=values.integer("SeriesNumber"),
+        instance_number=values.integer("InstanceNumber"),
+        modality=values.text("Modality").upper(),
+        body_part=values.text("BodyPartExamined").upper(),
+        image_type=values.values("ImageType"),
+        burned_in_annotation=values.text("BurnedInAnnotation").upper(),
+        presentation_intent=values.text("PresentationIntentType").upper(),
+        conversion_type=values.text("ConversionType").upper(),
+        view_position=values.text("ViewPosition"),
+        laterality=values.text("ImageLaterality") or values.text("Laterality"),
+        rows=values.integer("Rows", 0) or 0,
+        columns=values.integer("Columns", 0) or 0,
+        frames=max(1, values.integer("NumberOfFrames", 1) or 1),
+        samples_per_pixel=values.integer("SamplesPerPixel", 1) or 1,
+        bits_allocated=values.integer("BitsAllocated", 0) or 0,
+        bits_stored=values.integer("BitsStored", 0) or 0,
+        photometric=values.text("PhotometricInterpretation").upper(),
         spacing_source=_spacing_source(ds),
         has_pixel_data=element is not None,
+        manufacturer=values.text("Manufacturer"),
+        model_name=values.text("ManufacturerModelName"),
+        requested_priority=values.text("RequestedProcedurePriority").upper(),
+        department=values.text("InstitutionalDepartmentName"),
     )
     if element is not None and instance.pixel_bytes > max_pixel_bytes:
         raise IndexedFileError(instance, SizeLimitError(

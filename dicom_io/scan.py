@@ -17,7 +17,7 @@ from dicom_io.errors import DicomIOError, SizeLimitError
 from dicom_io.index import IndexedFileError, Instance, Study, group_studies, header_fields, read_instance
 from dicom_io.decode import DecodeTask, decode_check
 from dicom_io.pixels import PixelPolicy
-from dicom_io.select import SelectionRules, select_instance
+from dicom_io.select import Selection, SelectionRules, select_instance
 from dicom_io.tables import SCAN
 from dicom_io.workers import run_tasks
 
@@ -89,23 +89,52 @@ def display_path(path: Path) -> str:
     return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+#: Files read by a worker as one task (``run_tasks(chunk_size=)``): a task's round trip to a
+#: worker costs about 0.14 ms of CPU, a quarter of a small file's header read (0.5 ms); in
+#: chunks of 32 it is under 0.01 ms a file (measured with ``bench.cputime``, 2 cores).
+INDEX_CHUNK = 32
+
+
 @dataclass(frozen=True)
-class _IndexTask:
+class IndexTask:
+    """One file to index: what a worker (or a Ray task) needs to read and select it.
+
+    Attributes:
+        found: the file, as discovered.
+        rules: the selection rules (applied in the worker, so the main process only dedups).
+    """
+
     found: FoundFile
-    max_pixel_bytes: int
+    rules: SelectionRules
 
 
 @dataclass(frozen=True)
-class _Indexed:
+class Indexed:
+    """What :func:`index_one` found in one file.
+
+    Attributes:
+        instance: the header as read.
+        refusal: ``(reason, message)`` when the index refuses the file after reading its header.
+        selection: the selection rules' verdict (``None`` with a refusal).
+    """
+
     instance: Instance
-    refusal: tuple[str, str] | None = None  # (reason, message) when the file is refused
+    refusal: tuple[str, str] | None = None
+    selection: Selection | None = None
 
 
-def _index_one(task: _IndexTask) -> _Indexed:
+def index_one(task: IndexTask) -> Indexed:
+    """Read one file's header and select it: the per-file work of the index pass, a plain
+    function of its argument (it runs in a worker process).
+
+    Raises:
+        DicomReadError: the header cannot be read (see :func:`dicom_io.index.read_instance`).
+    """
     try:
-        return _Indexed(read_instance(task.found, task.max_pixel_bytes))
+        instance = read_instance(task.found, task.rules.max_pixel_bytes)
     except IndexedFileError as exc:
-        return _Indexed(exc.instance, (exc.reason, str(exc)))
+        return Indexed(exc.instance, (exc.reason, str(exc)))
+    return Indexed(instance, selection=select_instance(instance, task.rules))
 
 
 def scan_archive(
@@ -132,9 +161,9 @@ def scan_archive(
     rows: list[ScanRow] = [
         ScanRow(r.path, r.outcome, r.reason, r.message, file_size=r.size) for r in discovery.rejected
     ]
-    tasks = [_IndexTask(found, rules.max_pixel_bytes) for found in discovery.found]
+    tasks = [IndexTask(found, rules) for found in discovery.found]
     seen_sops: dict[str, Path] = {}
-    indexed = run_tasks(_index_one, tasks, workers=workers, prefetch=64 * max(1, workers))
+    indexed = run_tasks(index_one, tasks, workers=workers, chunk_size=INDEX_CHUNK)
     for outcome in progress(indexed, "index", len(tasks)):
         found = outcome.item.found
         if outcome.result is None:
@@ -157,7 +186,8 @@ def scan_archive(
             )
             continue
         seen_sops[instance.sop_instance_uid] = found.path
-        verdict = select_instance(instance, rules)
+        verdict = outcome.result.selection
+        assert verdict is not None
         if verdict.selected:
             rows.append(ScanRow(found.path, SELECTED, instance=instance, file_size=found.size))
         else:

@@ -23,12 +23,18 @@ Transport choices (DICOM PS3.7 / PS3.8, pynetdicom 3):
   final: sending the same bytes again cannot succeed.
 - Warning statuses (``0xB000``, ``0xB006``, ``0xB007``, ``0x0001``) mean the peer stored the
   instance: the result is ``ok`` and keeps the status.
+- DICOM TLS (PS3.15 B.1, the "secure transport connection" profile): with a ``tls``
+  :class:`ssl.SSLContext` (:func:`tls_context`) every association runs over TLS 1.2 or later;
+  the peer's certificate is checked against the given CA and the destination's host name, and a
+  client certificate is presented when the PACS asks for one. A handshake that fails (an
+  untrusted or mismatched certificate, on either side) is a failed association, retried like one.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -51,6 +57,7 @@ __all__ = [
     "describe_status",
     "parse_destination",
     "send_files",
+    "tls_context",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -199,6 +206,46 @@ class _Item:
     error: str = ""
 
 
+def tls_context(
+    *,
+    ca_file: str | Path | None = None,
+    cert_file: str | Path | None = None,
+    key_file: str | Path | None = None,
+    verify: bool = True,
+) -> ssl.SSLContext:
+    """A client :class:`ssl.SSLContext` for DICOM TLS (TLS 1.2 or later).
+
+    Args:
+        ca_file: PEM CA certificate(s) the PACS's certificate must chain to; ``None``: the
+            system's trusted CAs.
+        cert_file: PEM client certificate, for a PACS that requires one; with ``key_file``.
+        key_file: PEM private key of ``cert_file`` (unencrypted).
+        verify: check the peer's certificate and host name; ``False`` only for a test PACS.
+
+    Raises:
+        InvalidArgumentError: a file that cannot be read as PEM, or a key that does not match
+            its certificate; the message names the file.
+    """
+    if (cert_file is None) != (key_file is None):
+        raise InvalidArgumentError("a TLS client certificate needs its key: give cert_file and key_file together")
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        if ca_file is not None:
+            context.load_verify_locations(cafile=str(ca_file))
+        if cert_file is not None:
+            context.load_cert_chain(certfile=str(cert_file), keyfile=str(key_file))
+    except (OSError, ssl.SSLError) as exc:
+        which = f"ca_file {str(ca_file)!r}" if cert_file is None else (
+            f"ca_file {str(ca_file)!r}, cert_file {str(cert_file)!r} or key_file {str(key_file)!r}")
+        raise InvalidArgumentError(f"cannot use the TLS files ({which}): {exc}; give readable PEM files, the "
+                                   "key matching the certificate") from None
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def send_files(
     paths: Iterable[str | Path],
     destination: Destination,
@@ -207,6 +254,7 @@ def send_files(
     retries: int = 3,
     backoff_s: float = 1.0,
     timeout_s: float = 30.0,
+    tls: ssl.SSLContext | None = None,
 ) -> list[SendResult]:
     """C-STORE every file to ``destination``; one :class:`SendResult` per path, in order.
 
@@ -224,6 +272,8 @@ def send_files(
         backoff_s: sleep before the first retry, doubled before each next one (capped at 60 s).
         timeout_s: limit in seconds for the TCP connect, association negotiation, each
             DIMSE response and network inactivity.
+        tls: DICOM TLS with this context (:func:`tls_context`); the destination's host is the
+            name its certificate must carry. ``None``: plain TCP.
 
     Raises:
         InvalidArgumentError: a bad ``calling_ae``, ``retries``, ``backoff_s`` or ``timeout_s``
@@ -241,7 +291,7 @@ def send_files(
             items.append(item_or_error)
 
     for group in _context_groups(items):
-        _send_group(group, destination, calling_ae.strip(), retries, backoff_s, timeout_s)
+        _send_group(group, destination, calling_ae.strip(), retries, backoff_s, timeout_s, tls)
         for item in group:
             ok = item.status is not None and _is_stored(item.status)
             results[item.index] = SendResult(
@@ -267,6 +317,7 @@ def _send_group(
     retries: int,
     backoff_s: float,
     timeout_s: float,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
     """Send ``items`` (at most 128 contexts' worth) in rounds until done or out of retries."""
     pending = list(items)
@@ -275,11 +326,12 @@ def _send_group(
             return
         if round_index:
             time.sleep(min(backoff_s * 2 ** (round_index - 1), _MAX_BACKOFF_S))
-        pending = _send_round(pending, destination, calling_ae, timeout_s)
+        pending = _send_round(pending, destination, calling_ae, timeout_s, tls)
 
 
 def _send_round(
-    pending: list[_Item], destination: Destination, calling_ae: str, timeout_s: float
+    pending: list[_Item], destination: Destination, calling_ae: str, timeout_s: float,
+    tls: ssl.SSLContext | None = None,
 ) -> list[_Item]:
     """One association over ``pending``; returns the items worth another try."""
     ae = AE(ae_title=calling_ae)
@@ -290,11 +342,12 @@ def _send_round(
     assoc = ae.associate(
         destination.host, destination.port, ae_title=destination.ae_title,
         evt_handlers=[(evt.EVT_CONN_OPEN, _no_delay)],
+        tls_args=(tls, destination.host) if tls is not None else None,
     )
     retry: list[_Item] = []
     try:
         if not assoc.is_established:
-            reason = _association_failure(assoc, destination, timeout_s)
+            reason = _association_failure(assoc, destination, timeout_s, tls=tls is not None)
             for item in pending:
                 item.attempts += 1
                 item.status, item.error = None, reason
@@ -364,13 +417,20 @@ def _store_one(assoc: Association, item: _Item, destination: Destination, timeou
     return _is_transient(item.status)
 
 
-def _association_failure(assoc: Association, destination: Destination, timeout_s: float) -> str:
+def _association_failure(assoc: Association, destination: Destination, timeout_s: float, *,
+                         tls: bool = False) -> str:
     """Why no association came up, in words, from what pynetdicom recorded."""
     primitive = assoc.acceptor.primitive or _unread_rejection(assoc)
     if primitive is not None and primitive.result in (0x01, 0x02):
         return (
             f"association rejected by {destination} ({primitive.result_str}, "
             f"source: {primitive.source_str}, reason: {primitive.reason_str})"
+        )
+    if primitive is None and tls:
+        return (
+            f"no association with {destination} over TLS: the TLS handshake failed (the peer's certificate "
+            "is not signed by [send] ca_file or names another host, or the peer refused our certificate), "
+            f"or the connection was refused or not answered within {timeout_s:g} s"
         )
     if primitive is None:
         return (

@@ -52,8 +52,8 @@ from dicom_io.atomic import atomic_write_text
 from dicom_io.errors import DicomIOError
 
 __all__ = [
-    "FINDINGS", "FORMULA_STARTS", "IMAGE_PREDICTIONS", "LABELS", "OUTPUT_FORMAT_VERSION",
-    "PREDICTIONS", "SCAN", "SCHEMAS", "STUDIES", "TRAINING_METRICS", "Column", "Family",
+    "ACQUISITION_COLUMNS", "FINDINGS", "FORMULA_STARTS", "IMAGE_PREDICTIONS", "LABELS", "OUTPUT_FORMAT_VERSION",
+    "PREDICTIONS", "READS", "SCAN", "SCHEMAS", "STUDIES", "TRAINING_METRICS", "Column", "Family",
     "TableError", "TableSchema", "format_float", "read_table", "records", "spreadsheet_safe",
     "spreadsheet_text", "write_table",
 ]
@@ -269,12 +269,18 @@ SCAN = TableSchema(
     fix="use the file `screen scan` wrote",
 )
 #: ``predictions.csv``: one row per study, written by ``screen eval``, read by ``screen tune``.
+#: ``predictions.csv``'s acquisition columns: Manufacturer, ManufacturerModelName,
+#: BodyPartExamined and Modality of a study's first image.
+ACQUISITION_COLUMNS: tuple[str, ...] = ("manufacturer", "model", "body_part", "modality")
 PREDICTIONS = TableSchema(
     "predictions.csv", "predictions file",
     columns=(
         _str("study_instance_uid", nullable=False), _str("label", nullable=False, choices=("fracture", "normal")),
         _int("n_images", low=0, expected="a count >= 0"), _float("fused_score", required=False),
         _str("split", required=False),
+        # the study's acquisition (its first image's header), for per-group tuning and the
+        # monitoring reference; files written before these columns existed have none
+        *(_str(name, required=False) for name in ACQUISITION_COLUMNS),
     ),
     families=(Family("score:", _float("score:<member>", low=0.0, high=1.0)),),
     closed=False, fix="use the file `screen eval` writes",
@@ -309,9 +315,21 @@ LABELS = TableSchema(
     fix="the header must include StudyInstanceUID, SOPInstanceUID, label, x0, y0, x1, y1 "
         "(coordinates may be empty)",
 )
+#: The radiologists' final reads ``screen monitor --reads`` compares the decisions with: one row
+#: per study, named by StudyInstanceUID or accession number (either column may be left out).
+READS = TableSchema(
+    "reads.csv", "reads file",
+    columns=(
+        _str("study_instance_uid", required=False), _str("accession_number", required=False),
+        _str("fracture", nullable=False, choices=("yes", "no")), _str("read_date", nullable=False),
+    ),
+    closed=False,
+    fix="the header must include fracture (yes or no), read_date (YYYY-MM-DD) and "
+        "study_instance_uid or accession_number",
+)
 #: Every table the tool writes or reads.
 SCHEMAS: tuple[TableSchema, ...] = (
-    STUDIES, FINDINGS, SCAN, PREDICTIONS, IMAGE_PREDICTIONS, TRAINING_METRICS, LABELS,
+    STUDIES, FINDINGS, SCAN, PREDICTIONS, IMAGE_PREDICTIONS, TRAINING_METRICS, LABELS, READS,
 )
 
 

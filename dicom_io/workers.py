@@ -12,6 +12,8 @@ retried once each alone, so only the culprit is marked failed (``worker-crashed`
 ``timeout``). Every task runs in a worker, whatever the worker count: a read that blocks
 forever (a FIFO swapped in for a file) can only be stopped by killing the process stuck in
 it, since a thread cannot be killed, and a decoder crash must not take the run down.
+Cheap items (header reads) travel in chunks (``chunk_size``): one round trip for many files,
+outcomes still one per item, and a chunk that crashes or hangs has its items tried again alone.
 
 Workers and the forkserver never outlive the process that started them, even one killed
 with ``kill -9``: the forkserver polls for its parent's death and exits, and each worker
@@ -32,6 +34,7 @@ from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
 from dicom_io.errors import DicomIOError
@@ -82,6 +85,11 @@ def _call(func: Callable[[T], R], item: T) -> tuple[R | None, TaskFailure | None
         # BaseException too: a Rust decoder's pyo3 PanicException derives from it (and does
         # not pickle, so it would come back as a PicklingError that stops the run).
         return None, _error(exc)
+
+
+def _call_chunk(func: Callable[[T], R], items: list[T]) -> list[tuple[R | None, TaskFailure | None]]:
+    """:func:`_call` over a chunk of items, in the worker (one pickled round trip for all)."""
+    return [_call(func, item) for item in items]
 
 
 def _error(exc: BaseException) -> TaskFailure:
@@ -187,6 +195,7 @@ def run_tasks(
     workers: int = 1,
     prefetch: int | None = None,
     timeout_s: float | None = 300.0,
+    chunk_size: int = 1,
 ) -> Iterator[Outcome[T, R]]:
     """Apply a picklable ``func`` to every item, yielding outcomes in input order.
 
@@ -196,46 +205,71 @@ def run_tasks(
         workers: worker processes to use, at least 1. Tasks never run in this process, so
             ``timeout_s`` and crash isolation hold with 1 worker too, for the price of a pool
             start per run and a pickled round trip per task.
-        prefetch: items in flight at once (default ``4 * workers``); bounds memory when
-            results are large (decoded images).
-        timeout_s: seconds one item may take once it is the oldest in flight; ``None`` waits
+        prefetch: items in flight at once (default ``4 * workers * chunk_size``); bounds memory
+            when results are large (decoded images).
+        timeout_s: seconds one task may take once it is the oldest in flight; ``None`` waits
             forever. The clock also covers starting its worker: milliseconds, but the first
             call in a process starts the forkserver too (under a second; it imports pydicom).
+        chunk_size: items sent to a worker as one task (for cheap items, such as header reads,
+            whose round trip would cost as much as the work). Outcomes stay per item; a chunk
+            that crashes its worker or exceeds ``timeout_s`` has each of its items run again
+            alone with the full timeout, so the culprit alone is marked (a hanging item then
+            takes up to twice ``timeout_s``).
 
     Raises:
-        ValueError: ``workers`` is below 1.
+        ValueError: ``workers`` or ``chunk_size`` is below 1.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1 (tasks always run in worker processes), got {workers!r}")
-    window = prefetch or 4 * workers
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size!r}")
+    window = max(1, -(-(prefetch or 4 * workers * chunk_size) // chunk_size))  # chunks in flight
     pool = _new_pool(workers)
-    pending: deque[tuple[T, Future[tuple[R | None, TaskFailure | None]]]] = deque()
+    pending: deque[tuple[list[T], Future[Any]]] = deque()
     source = iter(items)
     try:
         while True:
             while len(pending) < window:
-                try:
-                    item = next(source)
-                except StopIteration:
+                chunk = list(islice(source, chunk_size))
+                if not chunk:
                     break
-                pending.append((item, pool.submit(_call, func, item)))
+                if chunk_size == 1:
+                    pending.append((chunk, pool.submit(_call, func, chunk[0])))
+                else:
+                    pending.append((chunk, pool.submit(_call_chunk, func, chunk)))
             if not pending:
                 return
-            item, future = pending[0]
+            chunk, future = pending[0]
             try:
-                result, failure = _result(future, timeout_s)
+                done = _chunk_result(future, timeout_s) if chunk_size > 1 else [_result(future, timeout_s)]
             except (BrokenProcessPool, FutureTimeout) as exc:
-                timed_out = isinstance(exc, FutureTimeout)
-                in_flight = [it for it, _ in pending]
+                # one item timing out alone is the culprit; a chunk's items are tried again
+                timed_out = isinstance(exc, FutureTimeout) and len(chunk) == 1
+                in_flight = [it for its, _ in pending for it in its]
                 pending.clear()
                 _kill(pool)
                 yield from _retry_alone(func, in_flight, timeout_s, first_timed_out=timed_out)
                 pool = _new_pool(workers)
                 continue
             pending.popleft()
-            yield Outcome(item, result, failure)
+            if done is None:  # the chunk's results could not come back: find which item's
+                yield from _retry_alone(func, chunk, timeout_s, first_timed_out=False)
+                continue
+            for item, (result, failure) in zip(chunk, done):
+                yield Outcome(item, result, failure)
     finally:
         _kill(pool)
+
+
+def _chunk_result(future: Future[Any], timeout_s: float | None) -> list[tuple[Any, TaskFailure | None]] | None:
+    """The per-item results of a chunk, or ``None`` when they could not come back (one of them
+    does not pickle)."""
+    try:
+        return list(future.result(timeout=timeout_s))
+    except (BrokenProcessPool, FutureTimeout):
+        raise
+    except Exception:  # noqa: BLE001 - a result that does not pickle: each item is tried alone
+        return None
 
 
 def _retry_alone(

@@ -81,10 +81,12 @@ def _add_commands() -> None:
     from screen.commands.scan import scan_cmd
     from screen.commands.train import train_cmd
     from screen.commands.tune import tune_cmd
+    from screen.commands.monitor import monitor_cmd
 
     for command in (scan_cmd, phantom_cmd, run_cmd, tune_cmd, prepare_cmd, train_cmd, eval_cmd, models_cmd,
                     train_demo_cmd, ledger_cmd, report_cmd):
         cli.add_command(command)
+    cli.add_command(monitor_cmd)
 
 
 _add_commands()

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shlex
 import tomllib
 from enum import StrEnum
 from pathlib import Path
@@ -55,7 +56,7 @@ from ensembles.types import MemberKind
 from screen.errors import ConfigError
 
 __all__ = ["DEFAULT_CONFIG", "DEFAULT_SCOPE_BODY_PARTS", "PROJECT_ROOT", "SITE_SCHEMA_VERSION", "MemberConfig",
-           "OutputSettings", "PatientIdPolicy", "RescreenPolicy", "RunSettings", "ScopeSettings", "SiteConfig",
+           "AlertSettings", "OutputSettings", "SendSettings", "PatientIdPolicy", "RescreenPolicy", "RunSettings", "ScopeSettings", "SiteConfig",
            "load_site_config", "parse_site_config"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -96,6 +97,14 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 PositiveInt = Annotated[int, check(lambda v: v >= 1, "a positive integer")]
 
+#: ``[run] priority`` words (:func:`screen.nightly.plan.order_plans`).
+PRIORITIES: tuple[str, ...] = ("newest", "oldest", "tag:RequestedProcedurePriority")
+
+
+def is_clock_time(value: str) -> bool:
+    """``HH:MM``, 24-hour (``[run] deadline``, ``--deadline``)."""
+    return bool(re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", value))
+
 
 def _is_long_string(value: str) -> bool:
     """A DICOM LO value (InstitutionName): 1 to 64 characters, no backslash, no control character."""
@@ -127,6 +136,8 @@ class MemberConfig(ConfigModel):
         checkpoint: local checkpoint directory (``save_pretrained`` + ``member.json``), resolved
             against the config file's folder.
         batch_size: images per forward pass; ``None`` uses ``[run] batch_size``.
+        device: torch device of this member (``"cuda:1"``...); ``None`` uses ``[run] device``.
+            Members may sit on different cards (README: memory per member).
         dtype: ``None`` for the policy default (bf16 on CUDA, float32 on CPU).
         quantization: ``None``, ``"8bit"`` or ``"4bit"`` (bitsandbytes; PaliGemma members).
         options: further keyword options passed to the member's ``from_checkpoint``.
@@ -138,6 +149,7 @@ class MemberConfig(ConfigModel):
     kind: str
     checkpoint: Path = Field(strict=False)
     batch_size: PositiveInt | None = None
+    device: str | None = None
     dtype: Dtype | None = None
     quantization: Quantization | None = None
     options: dict[str, Any] = Field(default_factory=dict)
@@ -173,6 +185,15 @@ class RunSettings(ConfigModel):
         decode_timeout_s: seconds one image may take to decode before it is failed.
         max_attempts: nights a failed study is tried with the same content; after that it is
             not retried silently but listed as needing attention every night (exit 1).
+        deadline: ``"HH:MM"`` local time after which no new study is started (those in flight
+            finish; the rest are deferred to the next night); earlier than the start means
+            tomorrow. ``None``: no deadline. ``--deadline`` overrides it.
+        priority: the order studies are screened in (what a deadline leaves for tomorrow):
+            ``newest`` (StudyDate and StudyTime, latest first), ``oldest``, or
+            ``tag:RequestedProcedurePriority`` (STAT, HIGH, MEDIUM, ROUTINE, LOW; a study from
+            one of ``emergency_departments`` counts as STAT; ties newest first).
+        emergency_departments: InstitutionalDepartmentName values (case and padding ignored)
+            whose studies rank as STAT under ``tag:RequestedProcedurePriority``.
     """
 
     device: str = "cpu"
@@ -180,6 +201,14 @@ class RunSettings(ConfigModel):
     batch_size: PositiveInt = 8
     decode_timeout_s: Annotated[float, check(lambda v: v > 0, "a number of seconds > 0")] = 300.0
     max_attempts: PositiveInt = 3
+    deadline: Annotated[str, check(is_clock_time, 'a local time "HH:MM" (24-hour, e.g. "06:30")')] | None = None
+    priority: Annotated[str, check(lambda v: v in PRIORITIES, f"one of {', '.join(PRIORITIES)}")] = "newest"
+    emergency_departments: tuple[str, ...] = ()
+
+    @field_validator("emergency_departments", mode="before")
+    @classmethod
+    def _departments(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
 
 
 DEFAULT_SCOPE_BODY_PARTS: tuple[str, ...] = ("SHOULDER", "ARM")
@@ -277,8 +306,118 @@ class OutputSettings(ConfigModel):
         return _resolved(value, info)
 
 
+class AlertSettings(ConfigModel):
+    """``[alerts]``: how a night tells monitoring systems and people how it went.
+
+    Attributes:
+        status_file: a Prometheus textfile (node_exporter's textfile collector) written after
+            every run: counts, durations, failures, deferred studies, the alarm, the last
+            successful night; resolved against the config file's folder; ``None``:
+            ``OUT/screen.prom``.
+        command: a program run after a night that failed (exit 1 or 2) or raised an alarm, with
+            the run's summary as JSON on its standard input and the summary file's path as its
+            last argument; a string is split like a shell would (never run by a shell), a list
+            is the argument vector. Its failure is logged and never fails the night.
+        command_timeout_s: seconds the command may run before it is killed.
+    """
+
+    status_file: Path | None = Field(default=None, strict=False)
+    command: tuple[str, ...] = ()
+    command_timeout_s: Annotated[float, check(lambda v: 0 < v <= 3600, "a number of seconds from 0 to 3600")] = 60.0
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _command(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return tuple(shlex.split(value))
+            except ValueError:
+                raise ValueError("a command line with balanced quotes, or a list of arguments") from None
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("status_file")
+    @classmethod
+    def _status_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolved(value, info)
+
+
+def _is_ae_title(value: str) -> bool:
+    """A DICOM AE value: 1 to 16 printable ASCII characters besides padding, no backslash."""
+    return bool(re.fullmatch(r"[\x20-\x5b\x5d-\x7e]{1,16}", value.strip(" "))) and bool(value.strip())
+
+
+class SendSettings(ConfigModel):
+    """``[send]``: how ``--send-to`` talks to the PACS.
+
+    Attributes:
+        tls: DICOM TLS (PS3.15 B.1) on the association; the peer's certificate is verified
+            against ``ca_file`` (or the system's CAs) and the host name unless ``verify`` is off.
+        ca_file: PEM file of the CA(s) that sign the PACS's certificate.
+        cert_file: PEM client certificate, for a PACS that asks for one (mutual TLS).
+        key_file: PEM private key of ``cert_file`` (unencrypted; readable by the service user only).
+        verify: check the peer's certificate and host name (turn off only for a test PACS).
+        calling_ae: our AE title (the PACS must know it).
+    """
+
+    tls: bool = False
+    ca_file: Path | None = Field(default=None, strict=False)
+    cert_file: Path | None = Field(default=None, strict=False)
+    key_file: Path | None = Field(default=None, strict=False)
+    verify: bool = True
+    calling_ae: Annotated[str, check(_is_ae_title, "an AE title: 1 to 16 ASCII characters, no backslash")] = (
+        "FRACTURE_SCREEN")
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        path = _resolved(value, info)
+        if path is not None and not path.is_file():
+            raise ValueError(f"an existing PEM file (no file at {str(path)!r})")
+        return path
+
+    @model_validator(mode="after")
+    def _pair(self) -> SendSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("[send] cert_file and key_file go together: give both (the client certificate "
+                             "and its key) or neither")
+        if not self.tls and {"ca_file", "cert_file", "key_file"} & self.model_fields_set:
+            raise ValueError("[send] ca_file, cert_file and key_file are used only with tls = true; add it")
+        return self
+
+
 _MEMBERS_NEEDED = "the site config needs at least one [members.NAME] table with kind and checkpoint"
 _NAME_FORBIDDEN = re.compile(r"[,=\x00-\x1f\x7f-\x9f]")
+
+
+class MonitorSettings(ConfigModel):
+    """``[monitor]``: when ``screen monitor`` (and the end of ``screen run``) raises an alarm.
+
+    Recent nights are pooled until ``min_studies`` screened studies (PSI on a 24-study night
+    exceeds 0.25 about 80 % of the time with no drift at all). Each score (every member and the
+    fused one) gets a two-sample Kolmogorov-Smirnov test against the tuning set, and the flag
+    rate Fisher's exact test against the tuning set's; the p-values are Holm-corrected
+    together (family-wise ``alpha``), and a check alarms only when it is significant *and* its
+    effect is material (PSI >= ``psi_threshold``; the flag rate moved by >= ``min_flag_rate_change``).
+    README "Monitoring" gives the false-alarm rate of these defaults, measured by simulation.
+
+    Attributes:
+        nights: runs looked at (the newest first; more are pooled while under ``min_studies``).
+        min_studies: screened studies the statistical checks need; fewer: reported, no alarm.
+        alpha: family-wise false-alarm level of the statistical checks (Holm over all of them).
+        psi_threshold: population stability index a drifting score must also reach.
+        min_flag_rate_change: absolute change of the flag rate that also must be reached.
+        max_failure_rate: share of a window's studies that may fail before an alarm.
+        alarm_on_unseen: alarm when a screened study's device (Manufacturer and model) or body
+            part never occurred in the tuning set.
+    """
+
+    nights: PositiveInt = 7
+    min_studies: PositiveInt = 200
+    alpha: Annotated[float, check(lambda v: 0 < v < 1, "a probability in (0, 1), e.g. 0.01")] = 0.01
+    psi_threshold: Annotated[float, check(lambda v: v >= 0, "a number >= 0, e.g. 0.2")] = 0.2
+    min_flag_rate_change: Annotated[float, check(lambda v: 0 <= v <= 1, "a share in [0, 1], e.g. 0.1")] = 0.1
+    max_failure_rate: Annotated[float, check(lambda v: 0 <= v <= 1, "a share in [0, 1], e.g. 0.05")] = 0.05
+    alarm_on_unseen: bool = True
 
 
 class SiteConfig(ConfigModel):
@@ -293,6 +432,8 @@ class SiteConfig(ConfigModel):
         selection: ``[selection]``: :class:`dicom_io.select.SelectionRules`.
         output: ``[output]``.
         scope: ``[scope]``.
+        alerts: ``[alerts]``.
+        send: ``[send]``.
         source: the file it was read from (``None`` when parsed from a mapping without one).
     """
 
@@ -306,6 +447,9 @@ class SiteConfig(ConfigModel):
     selection: SelectionRules = SelectionRules()
     output: OutputSettings = OutputSettings()
     scope: ScopeSettings = ScopeSettings()
+    alerts: AlertSettings = AlertSettings()
+    send: SendSettings = SendSettings()
+    monitor: MonitorSettings = MonitorSettings()
     _source: Path | None = PrivateAttr(None)
 
     @property
@@ -372,7 +516,7 @@ class SiteConfig(ConfigModel):
         return self
 
 
-_TABLES = ("run", "members", "selection", "output", "scope")
+_TABLES = ("run", "members", "selection", "output", "scope", "alerts", "send", "monitor")
 
 
 def _where(loc: tuple[str | int, ...]) -> str:

@@ -12,6 +12,10 @@
   (95 % bootstrap CI) for each member at its threshold and for the fused ensemble at the
   operating point, then the box metrics.
 - ``metrics.json``: every number above, machine-readable.
+- ``reliability.png`` and the report's "Calibration" section: each member's and the fused study
+  score's expected calibration error, raw and (when the operating point carries calibration
+  maps, :mod:`ensembles.operating_point.calibration`) calibrated, with the reliability diagram
+  (:mod:`train.calibration`).
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ import numpy as np
 
 from dicom_io.atomic import atomic_write_text
 from dicom_io.tables import TableSchema, write_table
+from ensembles.operating_point.calibration import FUSED, Calibration
 from train.box_metrics import BoxMetrics
+from train.calibration import expected_calibration_error, plot_reliability, reliability_bins
 from train.metrics import Confusion, Interval, bootstrap_auc, confusion, confusion_at
 
 __all__ = [
-    "ClassificationResult", "classification_result", "format_number", "render_report",
+    "ClassificationResult", "calibration_report", "classification_result", "format_number", "render_report",
     "write_csv", "write_metrics_json",
 ]
 
@@ -182,3 +188,34 @@ def render_report(
     if notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
+
+
+def calibration_report(study_rows: Sequence[Mapping[str, Any]], members: Sequence[str],
+                       calibration: Calibration | None, out_dir: Path) -> tuple[list[str], dict[str, Any], Path]:
+    """The report's calibration section, its ``metrics.json`` part and ``reliability.png``:
+    ECE of each member's and the fused study score, raw and calibrated (when ``calibration``)."""
+    labels = np.array([r["label"] == "fracture" for r in study_rows], dtype=bool)
+    data: dict[str, Any] = {"method": None if calibration is None else calibration.method, "scores": {}}
+    curves: dict[str, Any] = {}
+    table = ["| score | ECE raw | ECE calibrated |", "|---|---|---|"]
+    for name in (*members, FUSED):
+        key = "fused_score" if name == FUSED else f"score:{name}"
+        raw = np.array([math.nan if r.get(key) is None else float(r[key]) for r in study_rows], dtype=np.float64)
+        mapped = None
+        if calibration is not None:
+            found = calibration.fused if name == FUSED else calibration.members.get(name)
+            mapped = None if found is None else found.apply(raw)
+        before = expected_calibration_error(raw, labels)
+        after = None if mapped is None else expected_calibration_error(mapped, labels)
+        data["scores"][name] = {"ece_raw": before, "ece_calibrated": after}
+        curves[f"{name} raw"] = reliability_bins(raw, labels)
+        if mapped is not None:
+            curves[f"{name} calibrated"] = reliability_bins(mapped, labels)
+        table.append(f"| {name} | {format_number(before)} | {format_number(after)} |")
+    image = plot_reliability(curves, out_dir / "reliability.png", "Reliability (study scores)")
+    wording = ("no calibration maps in the operating point: raw scores only" if calibration is None else
+               f"calibrated scores are the {calibration.statement()}")
+    lines = ["", "## Calibration", "",
+             f"Expected calibration error (10 equal-width bins) on these {labels.size} studies; {wording}.", "",
+             *table, "", "![Reliability diagram](reliability.png)", ""]
+    return lines, data, image

@@ -20,6 +20,7 @@ from dicom_io.pixels import PixelPolicy
 from dicom_io.decode import DecodeTask, decode_one
 from dicom_io.scan import SELECTED, scan_archive
 from dicom_io.select import SelectionRules
+from dicom_io.tables import ACQUISITION_COLUMNS
 from dicom_io.workers import run_tasks
 from train.datasets import load_image, load_records
 from train.errors import TrainError
@@ -41,6 +42,12 @@ class EvalImage:
     boxes_px: tuple[PixelBox, ...]
     path: Path
     record: dict[str, Any] | None = None
+    acquisition: dict[str, str] | None = None  # manufacturer, model, body_part, modality (if known)
+
+    def acquisition_fields(self) -> dict[str, str]:
+        """The study's acquisition columns of ``predictions.csv`` (from the record or the header)."""
+        source = self.acquisition or self.record or {}
+        return {key: str(source.get(key) or "") for key in ACQUISITION_COLUMNS}
 
 
 def images_from_data(data_dir: Path, split: str, labels: dict[str, ImageLabel] | None,
@@ -88,7 +95,9 @@ def images_from_archive(archive: Path, labels: dict[str, ImageLabel], rules: Sel
         if label.study_instance_uid != inst.study_instance_uid:
             skipped["label-study-mismatch"] += 1
             continue
-        images.append(EvalImage(label.sop_instance_uid, inst.study_instance_uid, label.fracture, label.boxes_px, inst.path))
+        images.append(EvalImage(label.sop_instance_uid, inst.study_instance_uid, label.fracture, label.boxes_px, inst.path,
+                                acquisition={"manufacturer": inst.manufacturer, "model": inst.model_name,
+                                             "body_part": inst.body_part, "modality": inst.modality}))
     missing = sum(1 for sop in labels if sop not in seen)
     if missing:
         skipped["not-in-archive"] += missing

@@ -32,7 +32,7 @@ import numpy as np
 from dicom_io.atomic import atomic_write_text
 from dicom_io.geometry import ResizeSpec
 from dicom_io.select import SelectionRules
-from dicom_io.tables import IMAGE_PREDICTIONS, PREDICTIONS
+from dicom_io.tables import ACQUISITION_COLUMNS, IMAGE_PREDICTIONS, PREDICTIONS
 from ensembles.checkpoint import MemberSpec
 from ensembles.fusion import StudyDecision
 from ensembles.operating_point.op_json import load_deciding_point
@@ -43,7 +43,7 @@ from ensembles.types import Box, MemberOutput, ResizeMode
 from train.box_metrics import BoxMetrics, ImageBoxes, box_metrics
 from train.errors import TrainError
 from train.eval_report import (
-    ClassificationResult, classification_result, render_report, write_csv, write_metrics_json,
+    ClassificationResult, calibration_report, classification_result, render_report, write_csv, write_metrics_json,
 )
 from train.eval_sources import EvalImage, PixelBox, images_from_archive, images_from_data, iter_pixels
 from train.labels import read_labels
@@ -233,6 +233,7 @@ def _decide(images: list[EvalImage], scores: _Scores, op: OperatingPoint, member
                                "n_images": len(group), "fused_score": decision.score}
         for member in members:
             row[f"score:{member.name}"] = max(scores.outputs[i.sop][member.name].score for i in group)
+        row.update(group[0].acquisition_fields())
         if split is not None:
             row["split"] = split
         rows.append(row)
@@ -423,7 +424,8 @@ def evaluate(
     n_positive = sum(r["label"] == "fracture" for r in study_rows)
     result = EvalResult(out_dir, rows, box_rows, len(study_rows), n_positive, len(scores.shapes), failed,
                         skipped, str(op.id))
-    columns = ["study_instance_uid", "label", "n_images", *(f"score:{n}" for n in names), "fused_score"]
+    columns = ["study_instance_uid", "label", "n_images", *(f"score:{n}" for n in names), "fused_score",
+               *ACQUISITION_COLUMNS]
     result.files["predictions"] = write_csv(out_dir / "predictions.csv", PREDICTIONS,
                                             columns + (["split"] if is_data else []), study_rows)
     image_columns = ["study_instance_uid", "sop_instance_uid", "label", "status", "reason", "rows", "cols",
@@ -444,14 +446,18 @@ def evaluate(
     if skipped:
         notes.append("not evaluated: " + ", ".join(f"{r} {n}" for r, n in sorted(skipped.items())))
     result.files["report"] = out_dir / "report.md"
+    calibration, calibration_data, result.files["reliability"] = calibration_report(
+        study_rows, names, op.calibration, out_dir)
     atomic_write_text(result.files["report"], render_report(
-        title="fracture-screen evaluation", facts=facts, rows=rows, boxes=box_rows, notes=notes))
+        title="fracture-screen evaluation", facts=facts, rows=rows, boxes=box_rows, notes=notes)
+        + "\n".join(calibration))
     result.files["metrics"] = write_metrics_json(out_dir / "metrics.json", {
         "source": str(source), "split": options.split if is_data else None, "operating_point_id": op.id,
         "n_studies": len(study_rows), "n_positive_studies": n_positive, "n_images": len(scores.shapes),
         "failed_studies": failed, "skipped": dict(skipped),
         "members": {m.name: {"kind": m.spec.kind, "version": m.version} for m in members},
         "classification": [r.to_dict() for r in rows], "boxes": [b.to_dict() for b in box_rows],
+        "calibration": calibration_data,
     })
     return result
 

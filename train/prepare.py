@@ -207,7 +207,10 @@ def _records(item: _Item, image: str, rows: int, cols: int, key: str,
         "classifier": {**common, "prefix": options.classifier_prompt,
                        "suffix": POSITIVE_ANSWER if fracture else NEGATIVE_ANSWER},
         "detector": detector,
-        "boxes": {**common, "boxes_px": boxes_px, "labels": ["fracture"] * len(boxes)},
+        "boxes": {**common, "boxes_px": boxes_px, "labels": ["fracture"] * len(boxes),
+                  # the acquisition, for per-group tuning and the monitoring reference (screen eval)
+                  "manufacturer": item.instance.manufacturer, "model": item.instance.model_name,
+                  "body_part": item.instance.body_part, "modality": item.instance.modality},
     }
 
 

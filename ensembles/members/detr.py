@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from ensembles.batching import AdaptiveBatches
 from ensembles.checkpoint import MemberSpec, read_member_spec
 from ensembles.errors import CheckpointError, EnsembleError
 from ensembles.preprocess import PreprocessConfig, letterbox_geometry, preprocess_batch
@@ -166,6 +167,7 @@ class DetrMember:
         self.spec = spec
         self.name = spec.name
         self.batch_size = batch_size
+        self.batches = AdaptiveBatches(batch_size)
         self.box_floor = float(floor)
         self.top_k = k
         self.preprocess = PreprocessConfig.from_spec(spec)
@@ -177,19 +179,17 @@ class DetrMember:
         """Score and box each radiograph (float32 ``H x W`` in ``[0, 1]``), in order."""
         import torch
 
-        outputs: list[MemberOutput] = []
-        with torch.inference_mode():
-            for start in range(0, len(images), self.batch_size):
-                chunk = images[start : start + self.batch_size]
-                batch = preprocess_batch(chunk, self.preprocess)
-                pixels = torch.from_numpy(batch).to(device=self.device, dtype=self.dtype)
-                result = self.model(pixel_values=pixels)
-                logits = result.logits.float().cpu().numpy()
-                boxes = result.pred_boxes.float().cpu().numpy()
-                for index, image in enumerate(chunk):
-                    region = self.content_region(image.shape[0], image.shape[1])
-                    outputs.append(self._output(logits[index], boxes[index], region))
-        return outputs
+        def step(chunk: Sequence[np.ndarray]) -> list[MemberOutput]:
+            batch = preprocess_batch(chunk, self.preprocess)
+            pixels = torch.from_numpy(batch).to(device=self.device, dtype=self.dtype)
+            result = self.model(pixel_values=pixels)
+            logits = result.logits.float().cpu().numpy()
+            boxes = result.pred_boxes.float().cpu().numpy()
+            return [self._output(logits[index], boxes[index], self.content_region(image.shape[0], image.shape[1]))
+                    for index, image in enumerate(chunk)]
+
+        with torch.inference_mode():  # out of device memory: the batch halves (ensembles.batching)
+            return self.batches.run(images, step, owner=self.name)
 
     def content_region(self, height: int, width: int) -> tuple[float, float, float, float]:
         """Where an ``height x width`` image's content lies in the square input (normalised).

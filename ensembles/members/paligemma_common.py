@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ensembles.batching import AdaptiveBatches
 from ensembles.checkpoint import MemberSpec, read_member_spec
 from ensembles.errors import CheckpointError
 from ensembles.members.paligemma_inputs import (
@@ -238,6 +239,7 @@ class PaliGemmaMemberBase:
         self.spec = spec
         self.name = name or spec.name
         self.batch_size = batch_size
+        self.batches = AdaptiveBatches(batch_size)
         self.preprocess_config = PreprocessConfig.from_spec(spec)
         config = core_config(model)
         vision_size = int(config.vision_config.image_size)
@@ -294,12 +296,9 @@ class PaliGemmaMemberBase:
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Any]:
         """One :class:`~ensembles.types.MemberOutput` per image, in order, in batches."""
-        results: list[Any] = []
-        with torch.inference_mode():
-            for start in range(0, len(images), self.batch_size):
-                chunk = list(images[start : start + self.batch_size])
-                results.extend(self._predict_batch(self.pixel_values(chunk)))
-        return results
+        with torch.inference_mode():  # out of device memory: the batch halves (ensembles.batching)
+            return self.batches.run(images, lambda chunk: self._predict_batch(self.pixel_values(list(chunk))),
+                                    owner=self.name)
 
     def _predict_batch(self, pixel_values: torch.Tensor) -> list[Any]:
         raise NotImplementedError

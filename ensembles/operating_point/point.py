@@ -28,6 +28,12 @@
                                "allowed_small": false}}
     }
 
+Schema version 2 adds optional sections, written only when set: ``calibration``
+(:mod:`~ensembles.operating_point.calibration`), ``reference`` (the monitoring reference,
+:mod:`~ensembles.operating_point.reference`), and ``group_by`` with ``group_points`` (one point
+per value of a header field, e.g. ``{"group_by": "BodyPartExamined", "group_points": {"WRIST":
+{...a point...}}}``; a study of another group is decided by the point itself, the fallback).
+
 Every table is a :class:`~ensembles.config_model.ConfigModel` (``vote`` is
 :class:`~ensembles.fusion.VoteRule`, ``boxes`` :class:`~ensembles.box_fusion.BoxSettings`), so
 a point is checked whole when it is read or built: unknown keys are refused (a typo never
@@ -49,126 +55,30 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator, model_validator
 
 from ensembles.box_fusion import BoxSettings, FusionError
-from ensembles.config_model import (
-    CHECK_ERRORS,
-    ConfigModel,
-    Problem,
-    Wording,
-    check,
-    code_init,
-    is_predicate,
-    parse_model,
-    show,
-)
+from ensembles.config_model import check, code_init, parse_model
 from ensembles.errors import OperatingPointError
-from ensembles.fusion import VOTE_RULES, StudyDecision, VoteRule, fuse_study
+from ensembles.fusion import StudyDecision, VoteRule, fuse_study
+from ensembles.operating_point.calibration import Calibration
+from ensembles.operating_point.reference import Reference
+from ensembles.operating_point.schema import OP_WORDING, Estimate, OpTable, Unit, op_wording
 from ensembles.types import MemberOutput
 
-SCHEMA_VERSION = 1
+__all__ = [
+    "GROUP_FIELDS", "OP_WORDING", "SCHEMA_VERSION", "Calibration", "Estimate", "OperatingPoint",
+    "OutOfFold", "Provenance", "Reference", "TuneGuard", "Unit", "apply_operating_point",
+    "check_schema_version", "op_id", "op_wording", "uniform_operating_point",
+]
+
+SCHEMA_VERSION = 2
+"""Version 2 added the optional ``calibration``, ``reference``, ``group_by`` and
+``group_points``; a version 1 file loads unchanged (same keys, same id)."""
+#: Header fields ``screen tune --by`` groups studies by.
+GROUP_FIELDS: tuple[str, ...] = ("BodyPartExamined", "Manufacturer", "ManufacturerModelName", "Modality")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
-_MISSING_HINTS = {"vote.rule": f"; use {', '.join(repr(rule) for rule in VOTE_RULES[:-1])} "
-                               f"or {VOTE_RULES[-1]!r}"}
-
-
-def op_wording(top: str = "operating point (top level)") -> Wording:
-    """How ``op.json`` words a problem: ``operating point key 'thresholds.cls' must be ...``.
-
-    A point inside a multi-point file is prefixed ``points[i]: ``; ``top`` names the top table
-    in an unknown-key message (a multi-point file passes its own name).
-    """
-
-    def split(loc: tuple[str | int, ...]) -> tuple[str, str]:
-        prefix = ""
-        if len(loc) >= 2 and loc[0] == "points" and isinstance(loc[1], int):
-            prefix, loc = f"points[{loc[1]}]: ", loc[2:]
-        key = ""
-        for part in loc:
-            key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else part)
-        return prefix, key
-
-    def unknown(problem: Problem) -> str:
-        prefix, key = split(problem.loc)
-        table = f"operating point {key}" if key else top
-        return (f"{prefix}{table} has unknown key(s) {', '.join(problem.keys)}; "
-                f"valid keys: {', '.join(problem.valid)}")
-
-    def missing(problem: Problem) -> str:
-        prefix, key = split((*problem.loc, *problem.keys))
-        return f"{prefix}operating point key {key!r} is missing{_MISSING_HINTS.get(key, '')}"
-
-    def invalid(problem: Problem) -> str:
-        prefix, key = split(problem.loc)
-        expected = problem.expected
-        if problem.type in CHECK_ERRORS:
-            if not key:
-                return prefix + expected
-            if not is_predicate(expected):
-                return f"{prefix}operating point key {key!r}: {expected}"
-            got = "" if ", got " in expected else f", got {show(problem.value)}"
-            return f"{prefix}operating point key {key!r} {expected}{got}"
-        if expected == "a table":
-            expected = "a JSON object"
-        if problem.type in _BOUNDS and isinstance(problem.value, int) \
-                and not isinstance(problem.value, bool):
-            expected = expected.replace("a number", "an integer", 1)
-        return f"{prefix}operating point key {key or '(top level)'!r} must be {expected}, " \
-               f"got {show(problem.value)}"
-
-    return Wording(unknown=unknown, invalid=invalid, missing=missing)
-
-
-OP_WORDING = op_wording()
-
-
-Unit = Annotated[float, check(lambda v: 0 <= v <= 1, "must be a number in [0, 1]")]
-"""A proportion or threshold: a finite number in ``[0, 1]``."""
-
-
-class _OpTable(ConfigModel):
-    """A table of ``op.json``: built in code, a problem is an :class:`OperatingPointError`
-    worded as reading the file words it."""
-
-    @classmethod
-    def code_problems(cls) -> tuple[type[OperatingPointError], Wording]:
-        return OperatingPointError, OP_WORDING
-
-
-class Estimate(_OpTable):
-    """A proportion measured on the tuning set, with its confidence interval.
-
-    Attributes:
-        value: the measured proportion.
-        ci_low: lower end of its confidence interval (<= value).
-        ci_high: upper end (>= value).
-        n: how many studies it was measured on.
-        method: how the interval was computed.
-    """
-
-    value: Unit
-    ci_low: Unit
-    ci_high: Unit
-    n: int | None = Field(default=None, ge=0)
-    method: str | None = None
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "Estimate":
-        if not self.ci_low <= self.value <= self.ci_high:
-            raise ValueError(
-                f"needs ci_low <= value <= ci_high, got {self.ci_low} <= {self.value} <= "
-                f"{self.ci_high}"
-            )
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "ci_low": self.ci_low, "ci_high": self.ci_high,
-                "n": self.n, "method": self.method}
-
-
 _OOF_METRICS = ("sensitivity", "specificity", "ppv", "npv", "f1")
 
 
-class OutOfFold(_OpTable):
+class OutOfFold(OpTable):
     """Figures of an operating point measured out of fold.
 
     Attributes:
@@ -195,7 +105,7 @@ class OutOfFold(_OpTable):
 GUARDS: tuple[str, ...] = ("oof", "lower-ci", "none")
 
 
-class TuneGuard(_OpTable):
+class TuneGuard(OpTable):
     """How ``screen tune`` guarded a point against over-fitting its tuning set.
 
     Optional in the JSON (files written before it existed have none and read back unchanged).
@@ -240,7 +150,7 @@ _PROVENANCE_EXTRA_KEYS = (
 )
 
 
-class Provenance(_OpTable):
+class Provenance(OpTable):
     """Where an operating point came from (all optional; ``screen tune`` fills them in).
 
     Attributes:
@@ -347,7 +257,7 @@ def check_schema_version(data: Any, where: str = "") -> None:
         )
 
 
-class OperatingPoint(_OpTable):
+class OperatingPoint(OpTable):
     """Per-member thresholds, the vote rule, box settings and provenance (see module docstring).
 
     Attributes:
@@ -359,6 +269,14 @@ class OperatingPoint(_OpTable):
         vote: the study-level vote rule.
         boxes: box fusion and reporting settings.
         provenance: where it came from.
+        calibration: maps from raw to calibrated scores (optional; schema 2): what ``screen run``
+            reports, never what it decides on.
+        reference: the tuning set as ``screen monitor`` compares the nights with (optional;
+            schema 2; the deciding point of a file carries it).
+        group_by: the header field (:data:`GROUP_FIELDS`) whose value picks a point per study
+            (optional; schema 2).
+        group_points: ``{value: point}`` tuned on the studies of that group; a study of another
+            group, or without the field, is decided by this point (the fallback).
 
     Raises:
         OperatingPointError: (building one) a value out of range, a vote or box setting that
@@ -372,6 +290,11 @@ class OperatingPoint(_OpTable):
     vote: VoteRule = Field(default_factory=VoteRule)
     boxes: BoxSettings = Field(default_factory=BoxSettings)
     provenance: Provenance = Field(default_factory=Provenance)
+    calibration: Calibration | None = None
+    reference: Reference | None = None
+    group_by: Annotated[str, check(lambda v: v in GROUP_FIELDS,
+                                   f"must be one of {', '.join(GROUP_FIELDS)}")] | None = None
+    group_points: dict[str, "OperatingPoint"] = Field(default_factory=dict)
 
     @code_init
     def __init__(self, **values: Any) -> None:
@@ -419,9 +342,30 @@ class OperatingPoint(_OpTable):
                     f"operating point key {key!r} names member(s) {unknown} without a threshold; "
                     f"members: {members}"
                 )
+        self._check_groups(members)
         if self.id is None:
             object.__setattr__(self, "id", self.content_id())
         return self
+
+    def _check_groups(self, members: list[str]) -> None:
+        if bool(self.group_points) and self.group_by is None:
+            raise ValueError("operating point key 'group_points' needs 'group_by' (the header field "
+                             f"whose value picks a point: one of {', '.join(GROUP_FIELDS)})")
+        for value, point in self.group_points.items():
+            if point.group_points or point.reference is not None:
+                raise ValueError(f"operating point key 'group_points.{value}' must be a plain point "
+                                 "(no group_points or reference of its own)")
+            if set(point.thresholds) != set(members):
+                raise ValueError(f"operating point key 'group_points.{value}' thresholds members "
+                                 f"{sorted(point.thresholds)}, the point {sorted(members)}; every "
+                                 "group point must threshold the same members")
+
+    def for_group(self, value: str | None) -> "OperatingPoint":
+        """The point that decides a study whose :attr:`group_by` field is ``value``: the group's
+        own point when tuned, else this one (the fallback)."""
+        if value is None or not self.group_points:
+            return self
+        return self.group_points.get(value.strip(), self)
 
     def content_id(self) -> str:
         """``op-`` + the first 12 hex digits of SHA-256 over the decision fields."""
@@ -429,6 +373,9 @@ class OperatingPoint(_OpTable):
             "schema_version": self.schema_version, "thresholds": dict(self.thresholds),
             "vote": _vote_to_dict(self.vote), "boxes": _boxes_to_dict(self.boxes),
         }
+        if self.group_points:  # which point decides a study is part of the decision
+            decision["groups"] = {"by": self.group_by,
+                                  "points": {v: p.content_id() for v, p in sorted(self.group_points.items())}}
         digest = hashlib.sha256(json.dumps(decision, sort_keys=True).encode()).hexdigest()
         return f"op-{digest[:12]}"
 
@@ -455,7 +402,21 @@ class OperatingPoint(_OpTable):
             "schema_version": self.schema_version, "id": self.id, "level": self.level,
             "thresholds": dict(self.thresholds), "vote": _vote_to_dict(self.vote),
             "boxes": _boxes_to_dict(self.boxes), "provenance": self.provenance.to_dict(),
+            **self._sections(),
         }
+
+    def _sections(self) -> dict[str, Any]:
+        """The optional sections of schema 2, only when set (a version 1 file reads back as it was)."""
+        out: dict[str, Any] = {}
+        if self.calibration is not None:
+            out["calibration"] = self.calibration.to_dict()
+        if self.reference is not None:
+            out["reference"] = self.reference.to_dict()
+        if self.group_by is not None:
+            out["group_by"] = self.group_by
+        if self.group_points:
+            out["group_points"] = {v: p.to_dict() for v, p in sorted(self.group_points.items())}
+        return out
 
     def check_members(self, member_names: Sequence[str]) -> None:
         """Raise unless the ensemble's members and this operating point's members match.
@@ -518,3 +479,6 @@ def uniform_operating_point(
         OperatingPointError: ``threshold`` is not a number in ``[0, 1]``.
     """
     return OperatingPoint(thresholds={m: threshold for m in members}, level=level)
+
+
+OperatingPoint.model_rebuild()

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def summary_table(summary: "RunSummary") -> str:
     """The closing table: studies by status, positives, images, time, where the outputs are."""
     lines = [f"run {summary.run_id}", f"{'studies':<20} {'count':>7}", "-" * 28]
-    for status in ("screened", "already-screened", "out-of-scope", "skipped", "failed", "would-screen"):
+    for status in ("screened", "already-screened", "out-of-scope", "skipped", "failed", "deferred", "would-screen"):
         if summary.counts.get(status):
             lines.append(f"{status:<20} {summary.counts[status]:>7}")
     lines.append("-" * 28)
@@ -28,6 +28,11 @@ def summary_table(summary: "RunSummary") -> str:
         lines.append(f"{'SR sends failed':<20} {summary.sent.get('failed', 0):>7}")
     if "wall" in summary.timings:
         lines.append(f"{'wall time (s)':<20} {summary.timings['wall']:>7.1f}")
+    if summary.deferred:
+        lines.append(f"deadline {summary.deadline} reached: {len(summary.deferred)} studies left for the next night "
+                     "(screened first then, in the priority order)")
+    for halving in summary.batch_halvings:
+        lines.append(f"out of device memory: member {halving['member']} batch {halving['from']} -> {halving['to']}")
     if summary.intended_use != "clinical":
         lines.append(f"results of {summary.intended_use} members: not clinical results")
     if summary.collisions:
@@ -61,15 +66,19 @@ def summary_table(summary: "RunSummary") -> str:
                    "(a new SR supersedes each); without it a new model applies to new studies only.")
 @click.option("--allow-demo", is_flag=True,
               help="Let --send-to send results of members declared intended_use \"demo\" (a test PACS).")
+@click.option("--deadline", metavar="HH:MM",
+              help="Local time after which no new study starts (those in flight finish; the rest are left "
+                   "for the next night); earlier than now means tomorrow. Config [run] deadline.")
 def run_cmd(archive: Path, config_path: Path | None, out_dir: Path, workers: int | None, batch_size: int | None,
             device: str | None, limit: int | None, since: str | None, dry_run: bool, force: bool,
             operating_point: Path | None, send_to: str | None, rescreen_since: str | None,
-            allow_demo: bool) -> None:
+            allow_demo: bool, deadline: str | None) -> None:
     """Screen the DICOM studies under ARCHIVE: one row per study, one SR per screened study.
 
-    Exit codes: 0 every study screened, or skipped or out of scope for a stated reason; 1 some
-    studies failed (the rest are done and recorded) or need attention; 2 usage or configuration
-    errors (an unusable ledger included: nothing is changed).
+    Exit codes: 0 every study screened, or skipped or out of scope for a stated reason, or left
+    for the next night by the deadline; 1 some studies failed (the rest are done and recorded) or
+    need attention; 2 usage or configuration errors (an unusable ledger included: nothing is
+    changed).
     """
     from screen.nightly.runner import RunOptions, parse_since, run_screen  # heavy: members, highdicom
 
@@ -81,7 +90,7 @@ def run_cmd(archive: Path, config_path: Path | None, out_dir: Path, workers: int
                          since=parse_since(since) if since else None, dry_run=dry_run, force=force,
                          operating_point=operating_point, send_to=send_to,
                          rescreen_since=parse_since(rescreen_since, "--rescreen-since") if rescreen_since else None,
-                         allow_demo=allow_demo)
+                         allow_demo=allow_demo, deadline=deadline)
     summary = run_screen(archive, out_dir, config_path=config_path, options=options, progress=progress)
     if dry_run:
         for uid in summary.would_screen:

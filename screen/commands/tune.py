@@ -50,6 +50,20 @@ def _split_list(value: str | None) -> tuple[str, ...]:
 @click.option("--allow-small", is_flag=True,
               help="Tune even when the set has too few fracture studies to show the target "
                    "(op.json and the report record it).")
+@click.option("--calibrate", type=click.Choice(["platt", "isotonic", "none"]), default="platt",
+              show_default=True,
+              help="Calibration of each member's and the fused score, fitted on the tuning set and "
+                   "measured out of fold (ECE before/after); screen run reports calibrated "
+                   "probabilities (decisions stay on the raw scores). Platt by default: isotonic "
+                   "on a dozen fracture studies makes ties.")
+@click.option("--by", "group_by", type=click.Choice(["BodyPartExamined", "Manufacturer",
+                                                     "ManufacturerModelName", "Modality"]),
+              default=None,
+              help="Tune one decision point per value of this header field (groups with enough "
+                   "fracture studies); the global point decides the others.")
+@click.option("--min-group-positives", type=click.IntRange(min=1), default=None,
+              help="With --by: fracture studies a group needs for its own point (default: the "
+                   "fewest that can show --target-recall).")
 @click.option("--members", default=None, metavar="A,B",
               help="Members to tune, comma-separated (default: every score: column).")
 @click.option("--split", default=None, help="Tune only on rows with this split value.")
@@ -58,7 +72,8 @@ def _split_list(value: str | None) -> tuple[str, ...]:
 def tune_cmd(predictions: Path, target_recall: float, out: Path, objective: str, rules: str,
              dual: bool, target_specificity: float, folds: int, n_bootstrap: int, seed: int,
              max_combinations: int, weight_step: float, guard: str, allow_small: bool,
-             members: str | None, split: str | None, report_dir: Path | None) -> None:
+             members: str | None, split: str | None, report_dir: Path | None, calibrate: str,
+             group_by: str | None, min_group_positives: int | None) -> None:
     """Choose member thresholds and the vote rule for a target recall from PREDICTIONS
     (the predictions.csv of screen eval); write the operating point and a report."""
     from screen.tune.tuner import TuneSettings, run_tune
@@ -68,7 +83,8 @@ def tune_cmd(predictions: Path, target_recall: float, out: Path, objective: str,
         target_recall=target_recall, objective=objective, rules=_split_list(rules), dual=dual,
         target_specificity=target_specificity, folds=folds, n_bootstrap=n_bootstrap, seed=seed,
         max_combinations=max_combinations, weight_step=weight_step, guard=guard,
-        allow_small=allow_small,
+        allow_small=allow_small, calibrate=calibrate, group_by=group_by,
+        min_group_positives=min_group_positives,
     )
     result, written = run_tune(predictions, out, settings, report_dir=report_dir, split=split,
                                members=_split_list(members) or None)
@@ -89,5 +105,17 @@ def tune_cmd(predictions: Path, target_recall: float, out: Path, objective: str,
     small = small_note(result.decision_point.guard, settings.target_recall)
     if small:
         click.echo(f"warning: small set: {small}")
+    deciding = result.decision_point.operating_point
+    if deciding.calibration is not None and deciding.calibration.ece_after:
+        cal = deciding.calibration
+        click.echo(f"calibration ({cal.method}), expected calibration error out of fold, before -> after: "
+                   + ", ".join(f"{k} {cal.ece_before[k]:.3f} -> {cal.ece_after[k]:.3f}" for k in cal.ece_after))
+    for group in result.groups:
+        if group.point is not None:
+            gop = group.point.operating_point
+            click.echo(f"group {group.value}: {gop.id}; {gop.vote.label}; "
+                       + ", ".join(f"{m} >= {t:.4g}" for m, t in gop.thresholds.items()))
+        else:
+            click.echo(f"group {group.value}: the global point ({group.reason})")
     click.echo(f"wrote {written[0]}")
     click.echo(f"report: {written[1].parent}")

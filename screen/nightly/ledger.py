@@ -24,7 +24,7 @@ import fcntl
 import json
 import os
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
@@ -99,6 +99,33 @@ class StudyState:
     patient_key: str | None = None
     attempts: int = 0
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class RunStudy:
+    """What one night saw of one study, for monitoring (ledger tables ``run_studies`` and
+    ``run_scores``).
+
+    Attributes:
+        status: ``screened``, ``skipped``, ``out-of-scope`` or ``failed``.
+        flagged: whether the deciding point flagged it (``None``: not screened).
+        operating_point_id: the point that decided it (its group's, or the global one).
+        manufacturer: Manufacturer of its first view ("" when absent).
+        model: ManufacturerModelName of its first view.
+        body_part: BodyPartExamined of its first view.
+        modality: Modality of its first view.
+        scores: raw study scores (the max over its images) per member and ``fused``; the scale
+            the operating point was tuned on, never the calibrated one.
+    """
+
+    status: str
+    flagged: bool | None = None
+    operating_point_id: str | None = None
+    manufacturer: str = ""
+    model: str = ""
+    body_part: str = ""
+    modality: str = ""
+    scores: dict[str, float] = field(default_factory=dict)
 
 
 class OutputLock:
@@ -301,8 +328,11 @@ class Ledger:
         keep_sr: bool = False,
         objects: Sequence[OutputObject] = (),
         replaced: Sequence[str] = (),
+        night: RunStudy | None = None,
     ) -> None:
         """Commit one study's outcome, its findings and its objects, in one transaction.
+
+        ``night`` is what this run saw of the study (for ``screen monitor``), kept per run.
 
         A failed outcome counts an attempt (the same content failing again adds one; new
         content starts at one). ``instances`` (SOP Instance UIDs) are remembered for collisions
@@ -358,6 +388,69 @@ class Ledger:
                                      [(f"rejected:{item.sop_instance_uid}", old) for old in item.withdraws])
             self._db.executemany("UPDATE objects SET withdrawn = 'superseded' WHERE sop_instance_uid = ? "
                                  "AND withdrawn IS NULL", [(old,) for old in replaced])
+            if night is not None:
+                self._record_night(run_id, uid, night, stamp)
+
+    def _record_night(self, run_id: str, uid: str, night: RunStudy, stamp: str) -> None:
+        flagged = None if night.flagged is None else int(night.flagged)
+        self._db.execute(
+            "INSERT OR REPLACE INTO run_studies(run_id, study_instance_uid, status, flagged, operating_point_id, "
+            "manufacturer, model, body_part, modality, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, uid, night.status, flagged, night.operating_point_id, night.manufacturer, night.model,
+             night.body_part, night.modality, stamp),
+        )
+        self._db.execute("DELETE FROM run_scores WHERE run_id = ? AND study_instance_uid = ?", (run_id, uid))
+        self._db.executemany(
+            "INSERT INTO run_scores(run_id, study_instance_uid, member, score) VALUES (?, ?, ?, ?)",
+            [(run_id, uid, member, float(score)) for member, score in night.scores.items()
+             if score is not None and score == score],
+        )
+
+    # -- monitoring -------------------------------------------------------------------------
+    def recent_runs(self, limit: int | None = None, *, until: str | None = None) -> list[dict[str, Any]]:
+        """Finished or running runs, newest first (``until``: that run and those before it):
+        ``run_id``, ``started_at``, ``status``, ``operating_point_id``."""
+        rows = self._db.execute(
+            "SELECT run_id, started_at, status, operating_point_id FROM runs "
+            "WHERE (? IS NULL OR started_at <= (SELECT started_at FROM runs WHERE run_id = ?)) "
+            "ORDER BY started_at DESC, rowid DESC LIMIT ?",
+            (until, until, -1 if limit is None else limit),
+        ).fetchall()
+        return [{"run_id": r, "started_at": t, "status": st, "operating_point_id": op} for r, t, st, op in rows]
+
+    def run_studies(self, run_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The ``run_studies`` rows of ``run_ids``, with each study's ``scores`` as a dict."""
+        if not run_ids:
+            return []
+        marks = ", ".join("?" for _ in run_ids)
+        rows = self._db.execute(
+            f"SELECT run_id, study_instance_uid, status, flagged, operating_point_id, manufacturer, model, "
+            f"body_part, modality FROM run_studies WHERE run_id IN ({marks}) ORDER BY run_id, study_instance_uid",
+            tuple(run_ids),
+        ).fetchall()
+        scores: dict[tuple[str, str], dict[str, float]] = {}
+        for run_id, uid, member, score in self._db.execute(
+                f"SELECT run_id, study_instance_uid, member, score FROM run_scores WHERE run_id IN ({marks})",
+                tuple(run_ids)).fetchall():
+            scores.setdefault((str(run_id), str(uid)), {})[str(member)] = float(score)
+        keys = ("run_id", "study_instance_uid", "status", "flagged", "operating_point_id", "manufacturer",
+                "model", "body_part", "modality")
+        out = []
+        for row in rows:
+            item = dict(zip(keys, row))
+            item["flagged"] = None if item["flagged"] is None else bool(item["flagged"])
+            item["scores"] = scores.get((str(item["run_id"]), str(item["study_instance_uid"])), {})
+            out.append(item)
+        return out
+
+    def accession_index(self) -> dict[str, str]:
+        """``{accession number: study}`` of the studies whose row keeps one (``[output] accession``)."""
+        out: dict[str, str] = {}
+        for row in self.study_rows():
+            accession = str(row.get("accession_number") or "").strip()
+            if accession:
+                out[accession] = str(row["study_instance_uid"])
+        return out
 
     def _row(self, study_instance_uid: str) -> dict[str, Any]:
         found = self._db.execute("SELECT row_json FROM studies WHERE study_instance_uid = ?",

@@ -22,6 +22,11 @@ Versions:
        ``sr``, ``gsps``, ``sc``, ``kos`` or ``gap-sr``; ``path``; ``withdrawn``: why a result is
        no longer current, ``rejected:<KOS UID>`` or ``superseded``) and ``sends`` names any
        object (``sop_instance_uid``). An SR recorded before is an ``sr`` object, as it was.
+    4. each night's studies, for monitoring (the ``studies`` table keeps only a study's latest
+       state): ``run_studies`` (one row per run and study: status, whether flagged, the
+       operating point that decided it, Manufacturer, ManufacturerModelName, BodyPartExamined,
+       Modality) and ``run_scores`` (the raw study score of each member and ``fused``). Runs
+       before version 4 have none: monitoring starts with the first night after the migration.
 """
 
 from __future__ import annotations
@@ -32,8 +37,24 @@ from pathlib import Path
 
 from screen.errors import ScreenError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 LEDGER_NAME = "ledger.sqlite"
+
+_RUN_TABLES = """CREATE TABLE IF NOT EXISTS run_studies (
+    run_id TEXT NOT NULL, study_instance_uid TEXT NOT NULL, status TEXT NOT NULL, flagged INTEGER,
+    operating_point_id TEXT, manufacturer TEXT NOT NULL DEFAULT '', model TEXT NOT NULL DEFAULT '',
+    body_part TEXT NOT NULL DEFAULT '', modality TEXT NOT NULL DEFAULT '', recorded_at TEXT NOT NULL,
+    PRIMARY KEY (run_id, study_instance_uid));
+CREATE TABLE IF NOT EXISTS run_scores (
+    run_id TEXT NOT NULL, study_instance_uid TEXT NOT NULL, member TEXT NOT NULL, score REAL NOT NULL,
+    PRIMARY KEY (run_id, study_instance_uid, member));
+"""
+
+
+def run_tables_sql() -> str:
+    """The statements that make the per-run tables of version 4."""
+    return _RUN_TABLES
+
 
 SCHEMA = """
 BEGIN;
@@ -59,7 +80,7 @@ CREATE TABLE IF NOT EXISTS sends (
     PRIMARY KEY (sop_instance_uid, destination));
 CREATE TABLE IF NOT EXISTS instances (
     sop_instance_uid TEXT PRIMARY KEY, study_instance_uid TEXT NOT NULL);
-INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '""" + str(SCHEMA_VERSION) + """');
+""" + _RUN_TABLES + """INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '""" + str(SCHEMA_VERSION) + """');
 COMMIT;
 """
 """One transaction: a kill while a ledger is made leaves all of it or none."""
@@ -84,6 +105,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "DROP TABLE srs",
         "ALTER TABLE sends RENAME COLUMN sr_sop_instance_uid TO sop_instance_uid",
     ),
+    4: tuple(statement.strip() for statement in run_tables_sql().split(";") if statement.strip()),
 }
 """Statements that take a ledger of version ``N - 1`` to version ``N``."""
 
@@ -152,7 +174,7 @@ def _problem(path: Path, writable: bool) -> str | None:
                 return _NEVER_STARTED
             present = tables | {_LEGACY_NAMES[t] for t in tables if t in _LEGACY_NAMES}
             missing = [t for t in REQUIRED_TABLES if t not in present]
-            ours = tables <= set(REQUIRED_TABLES) | set(_LEGACY_NAMES) | {"instances"}
+            ours = tables <= set(REQUIRED_TABLES) | set(_LEGACY_NAMES) | {"instances", "run_studies", "run_scores"}
             if missing and ours and all(
                     db.execute(f'SELECT 1 FROM "{t}" LIMIT 1').fetchone() is None for t in tables):
                 return _NEVER_STARTED  # a ledger whose creation a kill cut short: nothing in it

@@ -8,9 +8,12 @@ at any moment and the next run resumes where it stopped.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import secrets
 import sqlite3
+import ssl
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -29,19 +32,24 @@ from dicom_io.scan import scan_archive
 from dicom_io.sr import AlgorithmInfo
 from dicom_io.uids import is_valid_uid
 from dicom_io.workers import Outcome, run_tasks
+from ensembles.batching import batch_shrinks
 from ensembles.checkpoint import read_member_spec
 from ensembles.operating_point.levels import finding_level, level_names
 from ensembles.operating_point.point import OperatingPoint, op_id
 from ensembles.types import MemberOutput
-from screen.site_config import PatientIdPolicy, RescreenPolicy, SiteConfig, load_site_config
+from screen.site_config import PatientIdPolicy, RescreenPolicy, SendSettings, SiteConfig, load_site_config
 from screen.errors import ConfigError, EnvironmentProblem, environment_detail, is_environment_error
 from screen.id_key import load_id_key
 from screen.nightly.ledger import Ledger, OutputLock, OutputObject, now_iso
+from screen.nightly.monitoring import (algorithm_parameters, calibrated, calibrated_columns, group_value, night_monitor,
+                                       night_record)
 from screen.nightly.site_members import LoadedMember, load_members, member_version, model_key
 from ensembles.operating_point.op_json import load_points
 from screen.nightly.tables import patient_id_value, study_columns, write_findings_csv, write_run_json, write_studies_csv
 from screen.nightly.plan import (FAILED_STUDY, INVALID_UID, OUT_OF_SCOPE, SCREENED, SKIPPED, UID_COLLISION, StudyPlan,
-                                 plan_studies)
+                                 order_plans, plan_studies)
+from screen.nightly.alerts import DEFAULT_STATUS_FILE, alarm_of, run_alert_hook, write_status_file
+from screen.nightly.deadline import Clock, Deadline, local_now
 from screen.commands.scan import write_scan_csv
 from screen.nightly.scope import scope_key
 from screen.nightly.triage import Triage, triage
@@ -68,6 +76,7 @@ class RunOptions:
     send_to: str | None = None
     rescreen_since: date | None = None
     allow_demo: bool = False
+    deadline: str | None = None  # HH:MM; None keeps [run] deadline
 
 
 @dataclass
@@ -86,6 +95,9 @@ class RunSummary:
     collisions: list[str] = field(default_factory=list)  # studies found colliding tonight
     intended_use: str = "clinical"
     written: Counter[str] = field(default_factory=Counter)  # objects written tonight, by kind
+    deadline: str | None = None  # HH:MM after which no new study started
+    deferred: list[str] = field(default_factory=list)  # studies the deadline left for the next night
+    batch_halvings: list[dict[str, Any]] = field(default_factory=list)  # out of device memory: smaller batches
 
     @property
     def exit_code(self) -> int:
@@ -147,10 +159,39 @@ def run_screen(
     config_path: Path | None = None,
     options: RunOptions = RunOptions(),
     progress: Callable[[Iterator[Any], str, int], Any] | None = None,
+    clock: Clock = local_now,
 ) -> RunSummary:
-    """Screen ``archive`` into ``out_dir``; callable without Click (see module docstring)."""
+    """Screen ``archive`` into ``out_dir``; callable without Click (see module docstring).
+
+    ``clock`` tells the local time for the deadline (a test passes a fake one).
+    """
     started = time.perf_counter()
+    warn_if_root()
     site = config or load_site_config(config_path)
+    if options.dry_run:
+        return _checked_run(archive, out_dir, site, options, progress, started, clock)
+    try:
+        summary = _checked_run(archive, out_dir, site, options, progress, started, clock)
+    except Exception as exc:  # a night that did not run: the configured status file and hook say so
+        _after_night(site, None, {"exit_code": getattr(exc, "exit_code", 2), "error": str(exc)[:500],
+                                  "finished_at": now_iso()})
+        raise
+    return summary
+
+
+def warn_if_root() -> None:
+    """One warning when run as root: a nightly job needs read access to the export and write
+    access to ``--out``, nothing more (README: "Running it every night")."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        log.warning("running as root: run screen as a service user with read access to the archive and "
+                    "write access to --out (README: \"Running it every night\"; deploy/ has systemd units)")
+
+
+def _checked_run(archive: Path, out_dir: Path, site: SiteConfig, options: RunOptions,
+                 progress: Callable[[Iterator[Any], str, int], Any] | None, started: float,
+                 clock: Clock) -> RunSummary:
+    deadline_text = options.deadline or site.run.deadline
+    deadline = Deadline.parse(deadline_text, clock=clock) if deadline_text and not options.dry_run else None
     point_file = options.operating_point or site.operating_point
     if point_file is None:
         raise ConfigError(
@@ -165,6 +206,7 @@ def run_screen(
         from dicom_io.send import parse_destination
 
         parse_destination(options.send_to)  # a bad destination is a usage error before any work
+        _tls(site.send)  # so are unreadable TLS files
         demo = sorted(name for name, use in uses.items() if use == "demo")
         if demo and not options.allow_demo:
             raise ConfigError(
@@ -175,13 +217,15 @@ def run_screen(
             )
     if options.dry_run:
         return _dry_run(archive, out_dir, site, points, options)
-    summary = RunSummary(new_run_id(), out_dir, intended_use=least_fit_use(uses))
+    summary = RunSummary(new_run_id(), out_dir, intended_use=least_fit_use(uses),
+                         deadline=deadline.text if deadline else None)
     try:
         with file_mode(site.output.mode_bits):  # every file it writes holds identifiers
             lock = OutputLock(out_dir)
             lock.acquire()  # before anything slow, so a second run is refused at once
             try:
-                return _run_locked(archive, out_dir, site, points, options, progress, started, summary, uses)
+                return _run_locked(archive, out_dir, site, points, options, progress, started, summary, uses,
+                                   deadline)
             finally:
                 lock.release()
     except (OSError, sqlite3.OperationalError) as exc:
@@ -232,7 +276,9 @@ def _dry_run(archive: Path, out_dir: Path, site: SiteConfig, points: list[Operat
     try:
         ledger.bind_key(load_id_key(_key_file(site), out_dir=out_dir, create=False))
         scan = scan_archive(archive, rules=site.selection, workers=options.workers or site.run.workers)
-        fate = _triage(plan_studies(scan, rules=site.selection, since=options.since), ledger, site, key, options)
+        plans = order_plans(plan_studies(scan, rules=site.selection, since=options.since), site.run.priority,
+                            site.run.emergency_departments)
+        fate = _triage(plans, ledger, site, key, options)
         summary.needs_attention = ledger.needs_attention(site.run.max_attempts)
     finally:
         ledger.close()
@@ -243,7 +289,7 @@ def _dry_run(archive: Path, out_dir: Path, site: SiteConfig, points: list[Operat
 
 def _run_locked(archive: Path, out_dir: Path, site: SiteConfig, points: list[OperatingPoint], options: RunOptions,
                 progress: Callable[[Iterator[Any], str, int], Any] | None, started: float,
-                summary: RunSummary, uses: dict[str, str]) -> RunSummary:
+                summary: RunSummary, uses: dict[str, str], deadline: Deadline | None) -> RunSummary:
     clock = _Clock()
     key = model_key(site, op_id(points[0]))
     workers = options.workers or site.run.workers
@@ -254,7 +300,8 @@ def _run_locked(archive: Path, out_dir: Path, site: SiteConfig, points: list[Ope
             log.info("migrated the ledger to this version; the previous one is kept as %s", ledger.backup.name)
         with clock.timed("scan"):
             scan = scan_archive(archive, rules=site.selection, workers=workers, progress=progress or _quiet)
-        plans = plan_studies(scan, rules=site.selection, since=options.since)
+        plans = order_plans(plan_studies(scan, rules=site.selection, since=options.since), site.run.priority,
+                            site.run.emergency_departments)  # what a deadline leaves is the tail
         sr_dir = out_dir / "sr"
         removed = ledger.sweep_orphans(sr_dir)
         if removed:
@@ -265,7 +312,7 @@ def _run_locked(archive: Path, out_dir: Path, site: SiteConfig, points: list[Ope
         batch_size = options.batch_size or site.run.batch_size
         fate = _triage(plans, ledger, site, key, options)
         context = _RunContext(site, options, points, key, summary, ledger, out_dir, clock, batch_size,
-                              reuse_sr=fate.reuse_sr)
+                              reuse_sr=fate.reuse_sr, deadline=deadline)
         summary.counts["already-screened"] += fate.done
         summary.collisions = fate.collisions
         for plan in fate.unscreenable:
@@ -275,9 +322,10 @@ def _run_locked(archive: Path, out_dir: Path, site: SiteConfig, points: list[Ope
         for plan in fate.refused:
             context.record_failed(plan, plan.failure_reason())
         context.screen(fate.todo, workers, progress)
+        summary.batch_halvings = [s.as_dict() for m in context.loaded or [] for s in batch_shrinks(m.member)]
         if options.send_to:
             with clock.timed("send"):
-                summary.sent = _send(ledger, options.send_to, allow_demo=options.allow_demo)
+                summary.sent = _send(ledger, options.send_to, allow_demo=options.allow_demo, settings=site.send)
         summary.needs_attention = ledger.needs_attention(site.run.max_attempts)
         _write_views(context)
         summary.timings = {k: round(v, 3) for k, v in clock.seconds.items()}
@@ -288,11 +336,40 @@ def _run_locked(archive: Path, out_dir: Path, site: SiteConfig, points: list[Ope
             "members": {m.name: member_version(m) for m in site.members}, "member_intended_use": uses,
             "finished_at": now_iso(), "levels": level_names(points),
             "patient_id_policy": str(site.output.patient_id),
+            "monitor": night_monitor(ledger, points[0], site, summary.run_id),
         })
         write_report(out_dir, sources={i.sop_instance_uid: i.path for i in scan.selected}, keep_going=True)
+        _after_night(site, out_dir, _night(out_dir, summary))
     finally:
         ledger.close()
     return summary
+
+
+def _night(out_dir: Path, summary: RunSummary) -> dict[str, Any]:
+    """The night as ``run.json`` has it (its monitoring part included), or the summary alone."""
+    try:
+        night = json.loads((out_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return summary_dict(summary)
+    return night if isinstance(night, dict) else summary_dict(summary)
+
+
+def _after_night(site: SiteConfig, out_dir: Path | None, night: dict[str, Any]) -> None:
+    """The status file, and the ``[alerts] command`` when the night failed or raised an alarm.
+    Neither ever changes the night's outcome: a problem with them is a warning in the log.
+
+    ``out_dir`` is ``None`` for a night that did not run (exit 2): then only a configured
+    ``[alerts] status_file`` is written, never a file in a folder the run refused to touch.
+    """
+    path = site.alerts.status_file or (out_dir / DEFAULT_STATUS_FILE if out_dir is not None else None)
+    if path is not None:
+        try:
+            with file_mode(site.output.mode_bits):
+                write_status_file(path, night)
+        except OSError as exc:
+            log.warning("status file %s not written: %s", path, exc.strerror or type(exc).__name__)
+    if site.alerts.command and (night.get("exit_code", 2) != 0 or alarm_of(night)):
+        run_alert_hook(site.alerts.command, night, timeout_s=site.alerts.command_timeout_s)
 
 
 def _quiet(iterable: Iterator[Any], description: str, total: int) -> Iterator[Any]:
@@ -315,6 +392,8 @@ class _RunContext:
     reuse_sr: dict[str, str] = field(default_factory=dict)  # study -> SR SOP UID to write again
     series: dict[str, Series] = field(default_factory=dict)  # kind -> this run's series of it
     algorithm: AlgorithmInfo | None = None  # _algorithm()
+    algorithms: dict[str, AlgorithmInfo] = field(default_factory=dict)  # per operating point id
+    deadline: Deadline | None = None  # no new study starts after it
 
     def series_of(self, kind: str) -> Series:
         """This run's series for objects of ``kind`` (one new series per kind and run)."""
@@ -364,7 +443,7 @@ class _RunContext:
     def record_unscreenable(self, plan: StudyPlan) -> None:
         row = self.base_row(plan, SKIPPED, plan.skip_reason())
         self.ledger.record_study(row=row, content_hash=plan.content_hash(), model_key=self.key,
-                                 run_id=self.summary.run_id, **self._identity(plan))
+                                 run_id=self.summary.run_id, night=night_record(plan, SKIPPED), **self._identity(plan))
         self.summary.counts[SKIPPED] += 1
 
     def record_out_of_scope(self, plan: StudyPlan, reason: str) -> None:
@@ -372,7 +451,8 @@ class _RunContext:
         gap = self._gap_sr(plan, reason, row)
         self.ledger.record_study(row=row, content_hash=plan.content_hash(), model_key=scope_key(self.site.scope),
                                  run_id=self.summary.run_id, keep_sr=True, objects=gap,
-                                 intended_use=self.summary.intended_use, **self._identity(plan))
+                                 intended_use=self.summary.intended_use, night=night_record(plan, OUT_OF_SCOPE),
+                                 **self._identity(plan))
         self.summary.counts[OUT_OF_SCOPE] += 1
 
     def record_failed(self, plan: StudyPlan, reason: str) -> None:
@@ -380,7 +460,8 @@ class _RunContext:
         gap = self._gap_sr(plan, reason, row)
         self.ledger.record_study(row=row, content_hash=plan.content_hash(), model_key=self.key,
                                  run_id=self.summary.run_id, keep_sr=True, objects=gap,
-                                 intended_use=self.summary.intended_use, **self._identity(plan))
+                                 intended_use=self.summary.intended_use, night=night_record(plan, FAILED_STUDY),
+                                 **self._identity(plan))
         self.summary.counts[FAILED_STUDY] += 1
         log.warning("study %s failed: %s", _logged_uid(plan.study_instance_uid), reason)
 
@@ -413,22 +494,21 @@ class _RunContext:
     def screen(self, todo: list[StudyPlan], workers: int, progress: Callable[..., Any] | None) -> None:
         policy = PixelPolicy(max_pixel_bytes=self.site.selection.max_pixel_bytes)
         pending: dict[str, _Pending] = {}
-        tasks: list[DecodeTask] = []
         owner: dict[Path, str] = {}
+        startable: list[StudyPlan] = []
         for plan in todo:
             if plan.failed:
                 self.record_failed(plan, plan.failure_reason())
                 continue
-            pending[plan.study_instance_uid] = _Pending(plan, waiting=len(plan.images))
+            startable.append(plan)
             for inst in plan.images:
-                tasks.append(DecodeTask(inst.path, policy))
                 owner[inst.path] = plan.study_instance_uid
         batch_size = self.batch_size
         queue: list[tuple[str, str, Radiograph]] = []
         decoded: Iterator[Outcome[DecodeTask, Radiograph]] = run_tasks(
-            decode_one, tasks, workers=workers, prefetch=max(2 * batch_size, 4 * workers),
-            timeout_s=self.site.run.decode_timeout_s)
-        stream = progress(decoded, "screen", len(tasks)) if progress else decoded
+            decode_one, self._started(startable, pending, policy), workers=workers,
+            prefetch=max(2 * batch_size, 4 * workers), timeout_s=self.site.run.decode_timeout_s)
+        stream = progress(decoded, "screen", len(owner)) if progress else decoded
         wait_start = time.perf_counter()
         for outcome in stream:
             self.clock.seconds["decode-wait"] += time.perf_counter() - wait_start
@@ -450,6 +530,20 @@ class _RunContext:
         if queue:
             self._score(queue, pending)
         self._finish_ready(pending)
+
+    def _started(self, plans: list[StudyPlan], pending: dict[str, _Pending], policy: PixelPolicy) -> Iterator[DecodeTask]:
+        """The decode tasks of each study in turn, as the workers take them; a study starts whole
+        (all its images) before the deadline, or not at all: the rest are deferred."""
+        for index, plan in enumerate(plans):
+            if self.deadline is not None and self.deadline.passed():
+                self.summary.deferred = [p.study_instance_uid for p in plans[index:]]
+                self.summary.counts["deferred"] = len(self.summary.deferred)
+                log.warning("deadline %s reached: %d studies not started are left for the next night",
+                            self.deadline.text, len(self.summary.deferred))
+                return
+            pending[plan.study_instance_uid] = _Pending(plan, waiting=len(plan.images))
+            for inst in plan.images:
+                yield DecodeTask(inst.path, policy)
 
     def _score(self, queue: list[tuple[str, str, Radiograph]], pending: dict[str, _Pending]) -> None:
         images = [r.pixels for _, _, r in queue]
@@ -487,10 +581,13 @@ class _RunContext:
         plan = state.plan
         shapes = state.shapes
         letterboxed = {m.name: m.letterbox_size for m in self.members if m.letterbox_size}
-        decisions = [p.decide(state.outputs, letterboxed=letterboxed, image_shapes=shapes) for p in self.points]
-        decision = decisions[0]
-        levels = box_levels(decision, self.points, decisions)
-        level = finding_level(self.points, decisions) if len(self.points) > 1 else None
+        deciding = self.points[0].for_group(group_value(self.points[0], plan))  # its group's point, or the global
+        points = [deciding, *self.points[1:]]
+        decisions = [p.decide(state.outputs, letterboxed=letterboxed, image_shapes=shapes) for p in points]
+        raw = decisions[0]  # the raw scores: what monitoring compares with the tuning set
+        decision = calibrated(raw, self.points[0].calibration)  # the certainty it reports
+        levels = box_levels(decision, points, decisions)
+        level = finding_level(points, decisions) if len(points) > 1 else None
         images = {inst.sop_instance_uid: inst for inst in plan.images}
         placed = to_pixels(decision, images, levels)
         previous = self.ledger.study_state(plan.study_instance_uid)
@@ -502,7 +599,7 @@ class _RunContext:
             reuse = self.reuse_sr.get(plan.study_instance_uid)  # its SR file was lost: the same SR again
             old = self.ledger.sr_datasets_of(plan.study_instance_uid, excluding=reuse) if previous is not None else []
             sr_path, sr_uid = write_study_sr(
-                sources=headers, decision=decision, placed=placed, algorithm=self._algorithm(),
+                sources=headers, decision=decision, placed=placed, algorithm=self._algorithm(deciding),
                 out_dir=self.out_dir, series_instance_uid=self.sr_series_uid,
                 series_number=self.site.output.sr_series_number, supersedes=old[-1:],
                 institution_name=self.site.output.institution_name, sop_instance_uid=reuse,
@@ -517,13 +614,16 @@ class _RunContext:
             "n_boxes": sum(1 for f in placed if f.box is not None), "sr_path": sr_path or "",
             "sr_sop_instance_uid": sr_uid or "",
         })
-        row.update(member_columns(state.outputs, decision, [m.name for m in self.members]))
-        row.update(columns)
+        scores = member_columns(state.outputs, decision, [m.name for m in self.members])
+        row.update(calibrated_columns(scores, self.points[0].calibration))
+        row.update(columns, operating_point_id=op_id(deciding))
+        night = night_record(plan, SCREENED, deciding, raw, scores)
         self.ledger.record_study(
             row=row, content_hash=plan.content_hash(), model_key=self.key, run_id=self.summary.run_id,
             findings=finding_rows(plan.study_instance_uid, placed, self.summary.run_id),
             sr_path=sr_path, sr_sop_instance_uid=sr_uid, supersedes=supersedes,
-            intended_use=self.summary.intended_use, objects=objects, replaced=replaced, **self._identity(plan),
+            intended_use=self.summary.intended_use, objects=objects, replaced=replaced, night=night,
+            **self._identity(plan),
         )
         if decision.positive:
             self._thumbnails(state, placed)
@@ -592,19 +692,24 @@ class _RunContext:
     def _count(self, study_uid: str, kind: str) -> int:
         return self.ledger.object_count(study_uid, kind)
 
-    def _algorithm(self) -> AlgorithmInfo:
-        """The screener's identification, made once; from the site config, so a not-screened SR
-        of a night that scores nothing loads no model."""
-        if self.algorithm is None:
-            point = self.points[0]
+    def _algorithm(self, point: OperatingPoint | None = None) -> AlgorithmInfo:
+        """The screener's identification with ``point``'s parameters (default: the global
+        point), made once per point; from the site config, so a not-screened SR of a night that
+        scores nothing loads no model."""
+        point = point or self.points[0]
+        key = op_id(point)
+        if key not in self.algorithms:
             parameters = {f"threshold:{name}": f"{value:.6g}" for name, value in point.thresholds.items()}
             parameters["vote"] = point.vote.label
-            self.algorithm = AlgorithmInfo(
-                name="fracture-screen", version=screen.__version__, operating_point_id=op_id(point),
+            parameters.update(algorithm_parameters(self.points[0], point))
+            self.algorithms[key] = AlgorithmInfo(
+                name="fracture-screen", version=screen.__version__, operating_point_id=key,
                 members=tuple((m.name, member_version(m)) for m in self.site.members), parameters=parameters,
                 intended_use=self.summary.intended_use,
             )
-        return self.algorithm
+        if point is self.points[0]:
+            self.algorithm = self.algorithms[key]
+        return self.algorithms[key]
 
 
 def _logged_uid(uid: str) -> str:
@@ -619,17 +724,37 @@ def _sop_of(plan: StudyPlan, path: Path) -> str:
     raise KeyError(path)
 
 
-def _send(ledger: Ledger, destination: str, *, allow_demo: bool = False) -> dict[str, int]:
+def _tls(settings: SendSettings) -> ssl.SSLContext | None:
+    """The DICOM TLS context of ``[send]`` (``None`` without ``tls = true``).
+
+    Raises:
+        ConfigError: a TLS file that cannot be used, naming the key.
+    """
+    if not settings.tls:
+        return None
+    from dicom_io.errors import InvalidArgumentError
+    from dicom_io.send import tls_context
+
+    try:
+        return tls_context(ca_file=settings.ca_file, cert_file=settings.cert_file, key_file=settings.key_file,
+                           verify=settings.verify)
+    except InvalidArgumentError as exc:
+        raise ConfigError(f"[send] {exc}") from None
+
+
+def _send(ledger: Ledger, destination: str, *, allow_demo: bool = False,
+          settings: SendSettings = SendSettings()) -> dict[str, int]:
     """C-STORE every object of this folder not yet stored at ``destination`` (SR, GSPS, SC,
     not-screened SR; rejection notes first; demo members' results only with ``allow_demo``;
-    withdrawn or superseded results never); record each result."""
+    withdrawn or superseded results never), over DICOM TLS when ``[send] tls``; record each result."""
     from dicom_io.send import parse_destination, send_files
 
     target = parse_destination(destination)
     unsent = ledger.unsent_objects(destination, allow_demo=allow_demo)
     if not unsent:
         return {"sent": 0, "failed": 0}
-    results = send_files([path for _, path, _ in unsent], target)
+    results = send_files([path for _, path, _ in unsent], target, calling_ae=settings.calling_ae,
+                         tls=_tls(settings))
     counts = Counter[str]()
     for (uid, _, _), result in zip(unsent, results):
         ledger.record_send(uid, destination, ok=result.ok, status=result.status, attempts=result.attempts,
@@ -654,6 +779,7 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
         "exit_code": summary.exit_code, "intended_use": summary.intended_use,
         "needs_attention": [{"study_instance_uid": uid, "reason": reason} for uid, reason in summary.needs_attention],
         "collisions": summary.collisions, "objects_written": dict(summary.written),
+        "deadline": summary.deadline, "deferred": summary.deferred, "batch_halvings": summary.batch_halvings,
     }
 
 

@@ -51,24 +51,26 @@ def checkpoint_fingerprint(checkpoint: Path) -> str:
 
 
 def load_members(config: SiteConfig, *, device: str | None = None, batch_size: int | None = None) -> list[LoadedMember]:
-    """Load every configured member (CLI overrides for device and batch size win)."""
+    """Load every configured member (CLI overrides for device and batch size win over each
+    member's ``device`` and ``batch_size``, which win over ``[run]``'s)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars would fill the nightly log
     loaded: list[LoadedMember] = []
     for member_config in config.members:
         spec = read_member_spec(member_config.checkpoint)
+        member_device = device or member_config.device or config.run.device
         member = create_member(
             member_config.kind,
             member_config.checkpoint,
-            device=device or config.run.device,
+            device=member_device,
             dtype=member_config.dtype,
             quantization=member_config.quantization,
             batch_size=batch_size or member_config.batch_size or config.run.batch_size,
             **dict(member_config.options),
         )
         if member_config.refiner is not None:
-            member = _with_refiner(member, spec, member_config, device or config.run.device)
+            member = _with_refiner(member, spec, member_config, member_device)
         member.name = member_config.name  # outputs, thresholds and CSV columns use the site's name
         loaded.append(LoadedMember(member_config, spec, member, member_version(member_config)))
     return loaded

@@ -22,13 +22,14 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from dicom_io.tables import PREDICTIONS, read_table, records
-from ensembles.operating_point.point import GUARDS
+from dicom_io.tables import ACQUISITION_COLUMNS, PREDICTIONS, read_table, records
+from ensembles.operating_point.calibration import CALIBRATION_METHODS
+from ensembles.operating_point.point import GROUP_FIELDS, GUARDS
 from screen.errors import ConfigError, ScreenError
 from screen.tune.search import OBJECTIVES, RULE_FAMILIES
 
 __all__ = [
-    "GUARDS", "HIGH_SENSITIVITY", "HIGH_SPECIFICITY", "LABELS", "MIN_BOOTSTRAP", "REPORTED",
+    "CALIBRATE_CHOICES", "GROUP_COLUMNS", "GUARDS", "HIGH_SENSITIVITY", "HIGH_SPECIFICITY", "LABELS", "MIN_BOOTSTRAP", "REPORTED",
     "SCORE_PREFIX", "Predictions", "TuneError", "TuneSettings", "read_predictions",
 ]
 
@@ -36,6 +37,11 @@ HIGH_SENSITIVITY, HIGH_SPECIFICITY = "high-sensitivity", "high-specificity"
 #: Figures reported (with intervals) at every point.
 REPORTED: tuple[str, ...] = ("sensitivity", "specificity", "ppv", "npv", "f1")
 MIN_BOOTSTRAP = 2000
+#: ``--calibrate`` values: a method, or ``none``.
+CALIBRATE_CHOICES: tuple[str, ...] = (*CALIBRATION_METHODS, "none")
+#: The ``predictions.csv`` column of each ``--by`` field.
+GROUP_COLUMNS: dict[str, str] = {"BodyPartExamined": "body_part", "Manufacturer": "manufacturer",
+                                 "ManufacturerModelName": "model", "Modality": "modality"}
 SCORE_PREFIX = "score:"
 #: Label values: ``fracture`` is the positive class.
 LABELS: tuple[str, ...] = next(c.choices for c in PREDICTIONS.columns if c.name == "label")
@@ -64,6 +70,12 @@ class TuneSettings:
         guard: what the decision point must meet beyond its in-sample sensitivity: ``oof``,
             ``lower-ci`` or ``none`` (see the module docstring).
         allow_small: tune a set with too few fracture studies to show the target anyway.
+        calibrate: ``platt`` (default), ``isotonic`` or ``none``: the calibration maps stored
+            with the deciding point (:mod:`screen.tune.calibrate`).
+        group_by: a header field (``BodyPartExamined`` ...): one decision point per group with
+            at least ``min_group_positives`` fracture studies, the global point the fallback.
+        min_group_positives: fracture studies a group needs for its own point (``None``: the
+            fewest that can show the target, :func:`~screen.tune.search.positives_needed`).
     """
 
     target_recall: float = 0.9
@@ -78,6 +90,9 @@ class TuneSettings:
     max_combinations: int = 50_000
     guard: str = "oof"
     allow_small: bool = False
+    calibrate: str = "platt"
+    group_by: str | None = None
+    min_group_positives: int | None = None
 
     def __post_init__(self) -> None:
         t = self.target_recall
@@ -115,6 +130,15 @@ class TuneSettings:
                               f"{', '.join(GUARDS)}")
         if not isinstance(self.allow_small, bool):
             raise ConfigError(f"--allow-small is a flag (true or false), got {self.allow_small!r}")
+        if self.calibrate not in CALIBRATE_CHOICES:
+            raise ConfigError(f"--calibrate {self.calibrate!r} is unknown; choose one of "
+                              f"{', '.join(CALIBRATE_CHOICES)}")
+        if self.group_by is not None and self.group_by not in GROUP_FIELDS:
+            raise ConfigError(f"--by {self.group_by!r} is not a field studies can be grouped by; "
+                              f"choose one of {', '.join(GROUP_FIELDS)}")
+        m = self.min_group_positives
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
+            raise ConfigError(f"--min-group-positives must be an integer >= 1, got {m!r}")
         if self.guard == "oof" and not self.folds:
             raise ConfigError("--guard oof needs the out-of-fold estimate, but --folds is 0; "
                               "give --folds >= 2 (default 5), or choose --guard lower-ci or "
@@ -143,6 +167,23 @@ class Predictions:
     sha256: str | None = None
     split: str | None = None
     n_images: tuple[int | None, ...] = field(default=())
+    acquisition: tuple[dict[str, str], ...] = field(default=())  # per row: ACQUISITION_COLUMNS
+
+    def group_values(self, column: str) -> tuple[str, ...]:
+        """Each study's value of an acquisition column (``""`` where the file has none)."""
+        if not self.acquisition:
+            return ("",) * len(self.study_uids)
+        return tuple(row.get(column, "") for row in self.acquisition)
+
+    def subset(self, rows: NDArray[np.intp]) -> "Predictions":
+        """The studies at ``rows`` (same members, source and hash)."""
+        picked = [int(i) for i in rows]
+        return Predictions(
+            study_uids=tuple(self.study_uids[i] for i in picked), labels=self.labels[picked],
+            members=self.members, scores=self.scores[picked], source=self.source, sha256=self.sha256,
+            split=self.split, n_images=tuple(self.n_images[i] for i in picked) if self.n_images else (),
+            acquisition=tuple(self.acquisition[i] for i in picked) if self.acquisition else (),
+        )
 
     def __post_init__(self) -> None:
         n = len(self.study_uids)
@@ -227,6 +268,7 @@ def read_predictions(
     labels: list[bool] = []
     rows: list[list[float]] = []
     images: list[int | None] = []
+    acquisition: list[dict[str, str]] = []
     seen: dict[str, int] = {}
     for line, row in zip(frame.index, records(frame)):
         if split is not None and row.get("split") != split:
@@ -239,6 +281,7 @@ def read_predictions(
         uids.append(uid)
         labels.append(row["label"] == "fracture")
         images.append(row["n_images"])
+        acquisition.append({key: str(row.get(key) or "").strip() for key in ACQUISITION_COLUMNS})
         rows.append([math.nan if row[SCORE_PREFIX + m] is None else row[SCORE_PREFIX + m] for m in chosen])
     if not uids:
         which = f" with split {split!r}" if split is not None else ""
@@ -251,5 +294,5 @@ def read_predictions(
     return Predictions(
         study_uids=tuple(uids), labels=np.array(labels, dtype=bool), members=tuple(chosen),
         scores=scores, source=file, sha256=_file_hash(file), split=split,
-        n_images=tuple(images),
+        n_images=tuple(images), acquisition=tuple(acquisition),
     )

@@ -252,6 +252,33 @@ def _plots(result: TuneResult, folder: Path) -> tuple[list[Path], list[list[str]
     return written, aucs
 
 
+def _extra_sections(result: TuneResult) -> list[str]:
+    """Calibration (ECE before and after, out of fold) and the per-group points."""
+    op = result.decision_point.operating_point
+    lines: list[str] = []
+    cal = op.calibration
+    if cal is not None:
+        lines += ["", f"## Calibration ({cal.method})", "",
+                  f"Scores are reported as {cal.statement()}; decisions stay on the raw scores. "
+                  "Expected calibration error (10 equal-width bins) of the pooled out-of-fold "
+                  "scores, each fold calibrated by a map fitted on the others:", ""]
+        lines += _table(["Score", "ECE raw", "ECE calibrated"],
+                        [[k, f"{cal.ece_before[k]:.3f}", f"{cal.ece_after[k]:.3f}"] for k in cal.ece_after])
+    if result.groups:
+        lines += ["", f"## Points per {result.settings.group_by}", ""]
+        rows = []
+        for g in result.groups:
+            if g.point is None:
+                rows.append([g.value, str(g.positives), str(g.negatives), "global", g.reason])
+                continue
+            sens = g.point.out_of_fold or g.point.in_sample
+            s = sens["sensitivity"]
+            rows.append([g.value, str(g.positives), str(g.negatives), f"`{g.point.operating_point.id}`",
+                         f"sensitivity {100 * s.value:.1f} [{100 * s.low:.1f}, {100 * s.high:.1f}]"])
+        lines += _table(["Group", "Fracture", "Normal", "Point", "Figures / reason"], rows)
+    return lines
+
+
 def write_report(result: TuneResult, folder: str | Path) -> list[Path]:
     """Write ``report.md``, ``roc.png`` and ``pr.png`` into ``folder``; returns their paths."""
     out = Path(folder)
@@ -295,6 +322,7 @@ def write_report(result: TuneResult, folder: str | Path) -> list[Path]:
         if point.out_of_fold is not None:
             header += ["Out of fold", "95 % CI"]
         lines += _table(header, _interval_rows(point))
+    lines += _extra_sections(result)
     lines += ["", "## Curves", ""]
     lines += _table(["Curve", "ROC AUC", "Average precision"], aucs)
     lines += ["", "![ROC](roc.png)", "", "![Precision-recall](pr.png)", ""]

@@ -46,12 +46,32 @@ class TunedPoint:
 
 
 @dataclass(frozen=True)
+class GroupOutcome:
+    """What became of one group.
+
+    Attributes:
+        value: the field's value.
+        positives: its fracture studies.
+        negatives: its normal studies.
+        point: its own decision point (``None``: the global point decides it).
+        reason: why it has none.
+    """
+
+    value: str
+    positives: int
+    negatives: int
+    point: TunedPoint | None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class TuneResult:
     """Everything ``screen tune`` decided and measured; the report is drawn from it.
 
     Attributes:
         positives_needed: fewest fracture studies that could show the target (``None``: no
             number can, a target of 1).
+        groups: with ``--by``, what became of each group (its point, or why the global one).
     """
 
     predictions: Predictions
@@ -59,6 +79,7 @@ class TuneResult:
     points: tuple[TunedPoint, ...]
     members_alone: dict[str, Choice] = field(default_factory=dict)
     positives_needed: int | None = None
+    groups: tuple[GroupOutcome, ...] = ()
 
     @property
     def decision_point(self) -> TunedPoint:

@@ -44,9 +44,11 @@ contributes); a predictions file cannot tell detectors from classifiers.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -56,13 +58,16 @@ from ensembles.operating_point.op_json import save_operating_points
 from ensembles.operating_point.point import OperatingPoint, TuneGuard
 from ensembles.types import VoteRuleName
 from screen.tune.inputs import (
-    GUARDS, HIGH_SENSITIVITY, HIGH_SPECIFICITY, REPORTED, Predictions, TuneError, TuneSettings,
+    GROUP_COLUMNS, GUARDS, HIGH_SENSITIVITY, HIGH_SPECIFICITY, REPORTED, Predictions, TuneError, TuneSettings,
     read_predictions,
 )
 from screen.tune.report import guard_note, operating_point_for
-from screen.tune.result import TunedPoint, TuneResult
+from screen.tune.calibrate import calibrate
+from screen.tune.groups import tune_groups
+from screen.tune.reference import build_reference
+from screen.tune.result import GroupOutcome, TunedPoint, TuneResult
 from screen.tune.search import (
-    LEVEL, Choice, SearchResult, decide, exact_interval, free_parameters, min_tp_for,
+    LEVEL, Choice, SearchResult, decide, exact_interval, free_parameters, fused_scores, min_tp_for,
     min_tp_shown, objective_value, positives_needed, search,
 )
 from train.metrics import Interval, bootstrap_metrics, confusion
@@ -393,15 +398,47 @@ def tune(predictions: Predictions, settings: TuneSettings | None = None) -> Tune
         entries.append((HIGH_SPECIFICITY, found, oof,
                         guard.replace(guard="none",
                                       free_parameters=free_parameters(spec.rule, len(members)))))
-    points = tuple(_point(i, level, found, oof, g, predictions, settings)
-                   for i, (level, found, oof, g) in enumerate(entries))
+    points = [_point(i, level, found, oof, g, predictions, settings)
+              for i, (level, found, oof, g) in enumerate(entries)]
+    groups = tuple(tune_groups(predictions, settings, tune))
+    points[0] = _monitored(points[0], predictions, settings, splits, groups)
     alone = {}
     for j, member in enumerate(members):
         single = search(scores[:, [j]], labels, [member], objective=settings.objective,
                         rules=(VoteRuleName.ANY,), min_recall=settings.target_recall)
         if single.best is not None:
             alone[member] = single.best
-    return TuneResult(predictions, settings, points, alone, needed)
+    return TuneResult(predictions, settings, tuple(points), alone, needed, groups)
+
+
+def _monitored(point: TunedPoint, predictions: Predictions, settings: TuneSettings, splits: Splits,
+               groups: tuple[GroupOutcome, ...]) -> TunedPoint:
+    """The deciding point with what schema 2 adds: the group points, the monitoring reference
+    and the calibration maps (measured on the tuner's folds). With group points, the reference's
+    flag rate and fused scores, and the fused map, are those of the policy ``screen run``
+    applies: each study decided by its group's point."""
+    members = predictions.members
+    op = point.operating_point
+    own = {g.value: g.point.operating_point.replace(reference=None) for g in groups if g.point is not None}
+    filled = predictions.filled()
+    decisions = point.decisions.copy()
+    fused = fused_scores(filled, members, point.choice.rule, point.choice.thresholds)
+    if settings.group_by is not None:
+        values = np.array(predictions.group_values(GROUP_COLUMNS[settings.group_by]))
+        for value, group_point in own.items():
+            rows = values == value
+            decisions[rows] = decide(filled[rows], members, group_point.vote, dict(group_point.thresholds))
+            fused[rows] = fused_scores(filled[rows], members, group_point.vote, dict(group_point.thresholds))
+    updates: dict[str, Any] = {"reference": build_reference(predictions, decisions, fused)}
+    if settings.calibrate != "none":
+        updates["calibration"] = calibrate(filled, predictions.labels, members, fused, settings.calibrate, splits)
+    if settings.group_by is not None:
+        fallback = [f"{g.value} ({g.reason})" for g in groups if g.point is None]
+        note = (f"group_by {settings.group_by}: own points for {', '.join(sorted(own)) or 'no group'}"
+                + (f"; the global point decides {'; '.join(fallback)}" if fallback else ""))
+        updates.update(group_by=settings.group_by, group_points=own,
+                       provenance=op.provenance.replace(notes="; ".join(n for n in (op.provenance.notes, note) if n)))
+    return dataclasses.replace(point, operating_point=op.replace(id=None, **updates))
 
 
 def decide_predictions(op: OperatingPoint, predictions: Predictions) -> NDArray[np.bool_]:

@@ -104,3 +104,23 @@ def test_the_notify_script_says_what_the_exit_code_means(tmp_path: Path, unit: s
     assert done.returncode == 0
     assert done.stdout.startswith(f"fracture-screen: {unit} failed on ") and words in done.stdout
     assert told.read_text() == done.stdout.strip()
+
+
+def test_the_example_site_config_is_a_valid_site_config() -> None:
+    """Every key of deploy/site.toml.example is read (its checkpoints and TLS files are the site's:
+    the demo members and this file stand in for them)."""
+    import tomllib
+
+    from screen.site_config import parse_site_config
+
+    data = tomllib.loads((DEPLOY / "site.toml.example").read_text(encoding="utf-8"))
+    demo = sorted(p for p in (ROOT / "sample_data" / "models").iterdir() if (p / "member.json").is_file())
+    for member in data["members"].values():
+        member["checkpoint"] = str(demo[0])
+    for key in ("ca_file", "cert_file", "key_file"):
+        data["send"][key] = __file__
+    data["operating_point"] = str(ROOT / "sample_data" / "op.json")
+    config = parse_site_config(data, DEPLOY)
+    assert config.run.deadline == "06:30" and config.run.priority == "tag:RequestedProcedurePriority"
+    assert [m.device for m in config.members] == ["cuda:0", "cuda:1", "cuda:0"]
+    assert config.send.tls and config.alerts.command[0] == "/usr/local/bin/page-oncall"

@@ -74,13 +74,22 @@ def members(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("oom-members")
     write_tiny_paligemma_checkpoint(root / "paligemma-classifier", "paligemma-classifier", name="c", seed=1)
-    write_tiny_paligemma_checkpoint(root / "paligemma-detector", "paligemma-detector", name="d", seed=2,
-                                    threshold=1.0)  # scores only: the forward that batches images
     write_tiny_detr_checkpoint(root / "detr", name="detr", seed=3)
     return {path.name: path for path in root.iterdir()}
 
 
-@pytest.mark.parametrize("kind", ["paligemma-classifier", "paligemma-detector", "detr"])
+def test_both_paligemma_kinds_batch_through_the_shared_predict() -> None:
+    """The detector and the classifier only score a batch (``_predict_batch``); their batching is
+    ``PaliGemmaMemberBase.predict``, tested below through the classifier."""
+    from ensembles.members.paligemma_classifier import PaliGemmaClassifier
+    from ensembles.members.paligemma_common import PaliGemmaMemberBase
+    from ensembles.members.paligemma_detector import PaliGemmaDetector
+
+    assert "predict" in vars(PaliGemmaMemberBase)
+    assert "predict" not in vars(PaliGemmaDetector) and "predict" not in vars(PaliGemmaClassifier)
+
+
+@pytest.mark.parametrize("kind", ["paligemma-classifier", "detr"])
 def test_every_member_kind_falls_back_to_smaller_batches(members: dict[str, Path], kind: str) -> None:
     """The same images give the same scores through an injected out-of-memory at batch > 1."""
     member: Any = create_member(kind, members[kind], device="cpu", batch_size=4)
@@ -112,3 +121,13 @@ def test_every_member_kind_falls_back_to_smaller_batches(members: dict[str, Path
     assert sizes == [3, 2, 1, 1, 1]  # 3 of 4 and 2 of 2 run out of memory, then one at a time
     shrinks = batch_shrinks(member)
     assert [(s.member, s.from_size, s.to_size) for s in shrinks] == [("site-name", 4, 2), ("site-name", 2, 1)]
+
+
+def test_a_wrapped_member_reports_the_halvings_of_the_member_it_holds() -> None:
+    """A refiner stage (``RefinedMember``) holds the detector as ``.member``: its halvings count."""
+    from types import SimpleNamespace
+
+    inner = SimpleNamespace(batches=AdaptiveBatches(2))
+    inner.batches.run([1, 2], lambda chunk: [0] if len(chunk) == 1 else (_ for _ in ()).throw(_oom()), owner="det")
+    assert [(s.from_size, s.to_size) for s in batch_shrinks(SimpleNamespace(member=inner))] == [(2, 1)]
+    assert batch_shrinks(SimpleNamespace()) == []

@@ -82,7 +82,7 @@ def test_dual_file_round_trip_and_single_loader(tmp_path: Path) -> None:
     [
         (lambda d: d.update(points=[]), "'points' must be a non-empty list"),
         (lambda d: d.update(extra=1), "multi-point operating point file has unknown key"),
-        (lambda d: d.update(schema_version=2), "schema_version 2 is newer"),
+        (lambda d: d.update(schema_version=3), "schema_version 3 is newer"),
         (lambda d: d["points"][1]["thresholds"].update(detr=0.5),
          r"points\[1\] names members \['cls', 'det', 'detr'\] but points\[0\] names"),
         (lambda d: d["points"][1].update(level="high-sensitivity"), "levels must be distinct"),
@@ -139,7 +139,7 @@ def test_the_one_loader_names_the_file_the_point_and_how_to_make_one(tmp_path: P
     with pytest.raises(OperatingPointError) as info:
         load_points(file)
     assert str(info.value) == (f"{file}: points[1]: operating point schema_version 9 is newer than this "
-                               "fracture-screen supports (1); upgrade fracture-screen")
+                               "fracture-screen supports (2); upgrade fracture-screen")
     del data["points"][1]["schema_version"]
     file.write_text(json.dumps(data))
     with pytest.raises(OperatingPointError, match=r"points\[1\]: operating point key 'schema_version' is missing"):

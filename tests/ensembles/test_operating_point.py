@@ -91,7 +91,7 @@ _DELETE = object()
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
-        ("schema_version", 2, "schema_version 2 is newer than this fracture-screen supports"),
+        ("schema_version", 3, "schema_version 3 is newer than this fracture-screen supports"),
         ("schema_version", _DELETE, "'schema_version' is missing"),
         ("thresholds", _DELETE, "'thresholds' is missing"),
         ("thresholds", {}, "'thresholds' must map"),
@@ -179,7 +179,7 @@ def test_save_refuses_other_objects(tmp_path: Path) -> None:
 
 
 def test_schema_version_constant() -> None:
-    assert SCHEMA_VERSION == 1
+    assert SCHEMA_VERSION == 2  # 2: calibration, reference, group points (issue 16)
 
 
 SAMPLE_OP = Path(__file__).resolve().parents[2] / "sample_data" / "op.json"

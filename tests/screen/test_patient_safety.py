@@ -387,6 +387,8 @@ def test_an_older_ledger_is_migrated_after_a_backup(screened_folder: tuple[Path,
                               ("srs", "kind"), ("srs", "withdrawn")):
             db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         db.execute("DROP TABLE instances")
+        db.execute("DROP TABLE run_studies")  # version 4's per-night tables
+        db.execute("DROP TABLE run_scores")
     result = _run(archive, site, out)
     assert result.exit_code == 0, result.output
     backups = list(out.glob("ledger.sqlite.v1-backup-*"))
@@ -394,7 +396,7 @@ def test_an_older_ledger_is_migrated_after_a_backup(screened_folder: tuple[Path,
     with sqlite3.connect(backups[0]) as db:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("1",)
     with sqlite3.connect(out / "ledger.sqlite") as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
         assert db.execute("SELECT count(*) FROM objects WHERE kind = 'sr'").fetchone() == (3,)  # SRs kept
         assert db.execute("SELECT value FROM meta WHERE key = 'salt'").fetchone() is None
         assert db.execute("SELECT count(*) FROM studies").fetchone() == (3,)

@@ -120,7 +120,7 @@ def test_member_and_ensemble_rows_match_hand_counts(evaluated: Any) -> None:
 def test_predictions_csv_is_the_tune_contract(evaluated: Any) -> None:
     path = evaluated.out_dir / "predictions.csv"
     assert path.read_text(encoding="utf-8").splitlines()[0] == \
-        "study_instance_uid,label,n_images,score:cls,score:det,fused_score,split"
+        "study_instance_uid,label,n_images,score:cls,score:det,fused_score,manufacturer,model,body_part,modality,split"
     rows = {r["study_instance_uid"]: r for r in _csv(path)}
     assert [rows[s]["label"] for s in STUDIES] == ["fracture", "fracture", "normal", "normal"]
     assert [int(rows[s]["n_images"]) for s in STUDIES] == [2, 1, 1, 2]
