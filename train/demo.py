@@ -64,6 +64,10 @@ DEMO_MEMBERS: tuple[DemoMember, ...] = (
 DEMO_REFINER = DemoMember("refiner", "refiner", "refiner", "demo-refiner.toml")
 """The second stage: a crop regressor the site config puts on the detectors' boxes."""
 
+#: The config key of each recipe that names a checkpoint to fine-tune (``DemoOptions.init_from``).
+BASE_KEYS: Mapping[str, str] = {"classifier": "paligemma.base", "detector": "paligemma.base",
+                                "detr": "detr.base", "refiner": "refiner.base"}
+
 DETECTOR_MEMBERS: tuple[str, ...] = ("pg-det", "detr")
 """The demo members whose boxes the refiner corrects."""
 
@@ -97,6 +101,9 @@ class DemoOptions:
         retrain: train again even when ``models_dir`` already holds a member from this demo.
         refiner: train the refiner stage and put it on the detectors in ``site.toml``.
         refiner_iterations: refinement passes per box in ``site.toml``.
+        init_from: a models folder (``<init_from>/<name>/``, e.g. members a demo trained on an
+            easier style) each member is fine-tuned from instead of starting from scratch: a
+            curriculum from easy to varied renderings. ``None``: from scratch.
     """
 
     models_dir: Path = Path("sample_data/models")
@@ -116,6 +123,7 @@ class DemoOptions:
     retrain: bool = False
     refiner: bool = True
     refiner_iterations: int = 2
+    init_from: Path | None = None
 
     def __post_init__(self) -> None:
         known = {m.name for m in DEMO_MEMBERS}
@@ -138,6 +146,9 @@ class DemoOptions:
                 raise DemoError(f"demo phantom styles must be among rods, randomised, shifted; got {style!r}")
         if not self.eval_styles or len(set(self.eval_styles)) != len(self.eval_styles):
             raise DemoError(f"eval_styles must name at least one style, each once; got {list(self.eval_styles)}")
+        if self.init_from is not None and Path(self.init_from).resolve() == Path(self.models_dir).resolve():
+            raise DemoError(f"init_from {self.init_from} is the folder the demo writes its members to; "
+                            "copy the members to start from elsewhere first")
         if not 0.0 < self.val_fraction < 1.0:
             raise DemoError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
 
@@ -210,6 +221,11 @@ def train_member(member: DemoMember, data: Path, options: DemoOptions) -> dict[s
 
     config_file = options.configs_dir / member.config
     overrides: dict[str, Any] = {"data": str(data), "out": str(options.work_dir / "runs" / member.name)}
+    if options.init_from is not None:
+        start = Path(options.init_from) / member.name
+        if not (start / "member.json").is_file():
+            raise DemoError(f"--init-from {options.init_from}: no {member.name} member there ({start}/member.json)")
+        overrides[BASE_KEYS[member.recipe]] = str(start.resolve())
     overrides.update(options.overrides.get(member.name, {}))
     config = load_train_config(config_file, recipe=member.recipe, overrides=overrides)
     started = time.monotonic()
@@ -226,6 +242,7 @@ def train_member(member: DemoMember, data: Path, options: DemoOptions) -> dict[s
         "steps": int(history[-1]["step"]) if history else 0, "epochs": len(history),
         "monitor": config.train.monitor,
         "best": _best(history, config.train.monitor, config.train.monitor_mode),
+        "init_from": _shown(Path(options.init_from) / member.name) if options.init_from is not None else None,
     }
     (target.parent / f".{member.name}.{DONE_FILE}").write_text(json.dumps(record, indent=2),
                                                                  encoding="utf-8")
@@ -316,5 +333,5 @@ def train_demo(options: DemoOptions, *, on_member: Callable[[dict[str, Any]], No
     return data, records
 
 
-__all__ = ["CONFIG_DIR", "DEMO_MEMBERS", "DEMO_REFINER", "DETECTOR_MEMBERS", "DemoError", "DemoMember", "DemoOptions", "make_phantom",
+__all__ = ["BASE_KEYS", "CONFIG_DIR", "DEMO_MEMBERS", "DEMO_REFINER", "DETECTOR_MEMBERS", "DemoError", "DemoMember", "DemoOptions", "make_phantom",
            "prepare_demo_data", "site_config_text", "train_demo", "train_member"]

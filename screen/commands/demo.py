@@ -51,6 +51,8 @@ def demo_command(options: "DemoOptions") -> str:
         parts.append(f"--style {options.train_style}")
     if options.eval_styles != default.eval_styles:
         parts.append(f"--eval-styles {','.join(options.eval_styles)}")
+    if options.init_from is not None:
+        parts.append(f"--init-from {options.init_from}")
     return " ".join(parts)
 TARGET_RECALL = 0.90
 BOX_IOU = 0.3
@@ -348,13 +350,16 @@ def summary_lines(report: DemoReport) -> list[str]:
               show_default=True, help="Phantom style of the training archive (sample_data/README.md).")
 @click.option("--eval-styles", default="randomised,shifted", show_default=True,
               help="Comma-separated phantom styles of the fresh evaluation sets, reported side by side.")
+@click.option("--init-from", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Fine-tune each member from DIR/<name>/ (e.g. members trained on the rods style first) "
+                   "instead of from scratch.")
 @click.option("--retrain", is_flag=True, help="Train members again even if this demo already wrote them.")
 @click.option("--refiner/--no-refiner", default=True, show_default=True,
               help="Train the box refiner stage and put it on the detectors in site.toml.")
 @click.option("--set", "overrides", multiple=True, metavar="MEMBER:KEY=VALUE",
               help="Config override for one member, e.g. detr:train.max_steps=2 (repeatable).")
 def train_demo_cmd(out: Path, work_dir: Path, members: str, train_studies: int, eval_studies: int,
-                   train_style: str, eval_styles: str, retrain: bool, refiner: bool, overrides: Sequence[str]) -> None:
+                   train_style: str, eval_styles: str, init_from: Path | None, retrain: bool, refiner: bool, overrides: Sequence[str]) -> None:
     """Train the tiny demo members on a phantom set, tune their operating point and measure them
     on fresh phantom sets from another seed, in and out of the training style (seeded; about 2
     hours on 2 CPU cores)."""
@@ -373,7 +378,7 @@ def train_demo_cmd(out: Path, work_dir: Path, members: str, train_studies: int, 
         per_member.setdefault(member, {})[key] = value
     options = DemoOptions(members=tuple(m.strip() for m in members.split(",") if m.strip()),
                           train_studies=train_studies, eval_studies=eval_studies, retrain=retrain,
-                          train_style=train_style,
+                          train_style=train_style, init_from=init_from,
                           eval_styles=tuple(s.strip() for s in eval_styles.split(",") if s.strip()),
                           refiner=refiner, overrides=per_member)
     report = run_demo(out, work_dir=work_dir, options=options, progress=True)

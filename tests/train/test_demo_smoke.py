@@ -7,7 +7,9 @@ set of another seed), not what the members learn.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +92,27 @@ def test_demo_trains_members_the_screener_runs_and_measures_them(tmp_path: Path)
                       tune_guard="none", allow_small=True)
     assert [m["seconds"] for m in again.members] == [m["seconds"] for m in report.members]
 
+    # a curriculum: members fine-tuned from the ones just trained (--init-from), not from scratch
+    start = tmp_path / "start"
+    shutil.copytree(out / "models", start)
+    warm_work = tmp_path / "warm-work"
+    warm = run_demo(tmp_path / "warm", work_dir=warm_work, bootstrap=0, tune_folds=0, tune_guard="none",
+                    allow_small=True, options=dataclasses.replace(_options(), members=("pg-cls", "detr"),
+                                                                  refiner=False, init_from=start))
+    assert [m["init_from"] for m in warm.members] == [str(start / "pg-cls"), str(start / "detr")]
+    ran = {name: json.loads((warm_work / "runs" / name / "config.json").read_text()) for name in ("pg-cls", "detr")}
+    assert ran["pg-cls"]["paligemma"]["base"] == str((start / "pg-cls").resolve())
+    assert ran["detr"]["sections"]["detr"]["base"] == str((start / "detr").resolve())
+    assert "--init-from" in (tmp_path / "warm" / "models" / "DEMO.md").read_text()
+
 
 def test_demo_options_refuse_evaluating_on_the_training_seed() -> None:
     with pytest.raises(DemoError, match="eval_seed must differ from train_seed"):
         DemoOptions(train_seed=5, eval_seed=5)
     with pytest.raises(DemoError, match="demo members must be among"):
         DemoOptions(members=("pg-cls", "yolo"))
+    with pytest.raises(DemoError, match="the folder the demo writes its members to"):
+        DemoOptions(init_from=Path("sample_data/models"), models_dir=Path("sample_data/models"))
     with pytest.raises(DemoError, match="demo phantom styles"):
         DemoOptions(eval_styles=("toy",))
     with pytest.raises(DemoError, match="each once"):
