@@ -1,6 +1,6 @@
 """False-alarm rate of ``screen monitor``'s default thresholds, measured by simulation.
 
-    python bench/monitor_false_alarms.py [--trials 2000] [--reference 112] [--night 24] [--seed 0]
+    python -m bench.monitor_false_alarms [--trials 2000] [--reference 112] [--night 24] [--seed 0]
 
 No drift at all: every trial draws a tuning set (``--reference`` studies, the size of the demo's
 tuning split) and recent nights of ``--night`` studies from the *same* population, pools nights

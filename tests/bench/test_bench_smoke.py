@@ -206,3 +206,14 @@ def test_learnability_short_run_learns_boxes(tmp_path: Path) -> None:
     assert found.recall_30 >= SHORT_FLOOR_30, found
     assert found.recall_50 >= SHORT_FLOOR_50, found
     assert found.empty_below >= 0.90, found
+
+
+def test_monitor_false_alarm_bench_runs_as_documented() -> None:
+    """``python -m bench.monitor_false_alarms`` (the README's command) prints its measured rate;
+    with a large drift nearly every trial alarms, so the rate it prints is not a constant."""
+    quiet = _run("bench.monitor_false_alarms", "--trials", "40")
+    drifted = _run("bench.monitor_false_alarms", "--trials", "40", "--drift", "2.0")
+    assert quiet.returncode == 0 and drifted.returncode == 0, quiet.stderr + drifted.stderr
+    rate = {name: float(done.stdout.split("alarm rate: ")[1].split("/")[0])
+            for name, done in (("quiet", quiet), ("drifted", drifted))}
+    assert rate["drifted"] > rate["quiet"] and rate["drifted"] >= 30

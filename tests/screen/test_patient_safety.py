@@ -256,7 +256,7 @@ def test_failed_studies_are_retried_up_to_the_limit_then_need_attention(
             attempts.append(db.execute("SELECT attempts FROM studies WHERE study_instance_uid = ?",
                                        (uid,)).fetchone()[0])
     assert attempts == [1, 2, 2, 2]  # tried twice, then held
-    assert f"needs attention (1 studies no longer retried" in result.output and uid in result.output
+    assert "needs attention (1 studies no longer retried" in result.output and uid in result.output
     forced = _run(archive, site, out, "--force")
     assert forced.exit_code == 1
     with sqlite3.connect(out / "ledger.sqlite") as db:

@@ -10,7 +10,6 @@ import json
 import shutil
 import sqlite3
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pydicom
