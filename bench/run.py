@@ -119,7 +119,9 @@ def stage_costs(archive: Path, config: SiteConfig, options: RunOptions = RunOpti
     with tempfile.TemporaryDirectory() as out, _phase_cpu() as phases:
         summary, whole = measure(lambda: run_screen(archive, Path(out), config=config, options=options))
     costs["members"] = 1000.0 * phases.get("members", 0.0) / n
-    costs["rest"] = 1000.0 * sum(phases.get(k, 0.0) for k in ("write", "gsps", "sc", "page")) / n
+    # the writers' CPU (their own processes) by phase, and the driver's preparing and recording
+    writers = sum(summary.writer_cpu.get(k, 0.0) for k in ("write", "gsps", "sc", "page"))
+    costs["rest"] = 1000.0 * (writers + phases.get("page", 0.0) + phases.get("record", 0.0)) / n
     costs["ledger"] = 1000.0 * phases.get("ledger", 0.0) / n
     costs["ledger-wall"] = 1000.0 * phases.get("ledger-wall", 0.0) / n  # wall ms: a commit waits on fsync
     costs["run"] = 1000.0 * (whole.cpu_s - phases.get("load-members", 0.0)) / n
@@ -173,7 +175,8 @@ def format_costs(costs: dict[str, float]) -> str:
         if key.startswith("member:"):
             lines.append(f"  {key:<28} {value:9.2f}")
     lines.append(f"  {'members (in the run)':<28} {costs['members']:9.2f}   (this process, torch threads included)")
-    lines.append(f"  {'rest (fusion, writers, ledger)':<28} {costs['rest']:9.2f}   (the run's write, gsps, sc, page phases)")
+    lines.append(f"  {'rest (fusion, writers, ledger)':<28} {costs['rest']:9.2f}   (the writers' write, gsps, sc, page "
+                 "phases; the driver's page previews and record)")
     lines.append(f"  {'of which ledger commits':<28} {costs['ledger']:9.2f}   (the driver's share on a cluster; "
                  f"{costs['ledger-wall']:.2f} ms wall)")
     lines.append(f"  {'whole run':<28} {costs['run']:9.2f}   (member loading excluded)")

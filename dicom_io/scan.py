@@ -19,7 +19,7 @@ from dicom_io.decode import DecodeTask, decode_check
 from dicom_io.pixels import PixelPolicy
 from dicom_io.select import Selection, SelectionRules, select_instance
 from dicom_io.tables import SCAN
-from dicom_io.workers import run_tasks
+from dicom_io.workers import Outcome, run_tasks
 
 SELECTED, SKIPPED, FAILED = "selected", "skipped", "failed"
 #: Index refusals that are policy, not damage: the row is skipped, not failed.
@@ -137,6 +137,10 @@ def index_one(task: IndexTask) -> Indexed:
     return Indexed(instance, selection=select_instance(instance, task.rules))
 
 
+#: What runs the index pass: ``(index_one, tasks) -> outcomes in input order``.
+IndexMap = Callable[[Callable[[IndexTask], Indexed], list[IndexTask]], Iterable[Outcome[IndexTask, Indexed]]]
+
+
 def scan_archive(
     root: str | Path,
     *,
@@ -145,6 +149,7 @@ def scan_archive(
     workers: int = 1,
     policy: PixelPolicy | None = None,
     progress: ProgressFn = _no_progress,
+    index_map: IndexMap | None = None,
 ) -> ScanResult:
     """Scan ``root`` and return one row per file.
 
@@ -156,6 +161,8 @@ def scan_archive(
         workers: processes for the header and decode passes.
         policy: pixel pipeline settings for ``decode`` (its size limit follows ``rules``).
         progress: wraps each pass (``"index"``, ``"decode"``) to report progress.
+        index_map: runs :func:`index_one` over the files' tasks, yielding outcomes in input
+            order (default: :func:`run_tasks` with ``workers``; the Ray engine passes its own).
     """
     discovery = discover(root)
     rows: list[ScanRow] = [
@@ -163,7 +170,11 @@ def scan_archive(
     ]
     tasks = [IndexTask(found, rules) for found in discovery.found]
     seen_sops: dict[str, Path] = {}
-    indexed = run_tasks(index_one, tasks, workers=workers, chunk_size=INDEX_CHUNK)
+    if index_map is None:
+        indexed: Iterator[Outcome[IndexTask, Indexed]] = run_tasks(index_one, tasks, workers=workers,
+                                                                    chunk_size=INDEX_CHUNK)
+    else:
+        indexed = iter(index_map(index_one, tasks))
     for outcome in progress(indexed, "index", len(tasks)):
         found = outcome.item.found
         if outcome.result is None:

@@ -182,6 +182,8 @@ class RunSettings(ConfigModel):
         workers: decode worker processes (always child processes, so a file that hangs or crashes a
             decoder times out or fails alone, even with 1).
         batch_size: default images per forward pass.
+        writers: processes that finish studies (fusion, SR, GSPS, SC, thumbnails) off the
+            process that feeds the members; 0: in that process.
         decode_timeout_s: seconds one image may take to decode before it is failed.
         max_attempts: nights a failed study is tried with the same content; after that it is
             not retried silently but listed as needing attention every night (exit 1).
@@ -199,6 +201,7 @@ class RunSettings(ConfigModel):
     device: str = "cpu"
     workers: PositiveInt = 2
     batch_size: PositiveInt = 8
+    writers: Annotated[int, check(lambda v: 0 <= v <= 64, "a number of processes from 0 to 64")] = 1
     decode_timeout_s: Annotated[float, check(lambda v: v > 0, "a number of seconds > 0")] = 300.0
     max_attempts: PositiveInt = 3
     deadline: Annotated[str, check(is_clock_time, 'a local time "HH:MM" (24-hour, e.g. "06:30")')] | None = None
@@ -420,6 +423,42 @@ class MonitorSettings(ConfigModel):
     alarm_on_unseen: bool = True
 
 
+class RayResources(ConfigModel):
+    """``[ray]``: how ``screen run --engine ray`` places the night on a Ray cluster (README
+    "Many machines: the Ray engine"). The local engine ignores it.
+
+    Attributes:
+        address: the cluster to join (``"auto"``: the one ``ray start`` made on this machine;
+            ``"HOST:PORT"``: a head node); ``""`` starts a local Ray instance for the run.
+            ``--address`` overrides it.
+        local_cpus: CPUs a local instance may use; 0: all of this machine's.
+        actors_per_member: actors (model copies) of each member; each holds its model once.
+        member_gpus: GPUs each member actor asks for: 1 gives each member a card of its own, 0.5
+            lets two members share one (the memory plan of README "Memory" must allow it);
+            0 on a CPU cluster.
+        member_cpus: CPUs each member actor asks for (fractions share cores; the members' own
+            torch threads follow its whole part, at least 1).
+        decode_cpus: CPUs each index or decode task asks for.
+        decode_memory_mb: memory Ray reserves for each decode task (its studies' decoded images:
+            a 3,000 x 2,500 radiograph is 30 MB as float32). Its own request also keeps Ray Data
+            from fusing decoding into the first member's actor, where it would stall that
+            member's GPU image by image.
+        studies_per_task: studies one decode task takes (its images decode one by one, each in
+            a child process with ``[run] decode_timeout_s``).
+        files_per_task: files one index task reads.
+    """
+
+    address: str = ""
+    local_cpus: Annotated[int, check(lambda v: v >= 0, "a number of CPUs >= 0 (0: all)")] = 0
+    actors_per_member: PositiveInt = 1
+    member_gpus: Annotated[float, check(lambda v: v >= 0, "a number of GPUs >= 0, e.g. 1 or 0.5")] = 0.0
+    member_cpus: Annotated[float, check(lambda v: v > 0, "a number of CPUs > 0, e.g. 1 or 0.25")] = 0.5
+    decode_cpus: Annotated[float, check(lambda v: v > 0, "a number of CPUs > 0, e.g. 1 or 0.5")] = 0.5
+    decode_memory_mb: PositiveInt = 1024
+    studies_per_task: PositiveInt = 4
+    files_per_task: PositiveInt = 256
+
+
 class SiteConfig(ConfigModel):
     """The whole site config, with paths resolved against the config file's folder.
 
@@ -434,6 +473,8 @@ class SiteConfig(ConfigModel):
         scope: ``[scope]``.
         alerts: ``[alerts]``.
         send: ``[send]``.
+        monitor: ``[monitor]``.
+        ray: ``[ray]``.
         source: the file it was read from (``None`` when parsed from a mapping without one).
     """
 
@@ -450,6 +491,7 @@ class SiteConfig(ConfigModel):
     alerts: AlertSettings = AlertSettings()
     send: SendSettings = SendSettings()
     monitor: MonitorSettings = MonitorSettings()
+    ray: RayResources = RayResources()
     _source: Path | None = PrivateAttr(None)
 
     @property

@@ -69,10 +69,15 @@ def summary_table(summary: "RunSummary") -> str:
 @click.option("--deadline", metavar="HH:MM",
               help="Local time after which no new study starts (those in flight finish; the rest are left "
                    "for the next night); earlier than now means tomorrow. Config [run] deadline.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this machine's worker processes; ray: Ray Data tasks and member actor pools "
+                   "(pip install 'fracture-screen[ray]'; config [ray]).")
+@click.option("--address", metavar="auto|HOST:PORT",
+              help="With --engine ray: the Ray cluster to join (config [ray] address; none: a local Ray instance).")
 def run_cmd(archive: Path, config_path: Path | None, out_dir: Path, workers: int | None, batch_size: int | None,
             device: str | None, limit: int | None, since: str | None, dry_run: bool, force: bool,
             operating_point: Path | None, send_to: str | None, rescreen_since: str | None,
-            allow_demo: bool, deadline: str | None) -> None:
+            allow_demo: bool, deadline: str | None, engine: str, address: str | None) -> None:
     """Screen the DICOM studies under ARCHIVE: one row per study, one SR per screened study.
 
     Exit codes: 0 every study screened, or skipped or out of scope for a stated reason, or left
@@ -82,6 +87,8 @@ def run_cmd(archive: Path, config_path: Path | None, out_dir: Path, workers: int
     """
     from screen.nightly.runner import RunOptions, parse_since, run_screen  # heavy: members, highdicom
 
+    if address is not None and engine != "ray":
+        raise click.UsageError("--address names a Ray cluster: use it with --engine ray")
     configure_logging()
     if config_path is None:
         click.echo("no --config: screening with the demo members of sample_data/site.toml "
@@ -90,7 +97,7 @@ def run_cmd(archive: Path, config_path: Path | None, out_dir: Path, workers: int
                          since=parse_since(since) if since else None, dry_run=dry_run, force=force,
                          operating_point=operating_point, send_to=send_to,
                          rescreen_since=parse_since(rescreen_since, "--rescreen-since") if rescreen_since else None,
-                         allow_demo=allow_demo, deadline=deadline)
+                         allow_demo=allow_demo, deadline=deadline, engine=engine, address=address)
     summary = run_screen(archive, out_dir, config_path=config_path, options=options, progress=progress)
     if dry_run:
         for uid in summary.would_screen:

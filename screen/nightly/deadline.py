@@ -8,6 +8,7 @@ run's summary, ``run.json``, the closing table and the ledger's run record name 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable
@@ -59,3 +60,7 @@ class Deadline:
 
     def passed(self) -> bool:
         return self.clock() >= self.at
+
+    def epoch(self) -> float:
+        """The deadline as a POSIX time (for processes on other machines: the Ray engine)."""
+        return time.time() + (self.at - self.clock()).total_seconds()

@@ -19,7 +19,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterator, Sequence
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, Hashable, Iterator, Sequence
 
 from pydicom.uid import generate_uid
 
@@ -28,10 +29,10 @@ from dicom_io.atomic import file_mode
 from dicom_io.pixels import PixelPolicy, Radiograph
 from dicom_io.decode import DecodeTask, decode_one
 from dicom_io.gsps import PipelineVoi
-from dicom_io.scan import scan_archive
+from dicom_io.scan import INDEX_CHUNK, IndexMap, IndexTask, Indexed, scan_archive
 from dicom_io.sr import AlgorithmInfo
 from dicom_io.uids import is_valid_uid
-from dicom_io.workers import Outcome, run_tasks
+from dicom_io.workers import Outcome, TaskFailure, run_tasks
 from ensembles.batching import batch_shrinks
 from ensembles.checkpoint import read_member_spec
 from ensembles.operating_point.levels import finding_level, level_names
@@ -43,7 +44,7 @@ from screen.id_key import load_id_key
 from screen.nightly.ledger import Ledger, OutputLock, OutputObject, now_iso
 from screen.nightly.monitoring import (algorithm_parameters, calibrated, calibrated_columns, group_value, night_monitor,
                                        night_record)
-from screen.nightly.site_members import LoadedMember, load_members, member_version, model_key
+from screen.nightly.site_members import LoadedMember, letterbox_sizes, load_members, member_version, model_key
 from ensembles.operating_point.op_json import load_points
 from screen.nightly.tables import patient_id_value, study_columns, write_findings_csv, write_run_json, write_studies_csv
 from screen.nightly.plan import (FAILED_STUDY, INVALID_UID, OUT_OF_SCOPE, SCREENED, SKIPPED, UID_COLLISION, StudyPlan,
@@ -52,6 +53,8 @@ from screen.nightly.alerts import DEFAULT_STATUS_FILE, alarm_of, run_alert_hook,
 from screen.nightly.deadline import Clock, Deadline, local_now
 from screen.commands.scan import write_scan_csv
 from screen.nightly.scope import scope_key
+from screen.nightly.study_job import PresentationRequest, SrRequest, StudyJob, StudyWritten, logged_uid
+from screen.nightly.writer_pool import InlineWriters, ProcessWriters, StudyWriters
 from screen.nightly.triage import Triage, triage
 from screen.nightly.writers import (Series, box_levels, finding_rows, member_columns, study_headers, to_pixels, write_gap,
                                     write_rejection, write_study_gsps, write_study_scs, write_study_sr)
@@ -59,6 +62,9 @@ from screen.report import write_report
 from screen.report.thumbs import Preview, study_thumbs
 
 log = logging.getLogger("screen.run")
+
+#: Seconds one header read may take in the Ray engine's index pass (as the local pass's default).
+INDEX_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,8 @@ class RunOptions:
     rescreen_since: date | None = None
     allow_demo: bool = False
     deadline: str | None = None  # HH:MM; None keeps [run] deadline
+    engine: str = "local"  # "local" (worker processes) or "ray" (ray_engine)
+    address: str | None = None  # the Ray cluster; None keeps [ray] address
 
 
 @dataclass
@@ -98,6 +106,7 @@ class RunSummary:
     deadline: str | None = None  # HH:MM after which no new study started
     deferred: list[str] = field(default_factory=list)  # studies the deadline left for the next night
     batch_halvings: list[dict[str, Any]] = field(default_factory=list)  # out of device memory: smaller batches
+    writer_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds the writers spent, by phase
 
     @property
     def exit_code(self) -> int:
@@ -224,14 +233,44 @@ def _checked_run(archive: Path, out_dir: Path, site: SiteConfig, options: RunOpt
             lock = OutputLock(out_dir)
             lock.acquire()  # before anything slow, so a second run is refused at once
             try:
-                return _run_locked(archive, out_dir, site, points, options, progress, started, summary, uses,
-                                   deadline)
+                with _engine(site, options):
+                    return _run_locked(archive, out_dir, site, points, options, progress, started, summary, uses,
+                                       deadline)
             finally:
                 lock.release()
     except (OSError, sqlite3.OperationalError) as exc:
         if not is_environment_error(exc):
             raise
         raise _environment_problem(out_dir, exc, summary) from exc
+
+
+def _engine(site: SiteConfig, options: RunOptions) -> ContextManager[None]:
+    """Ray for the run with ``--engine ray`` (joined or started); nothing for the local engine."""
+    if options.engine != "ray":
+        return nullcontext()
+    from screen.nightly.ray_engine import ray_session
+
+    return ray_session(site.ray, options.address)
+
+
+def _ray_index_map(site: SiteConfig) -> IndexMap:
+    """The index pass as Ray tasks (each file read in a child process with a timeout)."""
+    from screen.nightly.ray_engine import ray_map
+
+    def index_map(func: Callable[[IndexTask], Indexed], tasks: list[IndexTask]) -> Iterator[Outcome[IndexTask, Indexed]]:
+        return ray_map(func, tasks, settings=site.ray, timeout_s=INDEX_TIMEOUT_S, chunk_size=INDEX_CHUNK)
+
+    return index_map
+
+
+def _writers(site: SiteConfig, options: RunOptions) -> StudyWriters:
+    """Where the night's studies are finished: Ray tasks (``--engine ray``), ``[run] writers``
+    processes, or this process (``writers = 0``)."""
+    if options.engine == "ray":
+        from screen.nightly.ray_engine import RayWriters
+
+        return RayWriters(site.ray)
+    return ProcessWriters(site.run.writers) if site.run.writers else InlineWriters()
 
 
 def _environment_problem(out_dir: Path, exc: BaseException, summary: RunSummary) -> EnvironmentProblem:
@@ -299,7 +338,8 @@ def _run_locked(archive: Path, out_dir: Path, site: SiteConfig, points: list[Ope
         if ledger.backup is not None:
             log.info("migrated the ledger to this version; the previous one is kept as %s", ledger.backup.name)
         with clock.timed("scan"):
-            scan = scan_archive(archive, rules=site.selection, workers=workers, progress=progress or _quiet)
+            scan = scan_archive(archive, rules=site.selection, workers=workers, progress=progress or _quiet,
+                                index_map=_ray_index_map(site) if options.engine == "ray" else None)
         plans = order_plans(plan_studies(scan, rules=site.selection, since=options.since), site.run.priority,
                             site.run.emergency_departments)  # what a deadline leaves is the tail
         sr_dir = out_dir / "sr"
@@ -312,7 +352,7 @@ def _run_locked(archive: Path, out_dir: Path, site: SiteConfig, points: list[Ope
         batch_size = options.batch_size or site.run.batch_size
         fate = _triage(plans, ledger, site, key, options)
         context = _RunContext(site, options, points, key, summary, ledger, out_dir, clock, batch_size,
-                              reuse_sr=fate.reuse_sr, deadline=deadline)
+                              reuse_sr=fate.reuse_sr, deadline=deadline, writers=_writers(site, options))
         summary.counts["already-screened"] += fate.done
         summary.collisions = fate.collisions
         for plan in fate.unscreenable:
@@ -321,7 +361,13 @@ def _run_locked(archive: Path, out_dir: Path, site: SiteConfig, points: list[Ope
             context.record_out_of_scope(plan, reason)
         for plan in fate.refused:
             context.record_failed(plan, plan.failure_reason())
-        context.screen(fate.todo, workers, progress)
+        try:
+            if options.engine == "ray":
+                context.screen_ray(fate.todo, progress)
+            else:
+                context.screen(fate.todo, workers, progress)
+        finally:
+            context.writers.close()
         summary.batch_halvings = [s.as_dict() for m in context.loaded or [] for s in batch_shrinks(m.member)]
         if options.send_to:
             with clock.timed("send"):
@@ -394,6 +440,10 @@ class _RunContext:
     algorithm: AlgorithmInfo | None = None  # _algorithm()
     algorithms: dict[str, AlgorithmInfo] = field(default_factory=dict)  # per operating point id
     deadline: Deadline | None = None  # no new study starts after it
+    writers: StudyWriters = field(default_factory=InlineWriters)  # where studies are finished
+    writing: dict[str, StudyPlan] = field(default_factory=dict)  # studies handed to the writers
+    supersedes: dict[str, str | None] = field(default_factory=dict)  # study -> the SR its new one replaces
+    _letterboxed: dict[str, int] | None = None
 
     def series_of(self, kind: str) -> Series:
         """This run's series for objects of ``kind`` (one new series per kind and run)."""
@@ -403,6 +453,13 @@ class _RunContext:
                       "gap-sr": self.site.output.gap_sr_series_number}[kind]
             self.series[kind] = Series(generate_uid(), number)
         return self.series[kind]
+
+    @property
+    def letterboxed(self) -> dict[str, int]:
+        """Each letterboxing member's input side (from ``member.json``: no model loaded)."""
+        if self._letterboxed is None:
+            self._letterboxed = letterbox_sizes(self.site)
+        return self._letterboxed
 
     @property
     def members(self) -> list[LoadedMember]:
@@ -463,7 +520,7 @@ class _RunContext:
                                  intended_use=self.summary.intended_use, night=night_record(plan, FAILED_STUDY),
                                  **self._identity(plan))
         self.summary.counts[FAILED_STUDY] += 1
-        log.warning("study %s failed: %s", _logged_uid(plan.study_instance_uid), reason)
+        log.warning("study %s failed: %s", logged_uid(plan.study_instance_uid), reason)
 
     def _gap_sr(self, plan: StudyPlan, reason: str, row: dict[str, Any]) -> list[OutputObject]:
         """The not-screened SR of a failed or out-of-scope study (``[output] write_gap_sr``),
@@ -482,7 +539,7 @@ class _RunContext:
         except Exception as exc:  # noqa: BLE001 - the study is recorded all the same, without it
             if isinstance(exc, OSError) and is_environment_error(exc):
                 raise
-            log.warning("study %s: no not-screened SR (%s)", _logged_uid(uid), type(exc).__name__)
+            log.warning("study %s: no not-screened SR (%s)", logged_uid(uid), type(exc).__name__)
             return []
         if gap is None:
             return []
@@ -529,7 +586,58 @@ class _RunContext:
             wait_start = time.perf_counter()
         if queue:
             self._score(queue, pending)
-        self._finish_ready(pending)
+        self._finish_ready(pending, wait=True)
+
+    def screen_ray(self, todo: list[StudyPlan], progress: Callable[..., Any] | None) -> None:
+        """:meth:`screen` on Ray (``--engine ray``, :mod:`screen.nightly.ray_engine`): decoding
+        and the members run there; each study is finished and recorded here as its last image
+        comes back, so the ledger has one writer."""
+        from screen.nightly.ray_engine import ray_scored
+
+        policy = PixelPolicy(max_pixel_bytes=self.site.selection.max_pixel_bytes)
+        pending: dict[str, _Pending] = {}
+        startable: list[StudyPlan] = []
+        for plan in todo:
+            if plan.failed:
+                self.record_failed(plan, plan.failure_reason())
+                continue
+            startable.append(plan)
+            pending[plan.study_instance_uid] = _Pending(plan, waiting=len(plan.images))
+        deferred: set[str] = set()
+        with self.clock.timed("ray"):  # decoding and members, on the cluster; less the writing below
+            results = ray_scored(startable, self.site, policy=policy, device=self.options.device,
+                                 batch_size=self.batch_size,
+                                 deadline_epoch=self.deadline.epoch() if self.deadline else None)
+            stream = progress(results, "screen", sum(len(p.images) for p in startable)) if progress else results
+            for result in stream:
+                state = pending[result.study]
+                if result.deferred:
+                    deferred.add(result.study)
+                    del pending[result.study]
+                    continue
+                assert result.path is not None
+                if result.seen is None or result.outputs is None:
+                    failure = result.failure or TaskFailure("error", "no result came back")
+                    state.failures.append((failure.reason, failure.message))
+                else:
+                    sop = _sop_of(state.plan, result.path)
+                    state.outputs[sop] = dict(result.outputs)
+                    state.shapes[sop] = (result.seen.rows, result.seen.cols)
+                    state.views[sop] = result.seen.view
+                    state.previews[sop] = result.seen.preview
+                    self.summary.images += 1
+                state.waiting -= 1
+                with self.clock.apart("write", within="ray"):
+                    self._finish_ready(pending)
+            self._finish_ready(pending, wait=True)
+        for uid, state in pending.items():  # a study the engine lost: failed, never called negative
+            self.record_failed(state.plan, f"engine-lost: {state.waiting} of {len(state.plan.images)} images "
+                                           "came back from Ray with no result")
+        if deferred:
+            self.summary.deferred = [p.study_instance_uid for p in startable if p.study_instance_uid in deferred]
+            self.summary.counts["deferred"] = len(self.summary.deferred)
+            log.warning("deadline %s reached: %d studies not started are left for the next night",
+                        self.deadline.text if self.deadline else "", len(self.summary.deferred))
 
     def _started(self, plans: list[StudyPlan], pending: dict[str, _Pending], policy: PixelPolicy) -> Iterator[DecodeTask]:
         """The decode tasks of each study in turn, as the workers take them; a study starts whole
@@ -559,7 +667,9 @@ class _RunContext:
                 pending[uid].previews[sop] = Preview.of(radiograph.pixels)
             pending[uid].waiting -= 1
 
-    def _finish_ready(self, pending: dict[str, _Pending]) -> None:
+    def _finish_ready(self, pending: dict[str, _Pending], *, wait: bool = False) -> None:
+        """Hand each study whose images are all back to the writers; record those they finished
+        (``wait``: all of them, at the end of the night)."""
         for uid in [u for u, s in pending.items() if s.waiting == 0]:
             state = pending.pop(uid)
             if state.failures:
@@ -568,126 +678,84 @@ class _RunContext:
                 self.record_failed(state.plan, f"{len(state.failures)} of {len(state.plan.images)} images failed to decode: {detail}")
                 continue
             try:
-                with self.clock.timed("write"):
-                    self._finish(state)
+                with self.clock.timed("record"):
+                    job = self._job(state)
             except Exception as exc:  # noqa: BLE001 - one study's failure must not stop the run
-                if isinstance(exc, (OSError, sqlite3.OperationalError)) and is_environment_error(exc):
-                    raise  # the machine's (a full or read-only disk): the run stops with one line
-                # the exception's text may quote header values: the reason names its type only
-                log.debug("study %s: %s", _logged_uid(state.plan.study_instance_uid), exc)
-                self.record_failed(state.plan, f"write-failed: {type(exc).__name__} while writing the results")
+                self._write_failed(state.plan, exc)
+                continue
+            self.writing[uid] = state.plan
+            self.writers.submit(uid, job)
+        self._record_written(wait=wait)
 
-    def _finish(self, state: _Pending) -> None:
+    def _record_written(self, *, wait: bool) -> None:
+        """Record the studies the writers have finished (all, with ``wait``)."""
+        with self.clock.timed("write-wait" if wait else "record"):
+            finished = self.writers.finished(wait=wait)
+        for uid, written in finished:
+            plan = self.writing.pop(uid)
+            if isinstance(written, BaseException):
+                self._write_failed(plan, written)
+                continue
+            for phase, seconds in written.seconds.items():  # the writer's time, by phase
+                self.clock.seconds[phase] += seconds
+            for phase, seconds in written.cpu_seconds.items():
+                self.summary.writer_cpu[phase] = self.summary.writer_cpu.get(phase, 0.0) + seconds
+            for line in written.warnings:
+                log.warning("%s", line)
+            with self.clock.timed("record"):
+                self._commit(plan, written)
+
+    def _write_failed(self, plan: StudyPlan, exc: BaseException) -> None:
+        if isinstance(exc, (OSError, sqlite3.OperationalError)) and is_environment_error(exc):
+            raise exc  # the machine's (a full or read-only disk): the run stops with one line
+        # the exception's text may quote header values: the reason names its type only
+        log.debug("study %s: %s", logged_uid(plan.study_instance_uid), exc)
+        self.record_failed(plan, f"write-failed: {type(exc).__name__} while writing the results")
+
+    def _job(self, state: _Pending) -> StudyJob:
+        """What the writers need for ``state``'s study, with what the ledger knows of it."""
         plan = state.plan
-        shapes = state.shapes
-        letterboxed = {m.name: m.letterbox_size for m in self.members if m.letterbox_size}
+        uid = plan.study_instance_uid
         deciding = self.points[0].for_group(group_value(self.points[0], plan))  # its group's point, or the global
-        points = [deciding, *self.points[1:]]
-        decisions = [p.decide(state.outputs, letterboxed=letterboxed, image_shapes=shapes) for p in points]
-        raw = decisions[0]  # the raw scores: what monitoring compares with the tuning set
-        decision = calibrated(raw, self.points[0].calibration)  # the certainty it reports
-        levels = box_levels(decision, points, decisions)
-        level = finding_level(points, decisions) if len(points) > 1 else None
-        images = {inst.sop_instance_uid: inst for inst in plan.images}
-        placed = to_pixels(decision, images, levels)
-        previous = self.ledger.study_state(plan.study_instance_uid)
-        output = self.site.output
-        headers = study_headers(plan.images) if output.write_sr or output.write_gsps else []
-        sr_path = sr_uid = None
-        supersedes = None
+        previous = self.ledger.study_state(uid)
+        reuse = self.reuse_sr.get(uid)  # its SR file was lost: the same SR again
+        sr = None
         if self.site.output.write_sr:
-            reuse = self.reuse_sr.get(plan.study_instance_uid)  # its SR file was lost: the same SR again
-            old = self.ledger.sr_datasets_of(plan.study_instance_uid, excluding=reuse) if previous is not None else []
-            sr_path, sr_uid = write_study_sr(
-                sources=headers, decision=decision, placed=placed, algorithm=self._algorithm(deciding),
-                out_dir=self.out_dir, series_instance_uid=self.sr_series_uid,
-                series_number=self.site.output.sr_series_number, supersedes=old[-1:],
-                institution_name=self.site.output.institution_name, sop_instance_uid=reuse,
-            )
-            supersedes = previous.sr_sop_instance_uid if previous is not None and reuse is None else None
-        reuse = self.reuse_sr.get(plan.study_instance_uid)
-        objects, columns, replaced = self._presentations(state, placed, headers, reused=reuse is not None)
+            old = self.ledger.sr_datasets_of(uid, excluding=reuse) if previous is not None else []
+            sr = SrRequest(self.sr_series_uid, self._algorithm(deciding), tuple(old[-1:]), reuse)
+        presentations = None
+        if reuse is None:
+            earlier = self.ledger.current_objects(uid)
+            presentations = PresentationRequest(
+                algorithm=self._algorithm(), series={kind: self.series_of(kind) for kind in ("gsps", "sc", "kos")},
+                counts={kind: self._count(uid, kind) for kind in ("gsps", "sc", "kos")},
+                stored=tuple(o for o in earlier if o.sent), earlier=tuple(earlier),
+                policy=PixelPolicy(max_pixel_bytes=self.site.selection.max_pixel_bytes))
+        self.supersedes[uid] = previous.sr_sop_instance_uid if previous is not None and reuse is None else None
+        return StudyJob(plan=plan, outputs={k: dict(v) for k, v in state.outputs.items()},
+                        shapes=dict(state.shapes), views=dict(state.views),
+                        previews=dict(state.previews), points=(deciding, *self.points[1:]),
+                        global_point=self.points[0], letterboxed=self.letterboxed,
+                        members=tuple(m.name for m in self.site.members), output=self.site.output,
+                        out_dir=self.out_dir, run_id=self.summary.run_id, sr=sr, presentations=presentations,
+                        levels=tuple(level_names(self.points)))
+
+    def _commit(self, plan: StudyPlan, written: StudyWritten) -> None:
+        """Record a written study in the ledger: from now on it is done."""
         row = self.base_row(plan, SCREENED)
-        row.update({
-            "decision": "positive" if decision.positive else "negative",
-            "level": level or "", "fused_score": decision.score,
-            "n_boxes": sum(1 for f in placed if f.box is not None), "sr_path": sr_path or "",
-            "sr_sop_instance_uid": sr_uid or "",
-        })
-        scores = member_columns(state.outputs, decision, [m.name for m in self.members])
-        row.update(calibrated_columns(scores, self.points[0].calibration))
-        row.update(columns, operating_point_id=op_id(deciding))
-        night = night_record(plan, SCREENED, deciding, raw, scores)
+        row.update(written.columns)
+        supersedes = self.supersedes.pop(plan.study_instance_uid, None) if written.sr_uid else None
         self.ledger.record_study(
             row=row, content_hash=plan.content_hash(), model_key=self.key, run_id=self.summary.run_id,
-            findings=finding_rows(plan.study_instance_uid, placed, self.summary.run_id),
-            sr_path=sr_path, sr_sop_instance_uid=sr_uid, supersedes=supersedes,
-            intended_use=self.summary.intended_use, objects=objects, replaced=replaced, night=night,
-            **self._identity(plan),
+            findings=written.findings, sr_path=written.sr_path, sr_sop_instance_uid=written.sr_uid,
+            supersedes=supersedes, intended_use=self.summary.intended_use, objects=written.objects,
+            replaced=written.replaced, night=written.night, **self._identity(plan),
         )
-        if decision.positive:
-            self._thumbnails(state, placed)
-        self.summary.written.update(o.kind for o in objects)
-        if sr_uid:
+        self.summary.written.update(o.kind for o in written.objects)
+        if written.sr_uid:
             self.summary.written["sr"] += 1
         self.summary.counts[SCREENED] += 1
-        self.summary.positives += int(decision.positive)
-
-    def _thumbnails(self, state: _Pending, placed: list[Any]) -> None:
-        """A flagged study's thumbnails for the morning page, from the previews kept at decode
-        (timed as ``page``); one that fails is made (or replaced by a placeholder) by the page."""
-        uid = state.plan.study_instance_uid
-        with self.clock.apart("page", within="write"):
-            try:
-                study_thumbs(self.out_dir, uid, [i.sop_instance_uid for i in state.plan.images],
-                             finding_rows(uid, placed, self.summary.run_id), level_names(self.points),
-                             state.previews)
-            except Exception as exc:  # noqa: BLE001 - a picture never fails a screened study
-                log.warning("thumbnails of study %s not made now: %s", _logged_uid(uid), type(exc).__name__)
-
-    def _presentations(self, state: _Pending, placed: list[Any], headers: Sequence[Any], *,
-                       reused: bool) -> tuple[list[OutputObject], dict[str, str], list[str]]:
-        """A screened study's GSPS and SC images, and the withdrawal of its earlier results.
-
-        Returns the objects to record (a rejection note first), their ``studies.csv`` columns,
-        and the earlier results never stored anywhere (superseded: not sent any more). A study
-        whose SR is written again with its old UID (its file was lost) keeps its other results.
-        """
-        output, uid = self.site.output, state.plan.study_instance_uid
-        if reused:
-            return [], {}, []
-        objects: list[OutputObject] = []
-        earlier = self.ledger.current_objects(uid)
-        stored = [o for o in earlier if o.sent]
-        if stored and output.on_rescreen == RescreenPolicy.REJECT:
-            note = write_rejection(withdrawn=stored, algorithm=self._algorithm(), out_dir=self.out_dir,
-                                   series=self.series_of("kos"), instance_number=1 + self._count(uid, "kos"),
-                                   institution_name=output.institution_name)
-            if note is not None:
-                objects.append(note)
-        withdrawn = {w for o in objects for w in o.withdraws}
-        replaced = [o.sop_instance_uid for o in earlier if o.sop_instance_uid not in withdrawn]
-        ordered = level_names(self.points)  # as box_levels names them, most sensitive first
-        columns: dict[str, str] = {}
-        if output.write_gsps:
-            with self.clock.apart("gsps", within="write"):
-                gsps = write_study_gsps(sources=headers, placed=placed, levels=ordered, views=state.views,
-                                        algorithm=self._algorithm(), out_dir=self.out_dir,
-                                        series=self.series_of("gsps"), instance_number=1 + self._count(uid, "gsps"),
-                                        institution_name=output.institution_name)
-            if gsps is not None:
-                objects.append(gsps)
-                columns.update(gsps_path=gsps.path, gsps_sop_instance_uid=gsps.sop_instance_uid)
-        if output.write_sc and placed:
-            with self.clock.apart("sc", within="write"):
-                scs = write_study_scs(placed=placed, levels=ordered, algorithm=self._algorithm(), out_dir=self.out_dir,
-                                      series=self.series_of("sc"), first_number=1 + self._count(uid, "sc"),
-                                      policy=PixelPolicy(max_pixel_bytes=self.site.selection.max_pixel_bytes),
-                                      institution_name=output.institution_name)
-            objects.extend(scs)
-            columns.update(sc_paths=";".join(o.path for o in scs),
-                           sc_sop_instance_uids=";".join(o.sop_instance_uid for o in scs))
-        return objects, columns, replaced
+        self.summary.positives += int(written.positive)
 
     def _count(self, study_uid: str, kind: str) -> int:
         return self.ledger.object_count(study_uid, kind)
@@ -710,11 +778,6 @@ class _RunContext:
         if point is self.points[0]:
             self.algorithm = self.algorithms[key]
         return self.algorithms[key]
-
-
-def _logged_uid(uid: str) -> str:
-    """A study's UID for a log line: itself when it is a UID, never an arbitrary header value."""
-    return uid if is_valid_uid(uid) else "(with an invalid StudyInstanceUID)"
 
 
 def _sop_of(plan: StudyPlan, path: Path) -> str:
@@ -780,6 +843,7 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
         "needs_attention": [{"study_instance_uid": uid, "reason": reason} for uid, reason in summary.needs_attention],
         "collisions": summary.collisions, "objects_written": dict(summary.written),
         "deadline": summary.deadline, "deferred": summary.deferred, "batch_halvings": summary.batch_halvings,
+        "writer_cpu_s": {k: round(v, 3) for k, v in summary.writer_cpu.items()},
     }
 
 

@@ -34,6 +34,17 @@ class LoadedMember:
         return self.spec.image_size if self.spec.resize == ResizeMode.LETTERBOX else None
 
 
+def letterbox_sizes(config: SiteConfig) -> dict[str, int]:
+    """Each letterboxing member's input side, by name, read from ``member.json`` (no model is
+    loaded: the Ray engine's driver fuses without one)."""
+    sizes: dict[str, int] = {}
+    for member in config.members:
+        spec = read_member_spec(member.checkpoint)
+        if spec.resize == ResizeMode.LETTERBOX:
+            sizes[member.name] = spec.image_size
+    return sizes
+
+
 def checkpoint_fingerprint(checkpoint: Path) -> str:
     """A cheap identity of a checkpoint folder: ``member.json`` bytes plus every file's name and size.
 
@@ -53,27 +64,30 @@ def checkpoint_fingerprint(checkpoint: Path) -> str:
 def load_members(config: SiteConfig, *, device: str | None = None, batch_size: int | None = None) -> list[LoadedMember]:
     """Load every configured member (CLI overrides for device and batch size win over each
     member's ``device`` and ``batch_size``, which win over ``[run]``'s)."""
+    return [load_member(config, m, device=device, batch_size=batch_size) for m in config.members]
+
+
+def load_member(config: SiteConfig, member_config: MemberConfig, *, device: str | None = None,
+                batch_size: int | None = None) -> LoadedMember:
+    """Load one configured member (see :func:`load_members`); a Ray actor loads its own."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars would fill the nightly log
-    loaded: list[LoadedMember] = []
-    for member_config in config.members:
-        spec = read_member_spec(member_config.checkpoint)
-        member_device = device or member_config.device or config.run.device
-        member = create_member(
-            member_config.kind,
-            member_config.checkpoint,
-            device=member_device,
-            dtype=member_config.dtype,
-            quantization=member_config.quantization,
-            batch_size=batch_size or member_config.batch_size or config.run.batch_size,
-            **dict(member_config.options),
-        )
-        if member_config.refiner is not None:
-            member = _with_refiner(member, spec, member_config, member_device)
-        member.name = member_config.name  # outputs, thresholds and CSV columns use the site's name
-        loaded.append(LoadedMember(member_config, spec, member, member_version(member_config)))
-    return loaded
+    spec = read_member_spec(member_config.checkpoint)
+    member_device = device or member_config.device or config.run.device
+    member = create_member(
+        member_config.kind,
+        member_config.checkpoint,
+        device=member_device,
+        dtype=member_config.dtype,
+        quantization=member_config.quantization,
+        batch_size=batch_size or member_config.batch_size or config.run.batch_size,
+        **dict(member_config.options),
+    )
+    if member_config.refiner is not None:
+        member = _with_refiner(member, spec, member_config, member_device)
+    member.name = member_config.name  # outputs, thresholds and CSV columns use the site's name
+    return LoadedMember(member_config, spec, member, member_version(member_config))
 
 
 def _with_refiner(member: Member, spec: MemberSpec, member_config: MemberConfig, device: str) -> Member:

@@ -28,8 +28,9 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def write_site(directory: Path, models: Path, *, thresholds: dict[str, float] | None = None,
-               output: str = "", extra: str = "") -> Path:
-    """A site config + operating point over the tiny models; returns the config path."""
+               output: str = "", extra: str = "", run: str = "") -> Path:
+    """A site config + operating point over the tiny models; returns the config path (``run``:
+    more ``[run]`` lines)."""
     directory.mkdir(parents=True, exist_ok=True)
     op = {
         "schema_version": 1,
@@ -43,7 +44,7 @@ def write_site(directory: Path, models: Path, *, thresholds: dict[str, float] | 
         f'[members.{name}]\nkind = "{kind}"\ncheckpoint = "{models / name}"\n'
         for name, kind in zip(MEMBER_NAMES, ("paligemma-classifier", "paligemma-detector", "detr"))
     )
-    text = f'operating_point = "op.json"\n{extra}\n[run]\ndevice = "cpu"\nworkers = 1\nbatch_size = 4\n\n{members}\n'
+    text = f'operating_point = "op.json"\n{extra}\n[run]\ndevice = "cpu"\nworkers = 1\nbatch_size = 4\n{run}\n\n{members}\n'
     if output:
         text += f"\n[output]\n{output}\n"
     path = directory / "site.toml"

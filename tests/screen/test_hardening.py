@@ -99,7 +99,7 @@ def test_a_full_disk_mid_run_is_one_line_and_nothing_done_is_lost(dataset_factor
 
     archive, out = tmp_path / "export", tmp_path / "out"
     uids = [_study(dataset_factory, archive / f"s{i}") for i in range(4)]
-    site = site_writer(tmp_path / "site", tiny_models)
+    site = site_writer(tmp_path / "site", tiny_models, run="writers = 0")  # the patch below is this process's
     real, calls = screen.nightly.writers.write_sr, []
 
     def filling_up(ds: Any, path: Path) -> Path:  # the disk fills at the third study's SR

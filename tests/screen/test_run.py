@@ -152,7 +152,7 @@ def test_config_errors_exit_2_naming_the_key(archive: Path, site: Path, tmp_path
     result = CliRunner().invoke(cli, ["run", str(archive), "--config", str(bad), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert result.output == ("Error: unknown key(s) wokers in [run]; valid keys: device, workers, batch_size, "
-                             "decode_timeout_s, max_attempts, deadline, priority, emergency_departments\n")
+                             "writers, decode_timeout_s, max_attempts, deadline, priority, emergency_departments\n")
     missing = site.read_text(encoding="utf-8").replace('checkpoint = "', 'checkpoint = "/nowhere')
     bad.write_text(missing, encoding="utf-8")
     result = CliRunner().invoke(cli, ["run", str(archive), "--config", str(bad), "--out", str(tmp_path / "o")])

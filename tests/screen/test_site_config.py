@@ -17,8 +17,8 @@ from screen.site_config import (DEFAULT_CONFIG, SITE_SCHEMA_VERSION, OutputSetti
 MEMBER = '[members.m]\nkind = "detr"\ncheckpoint = "models/m"\n'
 
 VALID_KEYS = {
-    "top": "schema_version, operating_point, run, members, selection, output, scope, alerts, send, monitor",
-    "run": "device, workers, batch_size, decode_timeout_s, max_attempts, deadline, priority, emergency_departments",
+    "top": "schema_version, operating_point, run, members, selection, output, scope, alerts, send, monitor, ray",
+    "run": "device, workers, batch_size, writers, decode_timeout_s, max_attempts, deadline, priority, emergency_departments",
     "members.m": "kind, checkpoint, batch_size, device, dtype, quantization, options, refiner, refiner_iterations",
     "selection": ("allow_burned_in, allow_derived, allow_for_processing, allow_secondary_capture, body_parts, "
                   "deduplicate, max_pixel_bytes, modalities"),
@@ -247,7 +247,7 @@ def test_selection_rules_built_in_code_raise_the_selection_error() -> None:
 
 @pytest.mark.parametrize("line, message", [
     ("workers = 1\nwokers = 2", "Error: unknown key(s) wokers in [run]; valid keys: device, workers, batch_size, "
-                                "decode_timeout_s, max_attempts, deadline, priority, emergency_departments\n"),
+                                "writers, decode_timeout_s, max_attempts, deadline, priority, emergency_departments\n"),
     ("decode_timeout_s = nan", "Error: [run].decode_timeout_s must be a finite number, got nan\n"),
 ])
 def test_screen_run_with_a_bad_config_exits_2_with_one_line(tmp_path: Path, line: str, message: str) -> None:
