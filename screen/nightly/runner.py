@@ -548,18 +548,21 @@ class _RunContext:
         return [gap]
 
     # -- the pipeline -----------------------------------------------------------------------
-    def screen(self, todo: list[StudyPlan], workers: int, progress: Callable[..., Any] | None) -> None:
-        policy = PixelPolicy(max_pixel_bytes=self.site.selection.max_pixel_bytes)
-        pending: dict[str, _Pending] = {}
-        owner: dict[Path, str] = {}
+    def _startable(self, todo: list[StudyPlan]) -> list[StudyPlan]:
+        """The studies to decode; one the plan already failed is recorded as failed here."""
         startable: list[StudyPlan] = []
         for plan in todo:
             if plan.failed:
                 self.record_failed(plan, plan.failure_reason())
-                continue
-            startable.append(plan)
-            for inst in plan.images:
-                owner[inst.path] = plan.study_instance_uid
+            else:
+                startable.append(plan)
+        return startable
+
+    def screen(self, todo: list[StudyPlan], workers: int, progress: Callable[..., Any] | None) -> None:
+        policy = PixelPolicy(max_pixel_bytes=self.site.selection.max_pixel_bytes)
+        pending: dict[str, _Pending] = {}
+        startable = self._startable(todo)
+        owner = {inst.path: plan.study_instance_uid for plan in startable for inst in plan.images}
         batch_size = self.batch_size
         queue: list[tuple[str, str, Radiograph]] = []
         decoded: Iterator[Outcome[DecodeTask, Radiograph]] = run_tasks(
@@ -595,14 +598,8 @@ class _RunContext:
         from screen.nightly.ray_engine import ray_scored
 
         policy = PixelPolicy(max_pixel_bytes=self.site.selection.max_pixel_bytes)
-        pending: dict[str, _Pending] = {}
-        startable: list[StudyPlan] = []
-        for plan in todo:
-            if plan.failed:
-                self.record_failed(plan, plan.failure_reason())
-                continue
-            startable.append(plan)
-            pending[plan.study_instance_uid] = _Pending(plan, waiting=len(plan.images))
+        startable = self._startable(todo)
+        pending = {plan.study_instance_uid: _Pending(plan, waiting=len(plan.images)) for plan in startable}
         deferred: set[str] = set()
         with self.clock.timed("ray"):  # decoding and members, on the cluster; less the writing below
             results = ray_scored(startable, self.site, policy=policy, device=self.options.device,
