@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -183,7 +184,7 @@ def test_a_version_3_ledger_migrates_to_4_keeping_its_rows(ledger: Ledger, tmp_p
                         model_key="k", run_id="r")
     ledger.close()
     path = tmp_path / "out" / "ledger.sqlite"
-    with sqlite3.connect(path) as db:  # back to version 3: no per-run tables
+    with closing(sqlite3.connect(path)) as db:  # back to version 3: no per-run tables
         db.execute("DROP TABLE run_studies")
         db.execute("DROP TABLE run_scores")
         db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
@@ -198,7 +199,7 @@ def test_a_version_3_ledger_migrates_to_4_keeping_its_rows(ledger: Ledger, tmp_p
         assert migrated.run_studies(["r"])[0]["scores"] == {"a": 0.5}
     finally:
         migrated.close()
-    with sqlite3.connect(migrated.backup) as db:
+    with closing(sqlite3.connect(migrated.backup)) as db:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
 
 

@@ -9,6 +9,7 @@ import csv
 import json
 import shutil
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,7 @@ def test_fresh_night_no_alarm_new_device_alarm(tuned: tuple[Path, Path], tmp_pat
     # decisions and the point each study used: its group's where one was tuned
     studies = _rows(out / "studies.csv")
     by_part = {p: q.id for p, q in point.group_points.items()}
-    with sqlite3.connect(out / "ledger.sqlite") as db:
+    with closing(sqlite3.connect(out / "ledger.sqlite")) as db:  # closed: no WAL files left behind
         parts = dict(db.execute("SELECT study_instance_uid, body_part FROM run_studies").fetchall())
         raw = {(u, m): s for u, m, s in db.execute("SELECT study_instance_uid, member, score FROM run_scores")}
     for row in studies:
