@@ -184,7 +184,7 @@ def test_a_version_3_ledger_migrates_to_4_keeping_its_rows(ledger: Ledger, tmp_p
                         model_key="k", run_id="r")
     ledger.close()
     path = tmp_path / "out" / "ledger.sqlite"
-    with closing(sqlite3.connect(path)) as db:  # back to version 3: no per-run tables
+    with closing(sqlite3.connect(path)) as db, db:  # back to version 3 (committed, closed): no per-run tables
         db.execute("DROP TABLE run_studies")
         db.execute("DROP TABLE run_scores")
         db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
