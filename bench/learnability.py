@@ -29,7 +29,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -62,6 +62,7 @@ class Learnability:
         corner_bias: mean signed error of (x0, y0, x1, y1) of each truth box's best-overlapping
             own box, in % of the image side (negative x0/y0 and positive x1/y1: boxes too big).
         corner_error: mean absolute error of the same, in % of the image side.
+        by_boxes: ``{truth boxes per image: (matched at IoU 0.5, truth boxes)}``.
     """
 
     recall_50: float
@@ -74,6 +75,7 @@ class Learnability:
     steps: int
     corner_bias: Corners = (math.nan,) * 4
     corner_error: Corners = (math.nan,) * 4
+    by_boxes: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -119,6 +121,34 @@ def corner_errors(image_predictions: Path) -> tuple[Corners, Corners]:
     stacked = np.stack(errors)
     bias, error = stacked.mean(axis=0).tolist(), np.abs(stacked).mean(axis=0).tolist()
     return (bias[0], bias[1], bias[2], bias[3]), (error[0], error[1], error[2], error[3])
+
+
+def recall_by_boxes(image_predictions: Path, iou_threshold: float = 0.5) -> dict[int, tuple[int, int]]:
+    """Truth boxes matched by the member's own boxes at ``iou_threshold``, by how many truth
+    boxes their image holds: ``{boxes per image: (matched, truth boxes)}`` (the same greedy
+    matching as the eval's recall, so the groups add up to it). The toy's images with two shapes
+    are where the detector fails: it mixes the two shapes' corners into one box."""
+    import numpy as np
+
+    from dicom_io.tables import IMAGE_PREDICTIONS, read_table
+    from train.box_metrics import ImageBoxes, match_counts
+
+    frame = read_table(image_predictions, IMAGE_PREDICTIONS)
+    groups: dict[int, list[ImageBoxes]] = {}
+    for _, row in frame[frame["status"] == "scored"].iterrows():
+        truth = np.asarray(json.loads(row["truth_boxes"]), dtype=float).reshape(-1, 4)
+        if not len(truth):
+            continue
+        own = json.loads(row["boxes:det"])
+        boxes = np.asarray([b[:4] for b in own], dtype=float).reshape(-1, 4)
+        scores = np.asarray([b[4] if len(b) > 4 else 1.0 for b in own], dtype=float)
+        groups.setdefault(len(truth), []).append(
+            ImageBoxes(str(row["sop_instance_uid"]), truth, boxes, scores, float(row["cols"]), float(row["rows"])))
+    found: dict[int, tuple[int, int]] = {}
+    for count, images in sorted(groups.items()):
+        counts = match_counts(images, iou_threshold)
+        found[count] = (counts.tp, counts.tp + counts.fn)
+    return found
 
 
 def _empty_images(image_predictions: Path, threshold: float) -> tuple[float, int]:
@@ -167,7 +197,8 @@ def run_check(out: Path, *, studies: int = STUDIES, seed: int = 11, epochs: int 
     bias, error = corner_errors(result.files["image_predictions"])
     return Learnability(recall_50=boxes.at_50.recall, recall_30=boxes.recall_30, n_truth=boxes.n_truth,
                         empty_below=empty_below, n_empty=n_empty, image_auc=_image_auc(result),
-                        train_seconds=seconds, steps=steps, corner_bias=bias, corner_error=error)
+                        train_seconds=seconds, steps=steps, corner_bias=bias, corner_error=error,
+                        by_boxes=recall_by_boxes(result.files["image_predictions"]))
 
 
 def _last_step(metrics_csv: Path) -> int:
@@ -207,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"at IoU >= 0.3: {found.recall_30:.3f}")
     print(f"empty images below the threshold: {found.empty_below:.3f} (aim >= {AIM_EMPTY_BELOW}); "
           f"image AUC {found.image_auc:.3f}")
+    print("box recall at IoU >= 0.5 by truth boxes per image: " + ", ".join(
+        f"{count}: {hit / max(total, 1):.3f} ({hit}/{total})" for count, (hit, total) in found.by_boxes.items()))
     print("own boxes' corners (x0, y0, x1, y1) against truth, % of the image side: mean "
           + " ".join(f"{v:+.2f}" for v in found.corner_bias) + "; mean absolute "
           + " ".join(f"{v:.2f}" for v in found.corner_error))

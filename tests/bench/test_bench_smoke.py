@@ -185,6 +185,14 @@ def test_learnability_corner_errors_read_the_eval_table(tmp_path: Path) -> None:
     bias, error = learn.corner_errors(path)
     assert bias == pytest.approx((-2.0, 2.0, 2.0, 0.0))
     assert error == pytest.approx((2.0, 2.0, 2.0, 0.0))
+    rows.append({"study_instance_uid": "1.5", "sop_instance_uid": "1.5.1", "label": "fracture", "status": "scored",
+                 "reason": "", "rows": 100, "cols": 100, "truth_boxes": "[[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 70.0, 70.0]]",
+                 "fused_boxes": "[]", "score:det": 0.9, "boxes:det": "[[0.0, 50.0, 10.0, 70.0, 0.9]]"})  # mixed corners
+    path = write_table(tmp_path / "image_predictions.csv", IMAGE_PREDICTIONS, rows,
+                       ["study_instance_uid", "sop_instance_uid", "label", "status", "reason", "rows", "cols",
+                        "score:det", "truth_boxes", "boxes:det", "fused_boxes"])
+    # one-box images: 1.2 matched (IoU 0.69), 1.3 not (no box), 1.4 failed (left out); the two-box image: none
+    assert learn.recall_by_boxes(path) == {1: (1, 2), 2: (0, 2)}
 
 
 #: The slow test's shorter check: 600 toy studies, 10 epochs (700 steps). Measured with these
