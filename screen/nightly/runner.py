@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 from contextlib import nullcontext
-from typing import Any, Callable, ContextManager, Hashable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Hashable, Iterator, Sequence
 
 from pydicom.uid import generate_uid
 
@@ -60,6 +60,9 @@ from screen.nightly.writers import (Series, box_levels, finding_rows, member_col
                                     write_rejection, write_study_gsps, write_study_scs, write_study_sr)
 from screen.report import write_report
 from screen.report.thumbs import Preview, study_thumbs
+
+if TYPE_CHECKING:  # ray is an optional extra: its engine is imported when it runs
+    from screen.nightly.ray_engine import ImageResult
 
 log = logging.getLogger("screen.run")
 
@@ -601,32 +604,16 @@ class _RunContext:
         startable = self._startable(todo)
         pending = {plan.study_instance_uid: _Pending(plan, waiting=len(plan.images)) for plan in startable}
         deferred: set[str] = set()
-        with self.clock.timed("ray"):  # decoding and members, on the cluster; less the writing below
-            results = ray_scored(startable, self.site, policy=policy, device=self.options.device,
-                                 batch_size=self.batch_size,
-                                 deadline_epoch=self.deadline.epoch() if self.deadline else None)
-            stream = progress(results, "screen", sum(len(p.images) for p in startable)) if progress else results
-            for result in stream:
-                state = pending[result.study]
-                if result.deferred:
-                    deferred.add(result.study)
-                    del pending[result.study]
-                    continue
-                assert result.path is not None
-                if result.seen is None or result.outputs is None:
-                    failure = result.failure or TaskFailure("error", "no result came back")
-                    state.failures.append((failure.reason, failure.message))
-                else:
-                    sop = _sop_of(state.plan, result.path)
-                    state.outputs[sop] = dict(result.outputs)
-                    state.shapes[sop] = (result.seen.rows, result.seen.cols)
-                    state.views[sop] = result.seen.view
-                    state.previews[sop] = result.seen.preview
-                    self.summary.images += 1
-                state.waiting -= 1
-                with self.clock.apart("write", within="ray"):
-                    self._finish_ready(pending)
-            self._finish_ready(pending, wait=True)
+        results = ray_scored(startable, self.site, policy=policy, device=self.options.device,
+                             batch_size=self.batch_size, deadline_epoch=self.deadline.epoch() if self.deadline else None)
+        stream = progress(results, "screen", sum(len(p.images) for p in startable)) if progress else results
+        wait_start = time.perf_counter()
+        for result in stream:  # "ray": waiting for decoding and the members on the cluster
+            self.clock.seconds["ray"] += time.perf_counter() - wait_start
+            self._take(result, pending, deferred)
+            self._finish_ready(pending)
+            wait_start = time.perf_counter()
+        self._finish_ready(pending, wait=True)
         for uid, state in pending.items():  # a study the engine lost: failed, never called negative
             self.record_failed(state.plan, f"engine-lost: {state.waiting} of {len(state.plan.images)} images "
                                            "came back from Ray with no result")
@@ -635,6 +622,26 @@ class _RunContext:
             self.summary.counts["deferred"] = len(self.summary.deferred)
             log.warning("deadline %s reached: %d studies not started are left for the next night",
                         self.deadline.text if self.deadline else "", len(self.summary.deferred))
+
+    def _take(self, result: ImageResult, pending: dict[str, _Pending], deferred: set[str]) -> None:
+        """One image (or one deferred study) back from Ray, into its study's state."""
+        state = pending[result.study]
+        if result.deferred:
+            deferred.add(result.study)
+            del pending[result.study]
+            return
+        assert result.path is not None
+        if result.seen is None or result.outputs is None:
+            failure = result.failure or TaskFailure("error", "no result came back")
+            state.failures.append((failure.reason, failure.message))
+        else:
+            sop = _sop_of(state.plan, result.path)
+            state.outputs[sop] = dict(result.outputs)
+            state.shapes[sop] = (result.seen.rows, result.seen.cols)
+            state.views[sop] = result.seen.view
+            state.previews[sop] = result.seen.preview
+            self.summary.images += 1
+        state.waiting -= 1
 
     def _started(self, plans: list[StudyPlan], pending: dict[str, _Pending], policy: PixelPolicy) -> Iterator[DecodeTask]:
         """The decode tasks of each study in turn, as the workers take them; a study starts whole
@@ -741,7 +748,8 @@ class _RunContext:
         """Record a written study in the ledger: from now on it is done."""
         row = self.base_row(plan, SCREENED)
         row.update(written.columns)
-        supersedes = self.supersedes.pop(plan.study_instance_uid, None) if written.sr_uid else None
+        supersedes = self.supersedes.pop(plan.study_instance_uid, None)
+        supersedes = supersedes if written.sr_uid else None  # no new SR: nothing superseded
         self.ledger.record_study(
             row=row, content_hash=plan.content_hash(), model_key=self.key, run_id=self.summary.run_id,
             findings=written.findings, sr_path=written.sr_path, sr_sop_instance_uid=written.sr_uid,

@@ -44,6 +44,24 @@ def test_a_writer_that_dies_fails_its_study_and_a_new_one_takes_the_next() -> No
     assert second[0][0] == "next" and isinstance(second[0][1], AttributeError)  # written (and failed) by a new process
 
 
+def test_a_full_disk_in_a_writer_process_comes_back_with_its_errno() -> None:
+    """The driver stops the night on an environment error (``is_environment_error`` reads the
+    errno): it must survive the trip back from the writer process."""
+    import errno
+
+    from screen.errors import is_environment_error
+
+    fills_up = partial(eval, "(_ for _ in ()).throw(OSError(28, 'No space left on device'))", {})
+    writers = ProcessWriters(1, func=fills_up)
+    try:
+        writers.submit("full", {})  # type: ignore[arg-type]  # eval's locals
+        (key, result), = writers.finished(wait=True)
+    finally:
+        writers.close()
+    assert key == "full" and isinstance(result, OSError) and result.errno == errno.ENOSPC
+    assert is_environment_error(result)
+
+
 def test_inline_writers_run_in_this_process() -> None:
     writers = InlineWriters()
     writers.submit("a", _broken_job("a"))
