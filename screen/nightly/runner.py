@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Hashable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Hashable, Iterator
 
 from pydicom.uid import generate_uid
 
@@ -35,15 +35,14 @@ from dicom_io.uids import is_valid_uid
 from dicom_io.workers import Outcome, TaskFailure, run_tasks
 from ensembles.batching import batch_shrinks
 from ensembles.checkpoint import read_member_spec
-from ensembles.operating_point.levels import finding_level, level_names
+from ensembles.operating_point.levels import level_names
 from ensembles.operating_point.point import OperatingPoint, op_id
 from ensembles.types import MemberOutput
-from screen.site_config import PatientIdPolicy, RescreenPolicy, SendSettings, SiteConfig, load_site_config
+from screen.site_config import PatientIdPolicy, SendSettings, SiteConfig, load_site_config
 from screen.errors import ConfigError, EnvironmentProblem, environment_detail, is_environment_error
 from screen.id_key import load_id_key
 from screen.nightly.ledger import Ledger, OutputLock, OutputObject, now_iso
-from screen.nightly.monitoring import (algorithm_parameters, calibrated, calibrated_columns, group_value, night_monitor,
-                                       night_record)
+from screen.nightly.monitoring import algorithm_parameters, group_value, night_monitor, night_record
 from screen.nightly.site_members import LoadedMember, letterbox_sizes, load_members, member_version, model_key
 from ensembles.operating_point.op_json import load_points
 from screen.nightly.tables import patient_id_value, study_columns, write_findings_csv, write_run_json, write_studies_csv
@@ -56,10 +55,9 @@ from screen.nightly.scope import scope_key
 from screen.nightly.study_job import PresentationRequest, SrRequest, StudyJob, StudyWritten, logged_uid
 from screen.nightly.writer_pool import InlineWriters, ProcessWriters, StudyWriters
 from screen.nightly.triage import Triage, triage
-from screen.nightly.writers import (Series, box_levels, finding_rows, member_columns, study_headers, to_pixels, write_gap,
-                                    write_rejection, write_study_gsps, write_study_scs, write_study_sr)
+from screen.nightly.writers import Series, write_gap
 from screen.report import write_report
-from screen.report.thumbs import Preview, study_thumbs
+from screen.report.thumbs import Preview
 
 if TYPE_CHECKING:  # ray is an optional extra: its engine is imported when it runs
     from screen.nightly.ray_engine import ImageResult
@@ -444,8 +442,8 @@ class _RunContext:
     algorithms: dict[str, AlgorithmInfo] = field(default_factory=dict)  # per operating point id
     deadline: Deadline | None = None  # no new study starts after it
     writers: StudyWriters = field(default_factory=InlineWriters)  # where studies are finished
-    writing: dict[str, StudyPlan] = field(default_factory=dict)  # studies handed to the writers
-    supersedes: dict[str, str | None] = field(default_factory=dict)  # study -> the SR its new one replaces
+    # studies handed to the writers: the plan and the SR UID a new SR of it replaces
+    writing: dict[str, tuple[StudyPlan, str | None]] = field(default_factory=dict)
     _letterboxed: dict[str, int] | None = None
 
     def series_of(self, kind: str) -> Series:
@@ -456,6 +454,11 @@ class _RunContext:
                       "gap-sr": self.site.output.gap_sr_series_number}[kind]
             self.series[kind] = Series(generate_uid(), number)
         return self.series[kind]
+
+    @property
+    def pixel_policy(self) -> PixelPolicy:
+        """How images are decoded, and the size limit of an SC image made from one."""
+        return PixelPolicy(max_pixel_bytes=self.site.selection.max_pixel_bytes)
 
     @property
     def letterboxed(self) -> dict[str, int]:
@@ -562,7 +565,7 @@ class _RunContext:
         return startable
 
     def screen(self, todo: list[StudyPlan], workers: int, progress: Callable[..., Any] | None) -> None:
-        policy = PixelPolicy(max_pixel_bytes=self.site.selection.max_pixel_bytes)
+        policy = self.pixel_policy
         pending: dict[str, _Pending] = {}
         startable = self._startable(todo)
         owner = {inst.path: plan.study_instance_uid for plan in startable for inst in plan.images}
@@ -600,7 +603,7 @@ class _RunContext:
         comes back, so the ledger has one writer."""
         from screen.nightly.ray_engine import ray_scored
 
-        policy = PixelPolicy(max_pixel_bytes=self.site.selection.max_pixel_bytes)
+        policy = self.pixel_policy
         startable = self._startable(todo)
         pending = {plan.study_instance_uid: _Pending(plan, waiting=len(plan.images)) for plan in startable}
         deferred: set[str] = set()
@@ -618,10 +621,7 @@ class _RunContext:
             self.record_failed(state.plan, f"engine-lost: {state.waiting} of {len(state.plan.images)} images "
                                            "came back from Ray with no result")
         if deferred:
-            self.summary.deferred = [p.study_instance_uid for p in startable if p.study_instance_uid in deferred]
-            self.summary.counts["deferred"] = len(self.summary.deferred)
-            log.warning("deadline %s reached: %d studies not started are left for the next night",
-                        self.deadline.text if self.deadline else "", len(self.summary.deferred))
+            self._defer([p for p in startable if p.study_instance_uid in deferred])
 
     def _take(self, result: ImageResult, pending: dict[str, _Pending], deferred: set[str]) -> None:
         """One image (or one deferred study) back from Ray, into its study's state."""
@@ -643,15 +643,19 @@ class _RunContext:
             self.summary.images += 1
         state.waiting -= 1
 
+    def _defer(self, plans: list[StudyPlan]) -> None:
+        """The studies the deadline left unstarted, for the summary and the next night."""
+        self.summary.deferred = [p.study_instance_uid for p in plans]
+        self.summary.counts["deferred"] = len(self.summary.deferred)
+        log.warning("deadline %s reached: %d studies not started are left for the next night",
+                    self.deadline.text if self.deadline else "", len(self.summary.deferred))
+
     def _started(self, plans: list[StudyPlan], pending: dict[str, _Pending], policy: PixelPolicy) -> Iterator[DecodeTask]:
         """The decode tasks of each study in turn, as the workers take them; a study starts whole
         (all its images) before the deadline, or not at all: the rest are deferred."""
         for index, plan in enumerate(plans):
             if self.deadline is not None and self.deadline.passed():
-                self.summary.deferred = [p.study_instance_uid for p in plans[index:]]
-                self.summary.counts["deferred"] = len(self.summary.deferred)
-                log.warning("deadline %s reached: %d studies not started are left for the next night",
-                            self.deadline.text, len(self.summary.deferred))
+                self._defer(plans[index:])
                 return
             pending[plan.study_instance_uid] = _Pending(plan, waiting=len(plan.images))
             for inst in plan.images:
@@ -683,11 +687,11 @@ class _RunContext:
                 continue
             try:
                 with self.clock.timed("record"):
-                    job = self._job(state)
+                    job, supersedes = self._job(state)
             except Exception as exc:  # noqa: BLE001 - one study's failure must not stop the run
                 self._write_failed(state.plan, exc)
                 continue
-            self.writing[uid] = state.plan
+            self.writing[uid] = (state.plan, supersedes)
             self.writers.submit(uid, job)
         self._record_written(wait=wait)
 
@@ -696,7 +700,7 @@ class _RunContext:
         with self.clock.timed("write-wait" if wait else "record"):
             finished = self.writers.finished(wait=wait)
         for uid, written in finished:
-            plan = self.writing.pop(uid)
+            plan, supersedes = self.writing.pop(uid)
             if isinstance(written, BaseException):
                 self._write_failed(plan, written)
                 continue
@@ -707,7 +711,7 @@ class _RunContext:
             for line in written.warnings:
                 log.warning("%s", line)
             with self.clock.timed("record"):
-                self._commit(plan, written)
+                self._commit(plan, written, supersedes if written.sr_uid else None)  # no new SR: none replaced
 
     def _write_failed(self, plan: StudyPlan, exc: BaseException) -> None:
         if isinstance(exc, (OSError, sqlite3.OperationalError)) and is_environment_error(exc):
@@ -716,8 +720,9 @@ class _RunContext:
         log.debug("study %s: %s", logged_uid(plan.study_instance_uid), exc)
         self.record_failed(plan, f"write-failed: {type(exc).__name__} while writing the results")
 
-    def _job(self, state: _Pending) -> StudyJob:
-        """What the writers need for ``state``'s study, with what the ledger knows of it."""
+    def _job(self, state: _Pending) -> tuple[StudyJob, str | None]:
+        """What the writers need for ``state``'s study, with what the ledger knows of it, and the
+        UID of the earlier SR a new one replaces."""
         plan = state.plan
         uid = plan.study_instance_uid
         deciding = self.points[0].for_group(group_value(self.points[0], plan))  # its group's point, or the global
@@ -734,22 +739,21 @@ class _RunContext:
                 algorithm=self._algorithm(), series={kind: self.series_of(kind) for kind in ("gsps", "sc", "kos")},
                 counts={kind: self._count(uid, kind) for kind in ("gsps", "sc", "kos")},
                 stored=tuple(o for o in earlier if o.sent), earlier=tuple(earlier),
-                policy=PixelPolicy(max_pixel_bytes=self.site.selection.max_pixel_bytes))
-        self.supersedes[uid] = previous.sr_sop_instance_uid if previous is not None and reuse is None else None
+                policy=self.pixel_policy)
+        supersedes = previous.sr_sop_instance_uid if previous is not None and reuse is None else None
         return StudyJob(plan=plan, outputs={k: dict(v) for k, v in state.outputs.items()},
                         shapes=dict(state.shapes), views=dict(state.views),
                         previews=dict(state.previews), points=(deciding, *self.points[1:]),
                         global_point=self.points[0], letterboxed=self.letterboxed,
                         members=tuple(m.name for m in self.site.members), output=self.site.output,
                         out_dir=self.out_dir, run_id=self.summary.run_id, sr=sr, presentations=presentations,
-                        levels=tuple(level_names(self.points)))
+                        levels=tuple(level_names(self.points))), supersedes
 
-    def _commit(self, plan: StudyPlan, written: StudyWritten) -> None:
-        """Record a written study in the ledger: from now on it is done."""
+    def _commit(self, plan: StudyPlan, written: StudyWritten, supersedes: str | None) -> None:
+        """Record a written study in the ledger (``supersedes``: the earlier SR its new one
+        replaces): from now on it is done."""
         row = self.base_row(plan, SCREENED)
         row.update(written.columns)
-        supersedes = self.supersedes.pop(plan.study_instance_uid, None)
-        supersedes = supersedes if written.sr_uid else None  # no new SR: nothing superseded
         self.ledger.record_study(
             row=row, content_hash=plan.content_hash(), model_key=self.key, run_id=self.summary.run_id,
             findings=written.findings, sr_path=written.sr_path, sr_sop_instance_uid=written.sr_uid,
