@@ -10,11 +10,12 @@ validation figures of its last epoch and of its best one (by ``box_recall``):
 - ``study_auc``: the study-level AUC of its image score.
 
     python -m bench.detector_ablation --data demo-work/data --work /tmp/ablation \\
-        --json sample_data/models/ablation.json
+        --json sample_data/models/ablation.json --demo-md sample_data/models/DEMO.md
 
 Runs go two at a time with one thread each (``--parallel``); a run folder that already finished
-is read again rather than trained again (the engine resumes it). ``screen train-demo`` puts the
-table of ``ablation.json`` (when it lies beside the models) into ``DEMO.md``.
+is read again rather than trained again (the engine resumes it). ``--demo-md`` replaces the
+table in ``DEMO.md``; ``screen train-demo`` puts the table of ``ablation.json`` (when it lies
+beside the models) into the ``DEMO.md`` it writes.
 """
 
 from __future__ import annotations
@@ -58,14 +59,28 @@ VARIANTS: tuple[Variant, ...] = (
             {"paligemma.tiny.position_init": "random"}),
     Variant("toy-box-settings", "token weight 1.0, CIoU window 48, loc sigma 8 together (tiny-detector.toml's)",
             {"loss.token_weight": 1.0, "loss.ciou_window": 48, "loss.loc_sigma": 8.0}),
+    Variant("box-ramp", "the toy's box settings, their weights ramped from 0.2x to 1x over the first half "
+            "(a loss schedule: the decision first)",
+            {"loss.token_weight": 1.0, "loss.ciou_window": 48, "loss.loc_sigma": 8.0,
+             "loss.box_ramp_steps": "half"}),
+    Variant("task-head", "the paper's 256-query cross-attention head between SigLIP and the projector",
+            {"paligemma.task_head": 256}),
+    Variant("input-320", "320 px input (400 patches of 16 px) instead of 224 px (196)",
+            {"paligemma.tiny.image_size": 320}),
 )
+"""``"half"`` stands for half the run's steps (the budget is a command-line choice)."""
+
+
+def resolved_overrides(variant: Variant, steps: int) -> dict[str, Any]:
+    """The variant's config overrides for a run of ``steps`` (``"half"`` made a step count)."""
+    return {key: steps // 2 if value == "half" else value for key, value in variant.overrides.items()}
 
 
 def _overrides(variant: Variant, steps: int, batch: int, epoch_steps: int, threads: int) -> list[str]:
     epochs = max(1, math.ceil(steps / epoch_steps))
     sets = {"train.max_steps": steps, "train.batch_size": batch, "train.epoch_steps": epoch_steps,
             "train.epochs": epochs, "train.threads": threads, "train.progress": "off",
-            **variant.overrides}
+            **resolved_overrides(variant, steps)}
     out: list[str] = []
     for key, value in sets.items():
         out += ["--set", f"{key}={value}"]
@@ -73,7 +88,8 @@ def _overrides(variant: Variant, steps: int, batch: int, epoch_steps: int, threa
 
 
 def read_metrics(metrics_csv: Path) -> dict[str, Any]:
-    """The last epoch's and the best epoch's (by ``box_recall``) validation figures."""
+    """The last epoch's and the best epoch's (by ``box_recall``) validation figures, and the
+    epochs' seconds added up (a finished run read again keeps its training time)."""
     with metrics_csv.open(encoding="utf-8", newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r.get("box_recall") not in (None, "")]
     if not rows:
@@ -83,7 +99,8 @@ def read_metrics(metrics_csv: Path) -> dict[str, Any]:
         return {k: float(row[k]) for k in ("step", "box_recall", "study_auc") if row.get(k) not in (None, "")}
 
     best = max(rows, key=lambda r: float(r["box_recall"]))
-    return {"last": pick(rows[-1]), "best": pick(best)}
+    seconds = sum(float(r["seconds"]) for r in rows if r.get("seconds") not in (None, ""))
+    return {"last": pick(rows[-1]), "best": pick(best), "train_seconds": round(seconds, 1)}
 
 
 def run_variant(variant: Variant, data: Path, work: Path, *, steps: int, batch: int, epoch_steps: int,
@@ -110,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="prepared phantom data (screen prepare)")
     parser.add_argument("--work", type=Path, required=True, help="run folders and logs")
     parser.add_argument("--json", type=Path, default=None, help="write the result here")
+    parser.add_argument("--demo-md", type=Path, default=None,
+                        help="put the table into this DEMO.md (its ablation section, replaced)")
     parser.add_argument("--variants", default=",".join(v.name for v in VARIANTS))
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=16)
@@ -130,12 +149,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                f"--batch {args.batch} --epoch-steps {args.epoch_steps} --threads {args.threads}")
     result = {"command": command, "config": CONFIG.name,
               "budget": {"steps": args.steps, "batch": args.batch, "threads": args.threads}, "rows": rows}
-    from screen.commands.demo import ablation_lines
+    from screen.commands.demo import ablation_lines, with_ablation_section
 
     for line in ablation_lines(result):
         print(line)
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if args.demo_md is not None:
+        args.demo_md.write_text(with_ablation_section(args.demo_md.read_text(encoding="utf-8"), result),
+                                encoding="utf-8")
     return 0 if all(r.get("exit") == 0 for r in rows) else 1
 
 

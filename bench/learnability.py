@@ -41,6 +41,8 @@ AIM_EMPTY_BELOW = 0.90
 #: Toy studies of the full check (about 1,700 training images): with 240 (320 training images)
 #: the same config overfitted (validation loss rose from epoch 21) and matched fewer boxes.
 STUDIES = 1200
+#: Share of the toy's images with a shape that hold two.
+TWO_SHAPES = 0.1
 
 #: (x0, y0, x1, y1).
 Corners = tuple[float, float, float, float]
@@ -165,7 +167,8 @@ def _empty_images(image_predictions: Path, threshold: float) -> tuple[float, int
 
 
 def run_check(out: Path, *, studies: int = STUDIES, seed: int = 11, epochs: int | None = None,
-              overrides: Sequence[str] = (), workers: int = 2) -> Learnability:
+              overrides: Sequence[str] = (), workers: int = 2,
+              two_shapes: float = TWO_SHAPES) -> Learnability:
     """Generate, prepare, train and measure; the work files stay in ``out``."""
     from dicom_io.phantom import PhantomConfig, write_phantom_archive
     from ensembles.checkpoint import read_member_spec
@@ -175,11 +178,12 @@ def run_check(out: Path, *, studies: int = STUDIES, seed: int = 11, epochs: int 
 
     out.mkdir(parents=True, exist_ok=True)
     archive, labels, data = out / "archive", out / "labels.csv", out / "data"
-    stamp, wanted = out / "toy.json", {"studies": studies, "seed": seed}
+    stamp, wanted = out / "toy.json", {"studies": studies, "seed": seed, "two_shapes": two_shapes}
     made = stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == wanted
     if not (made and (data / "manifest.json").is_file()):  # another size or seed: made again
-        write_phantom_archive(archive, labels, PhantomConfig(n_studies=studies, seed=seed, style="toy",
-                                                             positive_fraction=0.75), overwrite=True)
+        write_phantom_archive(archive, labels, PhantomConfig(
+            n_studies=studies, seed=seed, style="toy", positive_fraction=0.75,
+            two_fracture_fraction=two_shapes), overwrite=True)
         run_prepare(archive, labels, data, seed=seed, workers=workers, overwrite=True)
         stamp.write_text(json.dumps(wanted), encoding="utf-8")
     sets = [f"train.threads={workers}", *overrides]
@@ -227,12 +231,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--studies", type=int, default=STUDIES, help="Toy studies (1-3 images each).")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--epochs", type=int, default=None, help="In place of the config's [train] epochs.")
+    parser.add_argument("--two-shapes", type=float, default=TWO_SHAPES,
+                        help="Share of the toy images with a shape that hold two.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="A config override, as screen train --set (repeatable).")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args(argv)
     found = run_check(args.out, studies=args.studies, seed=args.seed, epochs=args.epochs,
-                      overrides=args.overrides, workers=args.workers)
+                      overrides=args.overrides, workers=args.workers, two_shapes=args.two_shapes)
     print(f"held-out truth boxes: {found.n_truth}; empty images: {found.n_empty}")
     print(f"box recall at IoU >= 0.5: {found.recall_50:.3f} (aim >= {AIM_RECALL_50}); "
           f"at IoU >= 0.3: {found.recall_30:.3f}")

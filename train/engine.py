@@ -94,6 +94,16 @@ class TrainTask(Protocol):
         ...
 
 
+@runtime_checkable
+class StepAware(Protocol):
+    """A task whose loss depends on where training is (a loss schedule): :func:`fit` tells it
+    the optimizer step each micro-batch belongs to, a resumed run included."""
+
+    def set_step(self, step: int, total: int) -> None:
+        """``step``: optimizer steps done before this micro-batch; ``total``: steps planned."""
+        ...
+
+
 @dataclass
 class FitResult:
     """What a finished :func:`fit` reports."""
@@ -222,9 +232,13 @@ def _train_epoch(
         state["global_step"] += 1
         pending = 0
 
+    _, total = planned_steps(loop, task.num_batches())
+    step_aware = task if isinstance(task, StepAware) else None
     optimizer.zero_grad(set_to_none=True)
     try:
         for batch in _micro_batches(task, config, epoch):
+            if step_aware is not None:
+                step_aware.set_step(int(state["global_step"]), total)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 loss = task.training_loss(batch)
             if not torch.isfinite(loss.total.detach()).all():

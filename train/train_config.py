@@ -182,6 +182,11 @@ class LossConfig(TrainTable):
             whether each patch overlaps a truth box; 0: off). It made a from-scratch tiny
             model learn on the CPU where the token loss alone did not (docs/stack-notes.md).
         patch_pos_weight: BCE weight of positive patches (they are rare).
+        box_ramp_steps: a loss schedule for the detector's boxes: over the first this many
+            optimizer steps the token and CIoU weights rise linearly from ``box_ramp_from`` times
+            their value to their value, so the decision learns before the 1,024-way location
+            loss dominates the gradient (0: off, the weights hold from the first step).
+        box_ramp_from: the share of ``token_weight`` and ``ciou_weight`` at step 0.
     """
 
     TABLE: ClassVar[str] = "loss"
@@ -199,6 +204,14 @@ class LossConfig(TrainTable):
     loc_sigma: NonNegative = 0.0
     patch_aux_weight: NonNegative = 0.0
     patch_pos_weight: Positive = 1.0
+    box_ramp_steps: Annotated[int, Field(ge=0)] = 0
+    box_ramp_from: Unit = 0.2
+
+    def box_factor(self, step: int) -> float:
+        """The multiplier of ``token_weight`` and ``ciou_weight`` at optimizer step ``step``."""
+        if not self.box_ramp_steps or step >= self.box_ramp_steps:
+            return 1.0
+        return self.box_ramp_from + (1.0 - self.box_ramp_from) * step / self.box_ramp_steps
 
 
 class PaliGemmaSection(TrainTable):
@@ -342,7 +355,8 @@ class TrainConfig(TrainTable):
 
 #: Keys added after runs were fingerprinted, with their defaults: left out of the fingerprint at
 #: their default, so a run begun before a key existed still resumes.
-_ADDED_KEYS: dict[tuple[str, str], Any] = {("loss", "ciou_window"): 0}
+_ADDED_KEYS: dict[tuple[str, str], Any] = {("loss", "ciou_window"): 0, ("loss", "box_ramp_steps"): 0,
+                                           ("loss", "box_ramp_from"): 0.2}
 _SCALARS = ("data", "out", "recipe", "seed", "device", "schema_version")
 _TABLES = ("train", "optim", "loss", "paligemma")
 

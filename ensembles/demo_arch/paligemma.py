@@ -131,11 +131,13 @@ def tiny_paligemma_config(
     task_head: bool | int | dict[str, Any] | None = False,
     text_heads: int | None = None,
     head_dim: int | None = None,
+    kv_heads: int = 1,
 ) -> PaliGemmaConfig:
     """A PaliGemma config of the real architecture at toy width and depth.
 
     ``text_heads`` defaults to 4 (1 when ``text_hidden`` is not divisible by 4) and ``head_dim``
-    to ``text_hidden // text_heads``; Gemma has one key/value head here. For a model that
+    to ``text_hidden // text_heads``; ``kv_heads`` key/value heads (Gemma 2B's one by default;
+    it must divide ``text_heads``). For a model that
     bitsandbytes must quantise in 4-bit, every language-model projection must be a multiple of
     128 wide: use :data:`QUANTIZABLE_TEXT` (one head of 128, so q/k/v/o are 128 wide).
     """
@@ -149,6 +151,7 @@ def tiny_paligemma_config(
         ("text_layers", text_layers),
         *((name, v) for name, v in (("text_heads", text_heads), ("head_dim", head_dim))
           if v is not None),
+        ("kv_heads", kv_heads),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise CheckpointError(f"{name} must be a positive integer, got {value!r}")
@@ -170,12 +173,14 @@ def tiny_paligemma_config(
         text_heads = 4 if text_hidden % 4 == 0 else 1
     if head_dim is None:
         head_dim = max(1, text_hidden // text_heads)
+    if text_heads % kv_heads:
+        raise CheckpointError(f"kv_heads {kv_heads} must divide text_heads {text_heads}")
     common: dict[str, Any] = dict(
         hidden_size=text_hidden,
         intermediate_size=2 * text_hidden,
         num_hidden_layers=text_layers,
         num_attention_heads=text_heads,
-        num_key_value_heads=1,
+        num_key_value_heads=kv_heads,
         head_dim=head_dim,
         vocab_size=vocab_size,
         pad_token_id=0,
@@ -215,6 +220,7 @@ def build_tiny_paligemma(
     position_init: str = "random",
     text_heads: int | None = None,
     head_dim: int | None = None,
+    kv_heads: int = 1,
 ) -> tuple[TaskHeadPaliGemmaForConditionalGeneration, PaliGemmaProcessor]:
     """A random-init tiny PaliGemma (float32, eval mode) and its processor.
 
@@ -234,6 +240,7 @@ def build_tiny_paligemma(
             :func:`sincos_position_init`.
         text_heads: Gemma attention heads (see :func:`tiny_paligemma_config`).
         head_dim: Gemma head width (see :func:`tiny_paligemma_config`).
+        kv_heads: Gemma key/value heads (see :func:`tiny_paligemma_config`).
     """
     if position_init not in POSITION_INITS:
         raise CheckpointError(
@@ -254,6 +261,7 @@ def build_tiny_paligemma(
         task_head=task_head,
         text_heads=text_heads,
         head_dim=head_dim,
+        kv_heads=kv_heads,
     )
     count = image_token_count(config)
     processor.image_seq_length = count

@@ -182,6 +182,27 @@ def ablation_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+ABLATION_HEADING = "## What made the PaliGemma detector write boxes"
+AIMS_LEAD = "Aims (issue 14)"
+
+
+def with_ablation_section(markdown: str, result: dict[str, Any]) -> str:
+    """``DEMO.md`` text with its ablation section replaced by ``result``'s table (or put in
+    before the aims paragraph, or at the end, when it has none): what ``bench.detector_ablation
+    --demo-md`` writes, the same section :func:`render_demo_report` renders."""
+    section = [ABLATION_HEADING, "", *ablation_lines(result), ""]
+    lines = markdown.rstrip("\n").split("\n")
+    if ABLATION_HEADING in lines:
+        start = lines.index(ABLATION_HEADING)
+        end = next((i for i in range(start + 1, len(lines))
+                    if lines[i].startswith("## ") or lines[i].startswith(AIMS_LEAD)), len(lines))
+    else:
+        start = end = next((i for i, line in enumerate(lines) if line.startswith(AIMS_LEAD)), len(lines))
+        if start == len(lines):
+            section = ["", *section]
+    return "\n".join(lines[:start] + section + lines[end:]).rstrip("\n") + "\n"
+
+
 def render_demo_report(report: DemoReport, options: "DemoOptions") -> str:
     """``DEMO.md``: how the members were made and what they reached on each fresh phantom set."""
     sets: dict[str, Any] = report.results.get("eval", {})
@@ -232,8 +253,8 @@ def render_demo_report(report: DemoReport, options: "DemoOptions") -> str:
                          f"{_with_interval(row, 'recall_iou_0.3', 'recall_low', 'recall_high')} | "
                          f"{_fmt(row['f1_iou_0.5'])} | {_fmt(row['mean_iou'])} | {_fmt(row['map'])} |")
     if report.results.get("ablation"):
-        lines += ["", "## What made the PaliGemma detector write boxes", "", *ablation_lines(report.results["ablation"])]
-    lines += ["", "Aims (issue 14), on the `shifted` set: every member's study AUC >= 0.93; the ensemble "
+        lines += ["", ABLATION_HEADING, "", *ablation_lines(report.results["ablation"])]
+    lines += ["", f"{AIMS_LEAD}, on the `shifted` set: every member's study AUC >= 0.93; the ensemble "
               "at the committed operating point recall >= 0.90 with precision >= 0.70; fused boxes "
               "matched >= 0.70 at IoU >= 0.3; pg-det's own boxes (before the refiner) >= 0.50 at IoU >= 0.3 "
               "on a fresh set with study AUC >= 0.95.", ""]

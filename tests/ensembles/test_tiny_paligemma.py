@@ -155,6 +155,26 @@ def test_sincos_init_gives_neighbouring_loc_bins_and_patches_alike_codes() -> No
         build_tiny_paligemma(position_init="learned", **kwargs)
 
 
+def test_kv_heads_sets_the_key_value_heads_and_saves_and_reloads(tmp_path: Path) -> None:
+    """``kv_heads``: Gemma's single key/value head by default; 4 gives each query head its own
+    keys and values (full multi-head attention); the checkpoint reloads with it."""
+    from transformers import PaliGemmaConfig
+
+    kwargs = dict(image_size=32, patch=16, siglip_layers=1, text_layers=1)
+    single, _ = build_tiny_paligemma(**kwargs)
+    multi, proc = build_tiny_paligemma(kv_heads=4, **kwargs)
+    assert single.config.text_config.num_key_value_heads == 1
+    assert multi.config.text_config.num_key_value_heads == 4
+    k = lambda m: m.model.language_model.layers[0].self_attn.k_proj.weight  # noqa: E731
+    assert k(multi).shape[0] == 4 * k(single).shape[0]
+    write_tiny_paligemma_checkpoint(tmp_path, kv_heads=4, **kwargs)
+    assert PaliGemmaConfig.from_pretrained(tmp_path).text_config.num_key_value_heads == 4
+    with pytest.raises(CheckpointError, match="kv_heads 3 must divide text_heads 4"):
+        build_tiny_paligemma(kv_heads=3, **kwargs)
+    with pytest.raises(CheckpointError, match="kv_heads must be a positive integer"):
+        build_tiny_paligemma(kv_heads=0, **kwargs)
+
+
 def test_bad_sizes_are_refused() -> None:
     with pytest.raises(CheckpointError, match="multiple of patch"):
         build_tiny_paligemma(image_size=100, patch=16)

@@ -211,3 +211,30 @@ def test_max_steps_and_epoch_steps(tmp_path: Path) -> None:
     result = fit(ToyTask(), _config(tmp_path, epochs=10, epoch_steps=4, max_steps=10))
     assert result.global_step == 10 and result.stopped == "max_steps"
     assert [row["step"] for row in result.history] == [4, 8, 10]
+
+
+class StepTask(ToyTask):
+    """A toy task that records the step the engine tells it before each micro-batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.told: list[tuple[int, int]] = []
+
+    def set_step(self, step: int, total: int) -> None:
+        self.told.append((step, total))
+
+
+def test_a_step_aware_task_is_told_each_micro_batch_its_optimizer_step(tmp_path: Path) -> None:
+    """``StepAware`` tasks (a loss schedule) learn the optimizer step of every micro-batch:
+    with accumulation 2, two micro-batches share a step; a resumed run goes on counting."""
+    task = StepTask()
+    fit(task, _config(tmp_path / "a", epochs=2, grad_accum=2))
+    # 6 micro-batches per pass, 3 steps per epoch; a micro-batch is told the steps done before it
+    assert task.told == [(s, 6) for s in (0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5)]
+    assert not hasattr(ToyTask(), "set_step")  # tasks without it are left alone (ToyTask above)
+    first = StepTask()
+    fit(first, _config(tmp_path / "b", epochs=1))
+    again = StepTask()
+    fit(again, _config(tmp_path / "b", epochs=2))  # resumes after epoch 1
+    assert [s for s, _ in first.told] == [0, 1, 2, 3, 4, 5]
+    assert [s for s, _ in again.told] == [6, 7, 8, 9, 10, 11]

@@ -333,3 +333,18 @@ def test_a_key_added_later_leaves_the_fingerprint_alone_at_its_default() -> None
     assert "ciou_window" not in plain.fingerprint()
     assert config_from_dict({**BASE, "loss": {"ciou_window": 0}}).fingerprint() == plain.fingerprint()
     assert config_from_dict({**BASE, "loss": {"ciou_window": 32}}).fingerprint() != plain.fingerprint()
+    for key, value in (("box_ramp_steps", 500), ("box_ramp_from", 0.5)):
+        assert key not in plain.fingerprint()
+        assert config_from_dict({**BASE, "loss": {key: value}}).fingerprint() != plain.fingerprint()
+
+
+def test_box_ramp_raises_the_box_weights_linearly_then_holds() -> None:
+    """``[loss] box_ramp_steps``: the token and CIoU weights' factor rises from ``box_ramp_from``
+    at step 0 to 1 at the last ramp step and stays there; 0 steps is no schedule."""
+    ramp = config_from_dict({**BASE, "loss": {"box_ramp_steps": 100, "box_ramp_from": 0.2}}).loss
+    assert [ramp.box_factor(s) for s in (0, 50, 100, 5000)] == pytest.approx([0.2, 0.6, 1.0, 1.0])
+    assert config_from_dict(BASE).loss.box_factor(0) == 1.0
+    with pytest.raises(TrainConfigError, match="box_ramp_from"):
+        config_from_dict({**BASE, "loss": {"box_ramp_from": 1.5}})
+    with pytest.raises(TrainConfigError, match="box_ramp_steps"):
+        config_from_dict({**BASE, "loss": {"box_ramp_steps": -1}})

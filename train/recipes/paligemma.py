@@ -165,6 +165,7 @@ class PaliGemmaTask:
             raise RecipeError("the config has no [paligemma] table")
         self.recipe, self.config, self.section, self.built = recipe, config, section, built
         self.prompt = prompt
+        self.step = 0  # the optimizer step, told by the engine (set_step)
         self.processor = built.processor
         self.tokenizer = built.processor.tokenizer
         self.spec = built.spec
@@ -294,10 +295,15 @@ class PaliGemmaTask:
             patch_logits = self.patch_head(self._patch_tokens)
             parts["patch_loss"] = losses.patch_loss(patch_logits, targets, cfg.patch_pos_weight)
             self._patch_tokens = None
-        weights = {"token_loss": cfg.token_weight, "decision_loss": cfg.decision_weight,
-                   "ciou_loss": cfg.ciou_weight, "patch_loss": cfg.patch_aux_weight}
+        box = cfg.box_factor(self.step)
+        weights = {"token_loss": cfg.token_weight * box, "decision_loss": cfg.decision_weight,
+                   "ciou_loss": cfg.ciou_weight * box, "patch_loss": cfg.patch_aux_weight}
         total = sum((weights[k] * v for k, v in parts.items()), logits.sum() * 0.0)
         return StepLoss(total=total, parts={k: float(v.detach()) for k, v in parts.items()})
+
+    def set_step(self, step: int, total: int) -> None:
+        """Where training is, for ``[loss] box_ramp_steps`` (:class:`train.engine.StepAware`)."""
+        self.step = step
 
     def member(self) -> PaliGemmaClassifier | PaliGemmaDetector:
         """The member class over the model being trained (how validation scores images)."""
