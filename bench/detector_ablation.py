@@ -45,6 +45,9 @@ class Variant:
     overrides: Mapping[str, Any]
 
 
+TOY_DETECTOR = "toy-detector"
+"""Stands for the ``--toy-detector`` folder in a variant's overrides."""
+
 #: The committed config first, then one knob each against it, then the toy's box settings together.
 VARIANTS: tuple[Variant, ...] = (
     Variant("committed", "demo-detector.toml as committed", {}),
@@ -67,20 +70,39 @@ VARIANTS: tuple[Variant, ...] = (
             {"paligemma.task_head": 256}),
     Variant("input-320", "320 px input (400 patches of 16 px) instead of 224 px (196)",
             {"paligemma.tiny.image_size": 320}),
+    Variant("toy-first", "the toy's box settings, starting from the tiny detector trained on the toy "
+            "(bench.learnability's run/best): a curriculum from bright shapes to fractures",
+            {"paligemma.base": TOY_DETECTOR, "loss.token_weight": 1.0, "loss.ciou_window": 48,
+             "loss.loc_sigma": 8.0}),
 )
-"""``"half"`` stands for half the run's steps (the budget is a command-line choice)."""
+"""``"half"`` stands for half the run's steps and ``TOY_DETECTOR`` for ``--toy-detector`` (both
+command-line choices)."""
 
 
-def resolved_overrides(variant: Variant, steps: int) -> dict[str, Any]:
-    """The variant's config overrides for a run of ``steps`` (``"half"`` made a step count)."""
-    return {key: steps // 2 if value == "half" else value for key, value in variant.overrides.items()}
+def resolved_overrides(variant: Variant, steps: int, toy_detector: Path | None = None) -> dict[str, Any]:
+    """The variant's config overrides for a run of ``steps`` and the toy detector's folder.
+
+    Raises:
+        ValueError: the variant starts from the toy detector and none was given.
+    """
+    resolved: dict[str, Any] = {}
+    for key, value in variant.overrides.items():
+        if value == "half":
+            value = steps // 2
+        elif value == TOY_DETECTOR:
+            if toy_detector is None:
+                raise ValueError(f"variant {variant.name!r} needs --toy-detector (a bench.learnability run's run/best)")
+            value = str(toy_detector)
+        resolved[key] = value
+    return resolved
 
 
-def _overrides(variant: Variant, steps: int, batch: int, epoch_steps: int, threads: int) -> list[str]:
+def _overrides(variant: Variant, steps: int, batch: int, epoch_steps: int, threads: int,
+               toy_detector: Path | None = None) -> list[str]:
     epochs = max(1, math.ceil(steps / epoch_steps))
     sets = {"train.max_steps": steps, "train.batch_size": batch, "train.epoch_steps": epoch_steps,
             "train.epochs": epochs, "train.threads": threads, "train.progress": "off",
-            **resolved_overrides(variant, steps)}
+            **resolved_overrides(variant, steps, toy_detector)}
     out: list[str] = []
     for key, value in sets.items():
         out += ["--set", f"{key}={value}"]
@@ -104,11 +126,11 @@ def read_metrics(metrics_csv: Path) -> dict[str, Any]:
 
 
 def run_variant(variant: Variant, data: Path, work: Path, *, steps: int, batch: int, epoch_steps: int,
-                threads: int, config: Path = CONFIG) -> dict[str, Any]:
+                threads: int, config: Path = CONFIG, toy_detector: Path | None = None) -> dict[str, Any]:
     """Train one variant (or read its finished run) and return its row."""
     out = work / variant.name
     command = [sys.executable, "-m", "screen", "train", "detector", "--config", str(config), "--data", str(data),
-               "--out", str(out), *_overrides(variant, steps, batch, epoch_steps, threads)]
+               "--out", str(out), *_overrides(variant, steps, batch, epoch_steps, threads, toy_detector)]
     started = time.monotonic()
     log = work / f"{variant.name}.log"
     work.mkdir(parents=True, exist_ok=True)
@@ -127,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="prepared phantom data (screen prepare)")
     parser.add_argument("--work", type=Path, required=True, help="run folders and logs")
     parser.add_argument("--json", type=Path, default=None, help="write the result here")
+    parser.add_argument("--toy-detector", type=Path, default=None,
+                        help="the toy-trained tiny detector the toy-first variant starts from "
+                             "(python -m bench.learnability --out DIR writes DIR/run/best)")
+    parser.add_argument("--data-label", default="", help="what DATA is, for the table's lead line")
     parser.add_argument("--demo-md", type=Path, default=None,
                         help="put the table into this DEMO.md (its ablation section, replaced)")
     parser.add_argument("--variants", default=",".join(v.name for v in VARIANTS))
@@ -141,13 +167,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [w for w in wanted if w not in known]
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {', '.join(known)}")
+    for name in wanted:
+        try:
+            resolved_overrides(known[name], args.steps, args.toy_detector)
+        except ValueError as exc:
+            parser.error(str(exc))
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         rows = list(pool.map(lambda v: run_variant(known[v], args.data, args.work, steps=args.steps,
                                                     batch=args.batch, epoch_steps=args.epoch_steps,
-                                                    threads=args.threads), wanted))
+                                                    threads=args.threads, toy_detector=args.toy_detector),
+                             wanted))
     command = (f"python -m bench.detector_ablation --data DATA --work WORK --steps {args.steps} "
-               f"--batch {args.batch} --epoch-steps {args.epoch_steps} --threads {args.threads}")
-    result = {"command": command, "config": CONFIG.name,
+               f"--batch {args.batch} --epoch-steps {args.epoch_steps} --threads {args.threads}"
+               + (" --toy-detector TOY/run/best" if args.toy_detector else ""))
+    result = {"command": command, "config": CONFIG.name, "data": args.data_label,
               "budget": {"steps": args.steps, "batch": args.batch, "threads": args.threads}, "rows": rows}
     from screen.commands.demo import ablation_lines, with_ablation_section
 

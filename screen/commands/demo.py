@@ -166,8 +166,9 @@ beside the models."""
 def ablation_lines(result: dict[str, Any]) -> list[str]:
     """The Markdown table of a detector ablation (:mod:`bench.detector_ablation`)."""
     budget = result.get("budget", {})
+    data = f" ({result['data']})" if result.get("data") else ""
     lines = [f"Each row trains `{result.get('config', 'demo-detector.toml')}` with one change, same seed "
-             f"and data, {budget.get('steps')} steps of batch {budget.get('batch')} (a shorter budget "
+             f"and data{data}, {budget.get('steps')} steps of batch {budget.get('batch')} (a shorter budget "
              f"than the demo's); the detector's own boxes (no refiner) on the validation split. "
              f"Measured by `{result.get('command')}`.", "",
              "| variant | change | own boxes matched at IoU >= 0.3: last epoch (best, at step) | study AUC, last epoch |",

@@ -26,12 +26,22 @@ def _get(config: Any, dotted: str) -> Any:
 @pytest.mark.parametrize("variant", bench.VARIANTS, ids=lambda v: v.name)
 def test_each_variant_changes_exactly_what_it_says(variant: Any) -> None:
     base = load_train_config(bench.CONFIG, recipe="detector")
-    overrides = bench.resolved_overrides(variant, 600)
+    overrides = bench.resolved_overrides(variant, 600, Path("/toy/run/best"))
     changed = load_train_config(bench.CONFIG, recipe="detector", overrides=overrides)
     for key, value in overrides.items():
         assert _get(changed, key) == value
         assert _get(base, key) != value, f"{variant.name}: {key} is already {value!r} in the committed config"
     assert variant.overrides or variant.name == "committed"
+
+
+def test_placeholders_resolve_and_the_toy_first_variant_needs_its_detector() -> None:
+    known = {v.name: v for v in bench.VARIANTS}
+    assert bench.resolved_overrides(known["box-ramp"], 600)["loss.box_ramp_steps"] == 300
+    assert bench.resolved_overrides(known["toy-first"], 600, Path("/t/run/best"))["paligemma.base"] == "/t/run/best"
+    with pytest.raises(ValueError, match="needs --toy-detector"):
+        bench.resolved_overrides(known["toy-first"], 600)
+    with pytest.raises(SystemExit):  # refused before any training starts
+        bench.main(["--data", "d", "--work", "w", "--variants", "toy-first"])
 
 
 def test_the_table_reads_the_last_and_the_best_epoch(tmp_path: Path) -> None:
@@ -51,7 +61,8 @@ def test_the_table_reads_the_last_and_the_best_epoch(tmp_path: Path) -> None:
     lines = ablation_lines(result)
     assert "| committed | as committed | 0.300 (0.400, 200) | 0.800 |" in lines
     assert "| no-ciou | no CIoU loss | no figures (exit 1) | |" in lines
-    assert "300 steps of batch 16" in lines[0]
+    assert "300 steps of batch 16" in lines[0] and "same seed and data," in lines[0]
+    assert "and data (the rods phantom), 300" in ablation_lines({**result, "data": "the rods phantom"})[0]
 
 
 def test_the_demo_md_section_is_put_in_once_and_replaced() -> None:
