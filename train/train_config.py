@@ -186,6 +186,7 @@ class LossConfig(TrainTable):
             optimizer steps the token and CIoU weights rise linearly from ``box_ramp_from`` times
             their value to their value, so the decision learns before the 1,024-way location
             loss dominates the gradient (0: off, the weights hold from the first step).
+            Validation's ``val_loss`` weighs them in full, so it compares across epochs.
         box_ramp_from: the share of ``token_weight`` and ``ciou_weight`` at step 0.
     """
 

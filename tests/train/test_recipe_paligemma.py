@@ -138,23 +138,24 @@ def test_detector_two_steps_with_every_loss_switch(data_dir: Path, tmp_path: Pat
 
 def test_box_ramp_scales_the_token_and_ciou_parts_by_the_step(data_dir: Path, tmp_path: Path) -> None:
     """``[loss] box_ramp_steps``: at step 0 the detector's total is the decision and patch parts
-    plus ``box_ramp_from`` times the token and CIoU parts; after the ramp, all of them."""
+    plus ``box_ramp_from`` times the token and CIoU parts; after the ramp, all of them. In eval
+    mode (validation's val_loss) the weights are full whatever the step."""
     loss = {"ciou_weight": 1.0, "decision_weight": 2.0, "box_ramp_steps": 10, "box_ramp_from": 0.25}
     task = build_task("detector", _config(data_dir, tmp_path / "run", "detector", loss=loss))
     batch = next(iter(task.train_batches(torch.Generator().manual_seed(0))))
-    torch.manual_seed(0)
-    task.model.eval()  # no dropout: the same parts at both steps
     totals = {}
-    for step in (0, 10):
+    for mode, step in (("train", 0), ("train", 10), ("eval", 0)):
+        task.model.train(mode == "train")  # the tiny model has no dropout: the same parts
         task.set_step(step, 20)
         with torch.no_grad():
             out = task.training_loss(batch)
-        totals[step] = float(out.total)
+        totals[mode, step] = float(out.total)
     parts = out.parts
     boxes = parts["token_loss"] + parts["ciou_loss"]
     rest = 2.0 * parts["decision_loss"]
-    assert totals[10] == pytest.approx(rest + boxes, rel=1e-5)
-    assert totals[0] == pytest.approx(rest + 0.25 * boxes, rel=1e-5)
+    assert totals["train", 10] == pytest.approx(rest + boxes, rel=1e-5)
+    assert totals["train", 0] == pytest.approx(rest + 0.25 * boxes, rel=1e-5)
+    assert totals["eval", 0] == pytest.approx(rest + boxes, rel=1e-5)
 
 
 def test_overfit_the_classifier_loss_falls(data_dir: Path, tmp_path: Path) -> None:

@@ -295,7 +295,9 @@ class PaliGemmaTask:
             patch_logits = self.patch_head(self._patch_tokens)
             parts["patch_loss"] = losses.patch_loss(patch_logits, targets, cfg.patch_pos_weight)
             self._patch_tokens = None
-        box = cfg.box_factor(self.step)
+        # the schedule shapes training only: validation (eval mode) weighs at full value, so
+        # val_loss compares across epochs
+        box = cfg.box_factor(self.step) if self.built.model.training else 1.0
         weights = {"token_loss": cfg.token_weight * box, "decision_loss": cfg.decision_weight,
                    "ciou_loss": cfg.ciou_weight * box, "patch_loss": cfg.patch_aux_weight}
         total = sum((weights[k] * v for k, v in parts.items()), logits.sum() * 0.0)
