@@ -202,7 +202,7 @@ def _train_epoch(
 ) -> dict[str, float]:
     """One epoch of optimizer steps; returns the mean of each loss part over its micro-batches."""
     loop = config.train
-    per_epoch, _ = planned_steps(loop, task.num_batches())
+    per_epoch, total = planned_steps(loop, task.num_batches())
     expected = per_epoch * loop.grad_accum if loop.epoch_steps else task.num_batches()
     sums: dict[str, float] = {}
     count = 0
@@ -232,7 +232,6 @@ def _train_epoch(
         state["global_step"] += 1
         pending = 0
 
-    _, total = planned_steps(loop, task.num_batches())
     step_aware = task if isinstance(task, StepAware) else None
     optimizer.zero_grad(set_to_none=True)
     try:
