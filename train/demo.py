@@ -7,7 +7,11 @@ What :func:`train_demo` does, seeded end to end (every step is the project's own
    split into train and val, the manifest);
 3. trains each member with its recipe and its example config (``train/configs/demo-*.toml``,
    each sized in optimizer *steps*, so a busy machine takes longer but learns the same), then
-   the refiner stage (``demo-refiner.toml``) that corrects the detectors' boxes;
+   the refiner stage (``demo-refiner.toml``) that corrects the detectors' boxes. The PaliGemma
+   detector starts from the ``toy-det`` stage (:data:`DEMO_TOY`): the same tiny detector trained
+   first on a toy phantom (bright shapes on noise, ``tiny-detector.toml``), a curriculum from easy
+   to subtle. Started from scratch its boxes matched at most 0.06 of the validation boxes in
+   any try (DEMO.md's ablation);
 4. copies each best checkpoint into ``<models_dir>/<name>/`` and writes a site config naming
    them (``site.toml`` beside ``models_dir``), with the refiner on both detectors.
 
@@ -23,6 +27,7 @@ an interrupted demo resumes: finished members are kept, and a run resumes from i
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -68,6 +73,18 @@ DEMO_REFINER = DemoMember("refiner", "refiner", "refiner", "demo-refiner.toml")
 BASE_KEYS: Mapping[str, str] = {"classifier": "paligemma.base", "detector": "paligemma.base",
                                 "detr": "detr.base", "refiner": "refiner.base"}
 
+DEMO_TOY = DemoMember("toy-det", "detector", "paligemma-detector", "tiny-detector.toml")
+"""The detector's first lesson: the tiny detector trained on the toy phantom, which ``pg-det``
+starts from (``DemoOptions.toy_first``); kept in the work folder, never a site member."""
+
+TOY_STUDIES = 1200
+"""Toy studies of the toy stage and of ``bench.learnability`` (about 1,700 training images)."""
+TOY_SEED = 11
+TOY_TWO_SHAPES = 0.1
+"""Share of the toy's images with a shape that hold two."""
+TOY_POSITIVE = 0.75
+"""Share of the toy's studies with shapes (the rest are empty: the detector must say so)."""
+
 DETECTOR_MEMBERS: tuple[str, ...] = ("pg-det", "detr")
 """The demo members whose boxes the refiner corrects."""
 
@@ -98,12 +115,19 @@ class DemoOptions:
         configs_dir: where the ``demo-*.toml`` configs are.
         overrides: per member name, dotted config overrides (``{"detr": {"train.max_steps": 2}}``).
         workers: decode processes for phantom preparation and evaluation.
-        retrain: train again even when ``models_dir`` already holds a member from this demo.
+        retrain: train again, from the start, even when ``models_dir`` already holds a member
+            from this demo (an earlier run's ``last/`` is not resumed).
         refiner: train the refiner stage and put it on the detectors in ``site.toml``.
         refiner_iterations: refinement passes per box in ``site.toml``.
         init_from: a models folder (``<init_from>/<name>/``, e.g. members a demo trained on an
             easier style) each member is fine-tuned from instead of starting from scratch: a
             curriculum from easy to varied renderings. ``None``: from scratch.
+        toy_first: train the ``toy-det`` stage on the toy phantom first and start ``pg-det``
+            from it (when ``pg-det`` is trained and ``init_from`` is not given).
+        toy_studies: studies in the toy phantom archive.
+        toy_seed: its seed (also of its patient split).
+        symmetries: ``pg-det``'s ``symmetries`` option in ``site.toml`` (1, 2, 4 or 8): its
+            boxes decoded under that many of the square's symmetries and placed at their median.
     """
 
     models_dir: Path = Path("sample_data/models")
@@ -124,13 +148,21 @@ class DemoOptions:
     refiner: bool = True
     refiner_iterations: int = 2
     init_from: Path | None = None
+    toy_first: bool = True
+    toy_studies: int = TOY_STUDIES
+    toy_seed: int = TOY_SEED
+    symmetries: int = 8
 
     def __post_init__(self) -> None:
         known = {m.name for m in DEMO_MEMBERS}
         unknown = sorted(set(self.members) - known)
         if unknown or not self.members:
             raise DemoError(f"demo members must be among {', '.join(sorted(known))}, got {list(self.members)}")
-        for name in ("train_studies", "eval_studies"):
+        stages = sorted(known | {DEMO_REFINER.name, DEMO_TOY.name})
+        stray = sorted(set(self.overrides) - set(stages))
+        if stray:
+            raise DemoError(f"overrides name no demo stage: {', '.join(stray)} (stages: {', '.join(stages)})")
+        for name in ("train_studies", "eval_studies", "toy_studies"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 4:
                 raise DemoError(f"{name} must be an integer >= 4, got {value!r}")
@@ -149,22 +181,48 @@ class DemoOptions:
         if self.init_from is not None and Path(self.init_from).resolve() == Path(self.models_dir).resolve():
             raise DemoError(f"init_from {self.init_from} is the folder the demo writes its members to; "
                             "copy the members to start from elsewhere first")
+        from ensembles.symmetry import COUNTS
+
+        if isinstance(self.symmetries, bool) or self.symmetries not in COUNTS:
+            raise DemoError(f"symmetries must be one of {', '.join(map(str, COUNTS))}, got {self.symmetries!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise DemoError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
 
     def selected(self) -> list[DemoMember]:
         return [m for m in DEMO_MEMBERS if m.name in self.members]
 
+    @property
+    def trains_toy(self) -> bool:
+        """Whether the ``toy-det`` stage runs (``pg-det`` starts from it)."""
+        return self.toy_first and "pg-det" in self.members and self.init_from is None
+
     def stages(self) -> list[DemoMember]:
-        """What the demo trains, in order: the selected members, then the refiner if wanted."""
-        return self.selected() + ([DEMO_REFINER] if self.refiner else [])
+        """What the demo trains, in order: the toy stage if ``pg-det`` starts from it, the
+        selected members, then the refiner if wanted."""
+        return ([DEMO_TOY] if self.trains_toy else []) + self.selected() + ([DEMO_REFINER] if self.refiner else [])
+
+
+def toy_phantom_config(studies: int = TOY_STUDIES, seed: int = TOY_SEED, *,
+                       two_shapes: float = TOY_TWO_SHAPES,
+                       size: tuple[int, int] | None = None) -> PhantomConfig:
+    """The toy phantom (one or two bright rectangles or ellipses on noise, a quarter of the
+    studies empty): the toy stage's and ``bench.learnability``'s."""
+    config = PhantomConfig(n_studies=studies, seed=seed, style="toy", positive_fraction=TOY_POSITIVE,
+                           two_fracture_fraction=two_shapes)
+    return config if size is None else dataclasses.replace(config, size_range=size)
 
 
 def make_phantom(folder: Path, studies: int, seed: int,
                  size: tuple[int, int] = (384, 768), style: str = "rods") -> tuple[Path, Path]:
     """A phantom archive and labels CSV of ``style`` in ``folder`` (reused when the same one is there)."""
+    return write_phantom(folder, PhantomConfig(n_studies=studies, seed=seed, size_range=size, style=style))
+
+
+def write_phantom(folder: Path, config: PhantomConfig) -> tuple[Path, Path]:
+    """``folder/archive`` and ``folder/labels.csv`` of ``config``, reused when ``folder`` already
+    holds that very phantom (its fingerprint is stamped in ``phantom.json``)."""
     archive, labels = folder / "archive", folder / "labels.csv"
-    config = PhantomConfig(n_studies=studies, seed=seed, size_range=size, style=style)
+    style, seed = config.style, config.seed
     stamp = folder / "phantom.json"
     wanted = {"fingerprint": config.fingerprint()}
     if stamp.is_file() and labels.is_file() and json.loads(stamp.read_text()) == wanted:
@@ -181,15 +239,25 @@ def prepare_demo_data(options: DemoOptions) -> Path:
     """The prepared training data (train and val splits) of the demo's training archive."""
     archive, labels = make_phantom(options.work_dir / "train-phantom", options.train_studies,
                                    options.train_seed, options.phantom_size, options.train_style)
-    data = options.work_dir / "data"
+    return _prepared(archive, labels, options.work_dir / "data", options.train_seed, options)
+
+
+def prepare_toy_data(options: DemoOptions) -> Path:
+    """The prepared data (train and val splits) of the toy stage's toy phantom."""
+    archive, labels = write_phantom(options.work_dir / "toy-phantom", toy_phantom_config(
+        options.toy_studies, options.toy_seed, size=options.phantom_size))
+    return _prepared(archive, labels, options.work_dir / "toy-data", options.toy_seed, options)
+
+
+def _prepared(archive: Path, labels: Path, data: Path, seed: int, options: DemoOptions) -> Path:
+    """``screen prepare`` of ``archive`` into ``data`` (kept when it was prepared from these labels)."""
     if (data / "manifest.json").is_file():
         manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
         same_labels = manifest.get("labels_sha256") == hashlib.sha256(labels.read_bytes()).hexdigest()
-        if same_labels and manifest.get("seed") == options.train_seed and (data / "train" / "boxes.jsonl").is_file():
+        if same_labels and manifest.get("seed") == seed and (data / "train" / "boxes.jsonl").is_file():
             return data
     summary = prepare_dataset(archive, labels, data, PrepareOptions(
-        seed=options.train_seed, val=options.val_fraction, test=0.0, workers=options.workers,
-        overwrite=True))
+        seed=seed, val=options.val_fraction, test=0.0, workers=options.workers, overwrite=True))
     logger.info("prepared %s: %s", data, summary.splits)
     return data
 
@@ -211,8 +279,20 @@ def _declare_demo(checkpoint: Path) -> None:
     write_member_spec(checkpoint, spec.replace(intended_use="demo"))
 
 
-def train_member(member: DemoMember, data: Path, options: DemoOptions) -> dict[str, Any]:
-    """Train one member with its demo config; copy its best checkpoint to ``models_dir``.
+def stage_home(member: DemoMember, options: DemoOptions) -> Path:
+    """The folder a stage's checkpoint goes to: ``models_dir`` for members and the refiner, the
+    work folder for the toy stage (a lesson, not a site member)."""
+    return options.work_dir if member.name == DEMO_TOY.name else options.models_dir
+
+
+def train_member(member: DemoMember, data: Path, options: DemoOptions, *,
+                 start: Path | None = None, start_name: str | None = None) -> dict[str, Any]:
+    """Train one stage with its demo config; copy its best checkpoint to :func:`stage_home`.
+
+    Args:
+        start: a checkpoint to fine-tune from (``<init_from>/<name>`` or the toy stage's), set
+            as the recipe's base; ``None``: from scratch.
+        start_name: how the record names ``start`` (default: its path).
 
     Returns:
         What the run did: name, recipe, checkpoint, seconds, steps and its best metric.
@@ -221,18 +301,20 @@ def train_member(member: DemoMember, data: Path, options: DemoOptions) -> dict[s
 
     config_file = options.configs_dir / member.config
     overrides: dict[str, Any] = {"data": str(data), "out": str(options.work_dir / "runs" / member.name)}
-    if options.init_from is not None:
-        start = Path(options.init_from) / member.name
-        if not (start / "member.json").is_file():
-            raise DemoError(f"--init-from {options.init_from}: no {member.name} member there ({start}/member.json)")
-        overrides[BASE_KEYS[member.recipe]] = str(start.resolve())
+    if options.retrain:  # from the start: resuming a finished run's last/ would train nothing
+        overrides["train.resume"] = False
+    if start is not None:
+        if not (Path(start) / "member.json").is_file():
+            raise DemoError(f"{member.name} starts from {start}, which holds no member ({start}/member.json)")
+        overrides[BASE_KEYS[member.recipe]] = str(Path(start).resolve())
     overrides.update(options.overrides.get(member.name, {}))
     config = load_train_config(config_file, recipe=member.recipe, overrides=overrides)
     started = time.monotonic()
     best = get_recipe(member.recipe)(config)
     seconds = time.monotonic() - started
-    target = options.models_dir / member.name
-    target.parent.mkdir(parents=True, exist_ok=True)
+    home = stage_home(member, options)
+    target = home / member.name
+    home.mkdir(parents=True, exist_ok=True)
     _replace_tree(best, target)
     _declare_demo(target)
     history = _history(config.out / "metrics.csv")
@@ -242,10 +324,9 @@ def train_member(member: DemoMember, data: Path, options: DemoOptions) -> dict[s
         "steps": int(history[-1]["step"]) if history else 0, "epochs": len(history),
         "monitor": config.train.monitor,
         "best": _best(history, config.train.monitor, config.train.monitor_mode),
-        "init_from": _shown(Path(options.init_from) / member.name) if options.init_from is not None else None,
+        "init_from": (start_name or _shown(Path(start))) if start is not None else None,
     }
-    (target.parent / f".{member.name}.{DONE_FILE}").write_text(json.dumps(record, indent=2),
-                                                                 encoding="utf-8")
+    (home / f".{member.name}.{DONE_FILE}").write_text(json.dumps(record, indent=2), encoding="utf-8")
     return record
 
 
@@ -277,9 +358,11 @@ def _history(path: Path) -> list[dict[str, Any]]:
 
 def site_config_text(members: Sequence[DemoMember], models_dir: Path, site_dir: Path,
                      operating_point: str = "op.json", *, refiner: bool = False,
-                     refiner_iterations: int = 2) -> str:
+                     refiner_iterations: int = 2, symmetries: int = 1) -> str:
     """The site config TOML that runs the demo members (paths relative to ``site_dir``); with
-    ``refiner``, ``<models_dir>/refiner`` corrects the detectors' boxes."""
+    ``refiner``, ``<models_dir>/refiner`` corrects the detectors' boxes; ``symmetries`` > 1
+    sets the PaliGemma detector's ``symmetries`` option (its boxes placed by the median of that
+    many decodes under the square's symmetries)."""
     lines = [
         "# The embedded default of `screen run` (no --config): tiny members trained on the phantom by",
         "#   screen train-demo --out sample_data",
@@ -296,6 +379,9 @@ def site_config_text(members: Sequence[DemoMember], models_dir: Path, site_dir: 
     for member in members:
         lines += ["", f"[members.{member.name}]", f'kind = "{member.kind}"',
                   f'checkpoint = "{(relative / member.name).as_posix()}"']
+        if member.kind == "paligemma-detector" and symmetries > 1:
+            lines.append(f"options = {{ symmetries = {symmetries} }}   # boxes: median of {symmetries} decodes "
+                         "under the square's symmetries")
         if refiner and member.name in DETECTOR_MEMBERS:
             lines += [f'refiner = "{(relative / DEMO_REFINER.name).as_posix()}"',
                       f"refiner_iterations = {refiner_iterations}"]
@@ -314,24 +400,47 @@ def train_demo(options: DemoOptions, *, on_member: Callable[[dict[str, Any]], No
     """Steps 1-4 of the module docstring.
 
     Returns:
-        The prepared data folder and one record per member (see :func:`train_member`); a member
-        whose checkpoint this demo already wrote is kept unless ``retrain``.
+        The prepared data folder and one record per stage (see :func:`train_member`), the toy
+        stage first when it runs; a stage whose checkpoint this demo already wrote is kept
+        unless ``retrain``.
     """
     data = prepare_demo_data(options)
     records = []
+    toy: Path | None = None
     for member in options.stages():
-        done = options.models_dir / f".{member.name}.{DONE_FILE}"
-        if not options.retrain and done.is_file() and (options.models_dir / member.name / "member.json").is_file():
+        home = stage_home(member, options)
+        done = home / f".{member.name}.{DONE_FILE}"
+        if not options.retrain and done.is_file() and (home / member.name / "member.json").is_file():
             record = json.loads(done.read_text(encoding="utf-8"))
             logger.info("keeping %s trained earlier (%s)", member.name, record.get("checkpoint"))
         else:
             logger.info("training %s (%s recipe, %s)", member.name, member.recipe, member.config)
-            record = train_member(member, data, options)
+            stage_data = prepare_toy_data(options) if member is DEMO_TOY else data
+            start = _start(member, options, toy)
+            record = train_member(member, stage_data, options, start=start,
+                                  start_name=DEMO_TOY.name if start is not None and start == toy else None)
+        if member is DEMO_TOY:
+            toy = Path(record["checkpoint"])
         records.append(record)
         if on_member is not None:
             on_member(record)
     return data, records
 
 
-__all__ = ["BASE_KEYS", "CONFIG_DIR", "DEMO_MEMBERS", "DEMO_REFINER", "DETECTOR_MEMBERS", "DemoError", "DemoMember", "DemoOptions", "make_phantom",
-           "prepare_demo_data", "site_config_text", "train_demo", "train_member"]
+def _start(member: DemoMember, options: DemoOptions, toy: Path | None) -> Path | None:
+    """What a stage fine-tunes from: ``<init_from>/<name>``, the toy stage for ``pg-det``, or
+    nothing (from scratch)."""
+    if options.init_from is not None and member is not DEMO_TOY:
+        start = Path(options.init_from) / member.name
+        if not (start / "member.json").is_file():
+            raise DemoError(f"--init-from {options.init_from}: no {member.name} member there ({start}/member.json)")
+        return start
+    if member.name == "pg-det" and toy is not None:
+        return toy
+    return None
+
+
+__all__ = ["BASE_KEYS", "CONFIG_DIR", "DEMO_MEMBERS", "DEMO_REFINER", "DEMO_TOY", "DETECTOR_MEMBERS", "DemoError",
+           "DemoMember", "DemoOptions", "TOY_SEED", "TOY_STUDIES", "TOY_TWO_SHAPES", "make_phantom",
+           "prepare_demo_data", "prepare_toy_data", "site_config_text", "stage_home", "toy_phantom_config",
+           "train_demo", "train_member", "write_phantom"]

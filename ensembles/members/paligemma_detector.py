@@ -30,19 +30,21 @@ fracture is there.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import LogitsProcessorList
 
+from ensembles import symmetry
 from ensembles.checkpoint import MemberSpec
 from ensembles.errors import CheckpointError
 from ensembles.grammar import DetectionGrammar, GrammarLogitsProcessor, GrammarState
 from ensembles.loc_tokens import NORMAL_TEXT, parse_detections
 from ensembles.members.paligemma_common import PaliGemmaMemberBase, load_member_parts
 from ensembles.registry import MemberOptions, register_member
-from ensembles.types import Detection, MemberKind, MemberOutput
+from ensembles.types import Box, Detection, MemberKind, MemberOutput
 
 KIND: str = MemberKind.PALIGEMMA_DETECTOR.value
 DEFAULT_MAX_BOXES = 4
@@ -58,6 +60,12 @@ class PaliGemmaDetector(PaliGemmaMemberBase):
             ``max_boxes`` boxes). Must fit one box.
         normal: the "no finding" answer (``options.normal``, default ``"Normal"``).
         threshold: decode boxes when the score reaches it (``spec.threshold`` by default).
+        symmetries: decode each positive image's boxes under this many of the square's
+            symmetries (``options.symmetries``: 1, 2, 4 or 8; default 1, once) and place each
+            box the plain decode found at the median of the corners the decodes gave it
+            (:func:`ensembles.symmetry.median_boxes`). The plain decode decides how many boxes
+            there are, their confidences and ``raw_text``; the others only place them. Costs one
+            more decode per symmetry for images at or above the threshold.
 
     Raises:
         CheckpointError: the spec does not fit, or the tokenizer cannot express the grammar.
@@ -77,9 +85,15 @@ class PaliGemmaDetector(PaliGemmaMemberBase):
         max_new_tokens: int | None = None,
         normal: str | None = None,
         threshold: float | None = None,
+        symmetries: int | None = None,
     ) -> None:
         super().__init__(model, processor, spec, name=name, batch_size=batch_size)
         options = spec.options
+        try:
+            self.symmetries = symmetry.first_symmetries(
+                options.get("symmetries", 1) if symmetries is None else symmetries)
+        except ValueError as exc:
+            raise CheckpointError(f"{KIND}: {exc}") from None
         self.normal = normal or str(options.get("normal", NORMAL_TEXT))
         self.max_boxes = int(max_boxes or options.get("max_boxes", DEFAULT_MAX_BOXES))
         self.threshold = float(spec.threshold if threshold is None else threshold)
@@ -124,7 +138,11 @@ class PaliGemmaDetector(PaliGemmaMemberBase):
         decoded: dict[int, tuple[str, list[Detection], dict[str, Any]]] = {}
         if positive:
             chosen = pixel_values[positive]
-            for row, result in zip(positive, self.decode(chosen, [score_list[i] for i in positive])):
+            chosen_scores = [score_list[i] for i in positive]
+            results = self.decode(chosen, chosen_scores)
+            if len(self.symmetries) > 1:
+                results = self._placed_by_symmetries(chosen, chosen_scores, results)
+            for row, result in zip(positive, results):
                 decoded[row] = result
         outputs: list[MemberOutput] = []
         for row, score in enumerate(score_list):
@@ -138,6 +156,23 @@ class PaliGemmaDetector(PaliGemmaMemberBase):
             else:
                 outputs.append(MemberOutput(self.name, score, [], self.normal, extras))
         return outputs
+
+    def _placed_by_symmetries(
+        self, pixel_values: torch.Tensor, scores: list[float],
+        plain: list[tuple[str, list[Detection], dict[str, Any]]],
+    ) -> list[tuple[str, list[Detection], dict[str, Any]]]:
+        """``plain``'s boxes placed by the median over the decodes under :attr:`symmetries`."""
+        others: list[list[list[Box]]] = [[] for _ in plain]
+        for k in self.symmetries[1:]:
+            for row, (_, seen, _) in enumerate(self.decode(symmetry.apply_to_pixels(pixel_values, k), scores)):
+                others[row].append([symmetry.box_from_symmetry(d.box, k) for d in seen])
+        placed = []
+        for (text, detections, extras), boxes in zip(plain, others):
+            fused = symmetry.median_boxes([d.box for d in detections], boxes)
+            moved = [replace(d, box=box) for d, (box, _) in zip(detections, fused)]
+            placed.append((text, moved, {**extras, "symmetries": len(self.symmetries),
+                                         "symmetry_votes": [votes for _, votes in fused]}))
+        return placed
 
     def decode(
         self, pixel_values: torch.Tensor, scores: list[float]
@@ -231,12 +266,15 @@ class DetectorOptions(MemberOptions):
         max_boxes: most boxes decoded per image (default: ``member.json``'s, or the grammar's).
         max_new_tokens: generation budget (default: enough for ``max_boxes``).
         threshold: image score above which boxes are decoded (default: ``member.json``'s).
+        symmetries: decodes per positive image, under the square's symmetries, whose median
+            places each box (1, 2, 4 or 8; default: ``member.json``'s, or 1).
     """
 
     name: str | None = None
     max_boxes: int | None = None
     max_new_tokens: int | None = None
     threshold: float | None = None
+    symmetries: int | None = None
 
 
 # requirements and description: ensembles.registry.BUILTIN_KINDS
@@ -261,4 +299,5 @@ def from_checkpoint(checkpoint_dir: Path, options: DetectorOptions) -> PaliGemma
         max_boxes=options.max_boxes,
         max_new_tokens=options.max_new_tokens,
         threshold=options.threshold,
+        symmetries=options.symmetries,
     )

@@ -4,10 +4,12 @@ One command, seeded end to end, run from the repository root::
 
     screen train-demo --out sample_data
 
-1. :func:`train.demo.train_demo`: a phantom training archive, ``prepare``, the three tiny
+1. :func:`train.demo.train_demo`: a phantom training archive, ``prepare``, the toy stage (the
+   tiny detector on the toy phantom, which the PaliGemma detector starts from), the three tiny
    members (PaliGemma classifier, PaliGemma detector, DETR) trained on the CPU with
    ``train/configs/demo-*.toml``, their checkpoints in ``sample_data/models/<name>/`` and
-   ``sample_data/site.toml``;
+   ``sample_data/site.toml`` (the detector placing its boxes by the median of 8 decodes under
+   the square's symmetries);
 2. ``screen eval`` on the validation split and ``screen tune`` on its predictions: the
    operating point ``sample_data/op.json`` (the paper's screening aim: study recall >= 0.90,
    then the best precision);
@@ -53,6 +55,12 @@ def demo_command(options: "DemoOptions") -> str:
         parts.append(f"--eval-styles {','.join(options.eval_styles)}")
     if options.init_from is not None:
         parts.append(f"--init-from {options.init_from}")
+    if options.symmetries != default.symmetries:
+        parts.append(f"--symmetries {options.symmetries}")
+    if not options.toy_first:
+        parts.append("--no-toy-first")
+    elif options.toy_studies != default.toy_studies:
+        parts.append(f"--toy-studies {options.toy_studies}")
     return " ".join(parts)
 TARGET_RECALL = 0.90
 BOX_IOU = 0.3
@@ -167,7 +175,10 @@ def ablation_lines(result: dict[str, Any]) -> list[str]:
     """The Markdown table of a detector ablation (:mod:`bench.detector_ablation`)."""
     budget = result.get("budget", {})
     data = f" ({result['data']})" if result.get("data") else ""
-    lines = [f"Each row trains `{result.get('config', 'demo-detector.toml')}` with one change, same seed "
+    baseline = result.get("baseline")
+    start = (f" from the baseline settings ({', '.join(f'`{k} = {v}`' for k, v in baseline.items())}; "
+             "the config's before the toy start)") if baseline else ""
+    lines = [f"Each row trains `{result.get('config', 'demo-detector.toml')}`{start} with one change, same seed "
              f"and data{data}, {budget.get('steps')} steps of batch {budget.get('batch')} (a shorter budget "
              f"than the demo's); the detector's own boxes (no refiner) on the validation split. "
              f"Measured by `{result.get('command')}`.", "",
@@ -206,6 +217,8 @@ def with_ablation_section(markdown: str, result: dict[str, Any]) -> str:
 
 def render_demo_report(report: DemoReport, options: "DemoOptions") -> str:
     """``DEMO.md``: how the members were made and what they reached on each fresh phantom set."""
+    from train.demo import DEMO_TOY
+
     sets: dict[str, Any] = report.results.get("eval", {})
     lines = [
         "# Demo members: measured on fresh phantom sets",
@@ -219,11 +232,17 @@ def render_demo_report(report: DemoReport, options: "DemoOptions") -> str:
         "",
         "## Training",
         "",
-        "| member | recipe | config | steps | epochs | seconds | best validation |",
-        "|---|---|---|---|---|---|---|",
     ]
+    if any(m["name"] == DEMO_TOY.name for m in report.members):
+        lines += [f"`{DEMO_TOY.name}` is a lesson, not a member: the tiny detector trained first on the toy "
+                  f"phantom ({options.toy_studies} studies, seed {options.toy_seed}: bright shapes on noise, "
+                  "a quarter empty), which pg-det starts from. Its best validation figure is on the toy's "
+                  "own validation split.", ""]
+    lines += ["| stage | recipe | config | starts from | steps | epochs | seconds | best validation |",
+              "|---|---|---|---|---|---|---|---|"]
     for m in report.members:
-        lines.append(f"| {m['name']} | {m['recipe']} | `{Path(m['config']).name}` | {m['steps']} | "
+        start = f"`{m['init_from']}`" if m.get("init_from") else "scratch"
+        lines.append(f"| {m['name']} | {m['recipe']} | `{Path(m['config']).name}` | {start} | {m['steps']} | "
                      f"{m['epochs']} | {m['seconds']} | {m['monitor']} {_fmt(m.get('best'))} |")
     lines += ["", "## Studies", ""]
     for style, figures in sets.items():
@@ -241,8 +260,12 @@ def render_demo_report(report: DemoReport, options: "DemoOptions") -> str:
             lines.append(f"| {name} | {style} | {threshold} | {_with_interval(row, 'auc', 'auc_low', 'auc_high')} | "
                          f"{_with_interval(row, 'precision', 'precision_low', 'precision_high')} | "
                          f"{_with_interval(row, 'recall', 'recall_low', 'recall_high')} | {_fmt(row['f1'])} |")
-    lines += ["", "## Boxes", "",
-              "| detector | set | true boxes | matched at IoU >= 0.3 (95% CI) | F1 at IoU 0.5 | mean IoU | mAP |",
+    lines += ["", "## Boxes", ""]
+    if options.symmetries > 1 and "pg-det" in options.members:
+        lines += [f"pg-det places each box at the median corners of {options.symmetries} decodes under the "
+                  f"square's symmetries (`site.toml`: `options = {{ symmetries = {options.symmetries} }}`); "
+                  "its rows before the refiner are those boxes, the detector's own.", ""]
+    lines += ["| detector | set | true boxes | matched at IoU >= 0.3 (95% CI) | F1 at IoU 0.5 | mean IoU | mAP |",
               "|---|---|---|---|---|---|---|"]
     detectors = list(dict.fromkeys(n for figures in sets.values() for n in figures.get("boxes", {})))
     for name in detectors:
@@ -301,7 +324,8 @@ def run_demo(
     site = out / "site.toml"
     op_path = out / "op.json"
     atomic_write_text(site, site_config_text(opts.selected(), opts.models_dir, out, refiner=opts.refiner,
-                                             refiner_iterations=opts.refiner_iterations))
+                                             refiner_iterations=opts.refiner_iterations,
+                                             symmetries=opts.symmetries))
     report = DemoReport(site_config=site, operating_point=op_path, members=records)
 
     # the validation predictions only feed tuning: score them under a plain any-vote point, so a
@@ -331,6 +355,7 @@ def run_demo(
     if ablation.is_file():
         report.results["ablation"] = json.loads(ablation.read_text(encoding="utf-8"))
     summary = {"command": demo_command(opts), "train_seed": opts.train_seed, "eval_seed": opts.eval_seed,
+               "toy_first": opts.trains_toy, "toy_studies": opts.toy_studies, "toy_seed": opts.toy_seed,
                "train_style": opts.train_style, "eval_styles": list(opts.eval_styles),
                "train_studies": opts.train_studies, "eval_studies": opts.eval_studies,
                "members": records, **report.results}
@@ -375,13 +400,21 @@ def summary_lines(report: DemoReport) -> list[str]:
 @click.option("--init-from", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Fine-tune each member from DIR/<name>/ (e.g. members trained on the rods style first) "
                    "instead of from scratch.")
+@click.option("--toy-first/--no-toy-first", default=True, show_default=True,
+              help="Train the tiny detector on the toy phantom first and start pg-det from it (from "
+                   "scratch its boxes matched at most 0.06 of the validation boxes; DEMO.md's ablation).")
+@click.option("--toy-studies", type=click.IntRange(min=4), default=1200, show_default=True,
+              help="Studies in the toy stage's toy phantom.")
+@click.option("--symmetries", type=click.Choice(["1", "2", "4", "8"]), default="8", show_default=True,
+              help="pg-det's boxes in site.toml: the median of this many decodes under the square's symmetries.")
 @click.option("--retrain", is_flag=True, help="Train members again even if this demo already wrote them.")
 @click.option("--refiner/--no-refiner", default=True, show_default=True,
               help="Train the box refiner stage and put it on the detectors in site.toml.")
 @click.option("--set", "overrides", multiple=True, metavar="MEMBER:KEY=VALUE",
               help="Config override for one member, e.g. detr:train.max_steps=2 (repeatable).")
 def train_demo_cmd(out: Path, work_dir: Path, members: str, train_studies: int, eval_studies: int,
-                   train_style: str, eval_styles: str, init_from: Path | None, retrain: bool, refiner: bool, overrides: Sequence[str]) -> None:
+                   train_style: str, eval_styles: str, init_from: Path | None, toy_first: bool, toy_studies: int,
+                   symmetries: str, retrain: bool, refiner: bool, overrides: Sequence[str]) -> None:
     """Train the tiny demo members on a phantom set, tune their operating point and measure them
     on fresh phantom sets from another seed, in and out of the training style (seeded; about 2
     hours on 2 CPU cores)."""
@@ -402,7 +435,8 @@ def train_demo_cmd(out: Path, work_dir: Path, members: str, train_studies: int, 
                           train_studies=train_studies, eval_studies=eval_studies, retrain=retrain,
                           train_style=train_style, init_from=init_from,
                           eval_styles=tuple(s.strip() for s in eval_styles.split(",") if s.strip()),
-                          refiner=refiner, overrides=per_member)
+                          refiner=refiner, overrides=per_member, toy_first=toy_first, toy_studies=toy_studies,
+                          symmetries=int(symmetries))
     report = run_demo(out, work_dir=work_dir, options=options, progress=True)
     for line in summary_lines(report):
         click.echo(line)

@@ -1,4 +1,4 @@
-"""The detector ablation bench: each variant is a valid change of the committed config, and its
+"""The detector ablation bench: each variant is a valid change of its baseline, and its
 table reads a run's metrics as the engine writes them."""
 
 from __future__ import annotations
@@ -25,13 +25,24 @@ def _get(config: Any, dotted: str) -> Any:
 
 @pytest.mark.parametrize("variant", bench.VARIANTS, ids=lambda v: v.name)
 def test_each_variant_changes_exactly_what_it_says(variant: Any) -> None:
-    base = load_train_config(bench.CONFIG, recipe="detector")
+    base = load_train_config(bench.CONFIG, recipe="detector", overrides=dict(bench.BASELINE))
     overrides = bench.resolved_overrides(variant, 600, Path("/toy/run/best"))
-    changed = load_train_config(bench.CONFIG, recipe="detector", overrides=overrides)
+    changed = load_train_config(bench.CONFIG, recipe="detector", overrides={**bench.BASELINE, **overrides})
     for key, value in overrides.items():
         assert _get(changed, key) == value
-        assert _get(base, key) != value, f"{variant.name}: {key} is already {value!r} in the committed config"
-    assert variant.overrides or variant.name == "committed"
+        assert _get(base, key) != value, f"{variant.name}: {key} is already {value!r} in the baseline"
+    assert variant.overrides or variant.name == "baseline"
+    # every run starts from the baseline: the table keeps its meaning as the committed config moves on
+    sets = bench._overrides(variant, 600, 16, 100, 1, Path("/toy/run/best"))
+    pairs = dict(item.split("=", 1) for item in sets[1::2])
+    for key, value in bench.BASELINE.items():
+        assert key in pairs and (key in overrides or pairs[key] == str(value))
+
+
+def test_the_baseline_is_not_the_committed_config() -> None:
+    """The committed config moved on (the toy start's box settings); the baseline pins the old."""
+    committed = load_train_config(bench.CONFIG, recipe="detector")
+    assert any(_get(committed, key) != value for key, value in bench.BASELINE.items())
 
 
 def test_placeholders_resolve_and_the_toy_first_variant_needs_its_detector() -> None:
@@ -56,10 +67,10 @@ def test_the_table_reads_the_last_and_the_best_epoch(tmp_path: Path) -> None:
     assert read == {"last": {"step": 300.0, "box_recall": 0.3, "study_auc": 0.8},
                     "best": {"step": 200.0, "box_recall": 0.4, "study_auc": 0.7}, "train_seconds": 29.0}
     result = {"command": "python -m bench.detector_ablation --steps 300", "budget": {"steps": 300, "batch": 16},
-              "rows": [{"name": "committed", "change": "as committed", **read},
+              "rows": [{"name": "baseline", "change": "the baseline", **read},
                        {"name": "no-ciou", "change": "no CIoU loss", "exit": 1}]}
     lines = ablation_lines(result)
-    assert "| committed | as committed | 0.300 (0.400, 200) | 0.800 |" in lines
+    assert "| baseline | the baseline | 0.300 (0.400, 200) | 0.800 |" in lines
     assert "| no-ciou | no CIoU loss | no figures (exit 1) | |" in lines
     assert "300 steps of batch 16" in lines[0] and "same seed and data," in lines[0]
     assert "and data (the rods phantom), 300" in ablation_lines({**result, "data": "the rods phantom"})[0]

@@ -13,7 +13,7 @@ from ensembles.registry import BUILTIN_KINDS, MemberOptions, create_member, memb
 KINDS = [info.kind for info in BUILTIN_KINDS]
 EXTRA = {
     "paligemma-classifier": ("name",),
-    "paligemma-detector": ("name", "max_boxes", "max_new_tokens", "threshold"),
+    "paligemma-detector": ("name", "max_boxes", "max_new_tokens", "threshold", "symmetries"),
     "detr": ("box_floor", "top_k"),
     "refiner": (),
 }

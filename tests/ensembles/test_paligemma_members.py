@@ -17,6 +17,7 @@ from ensembles.loc_tokens import parse_detections  # noqa: E402
 from ensembles.members.paligemma_classifier import PaliGemmaClassifier  # noqa: E402
 from ensembles.members.paligemma_detector import PaliGemmaDetector  # noqa: E402
 from ensembles.registry import Member, create_member, list_members  # noqa: E402
+from ensembles.types import Box, Detection  # noqa: E402
 from ensembles.demo_arch.paligemma import build_tiny_paligemma, default_spec, write_tiny_paligemma_checkpoint  # noqa: E402
 
 SMALL = dict(image_size=48, patch=16, siglip_hidden=32, siglip_layers=2, text_hidden=64,
@@ -171,3 +172,60 @@ def test_members_refuse_bad_specs(checkpoints) -> None:  # type: ignore[no-untyp
         PaliGemmaDetector(model, processor, det_spec, max_new_tokens=3)
     with pytest.raises(ValueError, match="batch_size"):
         PaliGemmaDetector(model, processor, det_spec, batch_size=0)
+
+
+def _bright_box(pixels: torch.Tensor) -> Box:
+    """The normalised box of an input square's bright pixels (an oracle's answer)."""
+    bright = pixels[0] > 0.5
+    rows = torch.nonzero(bright.any(dim=1)).flatten()
+    cols = torch.nonzero(bright.any(dim=0)).flatten()
+    side = pixels.shape[-1]
+    return Box(int(cols[0]) / side, int(rows[0]) / side, (int(cols[-1]) + 1) / side, (int(rows[-1]) + 1) / side)
+
+
+def _oracle(bias: float, calls: list[int]):  # type: ignore[no-untyped-def]
+    """A decode that finds the bright rectangle and writes it ``bias`` to the right of where it is
+    in the square it is shown (a model's own-frame error, which the other symmetries undo)."""
+    def decode(pixel_values: torch.Tensor, scores: list[float]):  # type: ignore[no-untyped-def]
+        calls.append(len(scores))
+        out = []
+        for pixels, score in zip(pixel_values, scores):
+            box = _bright_box(pixels)
+            out.append(("answer", [Detection(Box(box.x0 + bias, box.y0, box.x1 + bias, box.y1), score=score)],
+                        {"boxes": []}))
+        return out
+    return decode
+
+
+def test_detector_symmetries_place_boxes_by_the_median_of_the_decodes(checkpoints) -> None:  # type: ignore[no-untyped-def]
+    image = np.zeros((96, 96), dtype=np.float32)
+    image[20:44, 50:70] = 1.0  # off-centre and not square: every symmetry moves it
+    plain = create_member("paligemma-detector", checkpoints["det"])
+    square = plain.pixel_values([image])[0]
+    truth = _bright_box(square)
+
+    for count in (2, 4, 8):  # the member path maps every symmetry's boxes back exactly
+        member = create_member("paligemma-detector", checkpoints["det"], symmetries=count)
+        calls: list[int] = []
+        member.decode = _oracle(0.0, calls)  # type: ignore[method-assign]
+        out = member.predict([image])[0]
+        assert len(calls) == count
+        assert tuple(out.detections[0].box) == pytest.approx(tuple(truth))
+        assert out.extras["symmetries"] == count and out.extras["symmetry_votes"] == [count]
+
+    calls = []
+    plain.decode = _oracle(0.1, calls)  # type: ignore[method-assign]
+    alone = plain.predict([image])[0]
+    assert len(calls) == 1 and "symmetries" not in alone.extras
+    assert alone.detections[0].box.x0 == pytest.approx(truth.x0 + 0.1)
+    member = create_member("paligemma-detector", checkpoints["det"], symmetries=8)
+    member.decode = _oracle(0.1, calls)  # type: ignore[method-assign]
+    placed = member.predict([image])[0]
+    assert placed.detections[0].box.iou(truth) > alone.detections[0].box.iou(truth)
+    # the plain decode's confidence and answer stay
+    assert placed.detections[0].score == alone.detections[0].score and placed.raw == "answer"
+
+
+def test_detector_refuses_a_symmetry_count_it_cannot_take(checkpoints) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(CheckpointError, match="symmetries must be one of 1, 2, 4, 8"):
+        create_member("paligemma-detector", checkpoints["det"], symmetries=3)

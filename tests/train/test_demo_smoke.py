@@ -21,7 +21,7 @@ from ensembles.operating_point.op_json import load_deciding_point
 from screen.site_config import DEFAULT_CONFIG, load_site_config
 from screen.commands.demo import run_demo, train_demo_cmd
 from screen.nightly.site_members import load_members
-from train.demo import DemoError, DemoOptions
+from train.demo import DemoError, DemoOptions, toy_phantom_config, train_demo
 
 TINY_PG = {"image_size": 32, "patch": 8, "siglip_hidden": 32, "siglip_layers": 1,
            "text_hidden": 32, "text_layers": 1}
@@ -37,13 +37,12 @@ def _options() -> DemoOptions:
             "detr.attention_heads": 2}
     refiner = {**QUICK, "refiner.architecture": "test_resnet", "refiner.crop_size": 32,
                "refiner.samples_per_box": 1}
+    det = {**pg, "paligemma.tiny": {**TINY_PG, "position_init": "sincos"}}
     return DemoOptions(train_studies=14, eval_studies=6, train_seed=101, eval_seed=202,
                        train_style="randomised", eval_styles=("randomised", "shifted"),
-                       val_fraction=0.3, phantom_size=(96, 128), workers=1,
-                       overrides={"pg-cls": pg, "detr": detr,
-                                  "refiner": refiner,
-                                  "pg-det": {**pg, "paligemma.eval_boxes": False,
-                                             "paligemma.tiny": {**TINY_PG, "position_init": "sincos"}}})
+                       val_fraction=0.3, phantom_size=(96, 128), workers=1, toy_studies=10,
+                       overrides={"pg-cls": pg, "detr": detr, "refiner": refiner, "toy-det": det,
+                                  "pg-det": det})
 
 
 def test_demo_trains_members_the_screener_runs_and_measures_them(tmp_path: Path) -> None:
@@ -56,6 +55,8 @@ def test_demo_trains_members_the_screener_runs_and_measures_them(tmp_path: Path)
     # the refiner stage corrects both detectors' boxes, twice
     assert [m.refiner for m in site.members] == [None, out / "models" / "refiner", out / "models" / "refiner"]
     assert site.members[2].refiner_iterations == 2
+    # pg-det places its boxes by the median of its decodes under the square's 8 symmetries
+    assert [m.options for m in site.members] == [{}, {"symmetries": 8}, {}]
     assert site.operating_point == (out / "op.json")
     loaded = load_members(site)
     assert [m.spec.kind for m in loaded] == ["paligemma-classifier", "paligemma-detector", "detr"]
@@ -79,9 +80,24 @@ def test_demo_trains_members_the_screener_runs_and_measures_them(tmp_path: Path)
     assert json.loads((work / "train-phantom" / "phantom.json").read_text()) == {"fingerprint": trained_on.fingerprint()}
     shifted = (work / "eval-phantom-shifted" / "labels.csv").read_text()
     assert shifted != (work / "eval-phantom-randomised" / "labels.csv").read_text()
-    assert [m["name"] for m in summary["members"]] == ["pg-cls", "pg-det", "detr", "refiner"]
+    assert [m["name"] for m in summary["members"]] == ["toy-det", "pg-cls", "pg-det", "detr", "refiner"]
     for member in summary["members"]:
         assert member["steps"] == 1 and Path(member["checkpoint"]).is_dir()
+    # the detector's curriculum: the toy stage trains first, on the toy phantom, in the work
+    # folder (not a site member), and pg-det starts from it; the others from scratch
+    starts = {m["name"]: m["init_from"] for m in summary["members"]}
+    assert starts == {"toy-det": None, "pg-cls": None, "pg-det": "toy-det", "detr": None, "refiner": None}
+    assert summary["toy_first"] is True and summary["toy_studies"] == 10
+    toy_run = json.loads((work / "runs" / "toy-det" / "config.json").read_text())
+    assert toy_run["data"] == str(work / "toy-data")
+    assert json.loads((work / "toy-phantom" / "phantom.json").read_text()) == {
+        "fingerprint": toy_phantom_config(10, 11, size=(96, 128)).fingerprint()}
+    pg_det_run = json.loads((work / "runs" / "pg-det" / "config.json").read_text())
+    assert pg_det_run["paligemma"]["base"] == str((work / "toy-det").resolve())
+    assert pg_det_run["data"] == str(work / "data")
+    assert (work / "toy-det" / "member.json").is_file() and not (out / "models" / "toy-det").exists()
+    assert "| pg-det | detector | `demo-detector.toml` | `toy-det` |" in (out / "models" / "DEMO.md").read_text()
+    assert "median corners of 8 decodes" in (out / "models" / "DEMO.md").read_text()
     text = (out / "models" / "DEMO.md").read_text()
     assert "screen train-demo --out sample_data" in text and "| detr | shifted |" in text
     assert "| detr | randomised |" in text
@@ -92,6 +108,14 @@ def test_demo_trains_members_the_screener_runs_and_measures_them(tmp_path: Path)
                       tune_guard="none", allow_small=True)
     assert [m["seconds"] for m in again.members] == [m["seconds"] for m in report.members]
 
+    # --retrain trains again from the start: not a resume of the finished run (which would
+    # run no step and hand back the old checkpoint)
+    before = (work / "runs" / "detr" / "best" / "member.json").stat().st_mtime_ns
+    retrained = train_demo(dataclasses.replace(_options(), members=("detr",), refiner=False, retrain=True,
+                                               models_dir=out / "models", work_dir=work))[1]
+    assert (work / "runs" / "detr" / "best" / "member.json").stat().st_mtime_ns != before
+    assert [m["name"] for m in retrained] == ["detr"] and retrained[0]["steps"] == 1
+
     # a curriculum: members fine-tuned from the ones just trained (--init-from), not from scratch
     start = tmp_path / "start"
     shutil.copytree(out / "models", start)
@@ -100,6 +124,7 @@ def test_demo_trains_members_the_screener_runs_and_measures_them(tmp_path: Path)
                     allow_small=True, options=dataclasses.replace(_options(), members=("pg-cls", "detr"),
                                                                   refiner=False, init_from=start))
     assert [m["init_from"] for m in warm.members] == [str(start / "pg-cls"), str(start / "detr")]
+    assert not (warm_work / "runs" / "toy-det").exists()  # no toy stage: pg-det is not trained
     ran = {name: json.loads((warm_work / "runs" / name / "config.json").read_text()) for name in ("pg-cls", "detr")}
     assert ran["pg-cls"]["paligemma"]["base"] == str((start / "pg-cls").resolve())
     assert ran["detr"]["sections"]["detr"]["base"] == str((start / "detr").resolve())
@@ -117,6 +142,19 @@ def test_demo_options_refuse_evaluating_on_the_training_seed() -> None:
         DemoOptions(eval_styles=("toy",))
     with pytest.raises(DemoError, match="each once"):
         DemoOptions(eval_styles=("shifted", "shifted"))
+    with pytest.raises(DemoError, match="symmetries must be one of 1, 2, 4, 8"):
+        DemoOptions(symmetries=3)
+    with pytest.raises(DemoError, match="overrides name no demo stage: pgdet"):
+        DemoOptions(overrides={"pgdet": {"train.max_steps": 2}})
+
+
+def test_demo_stages_put_the_toy_lesson_before_pg_det_only_when_it_is_trained() -> None:
+    names = lambda options: [m.name for m in options.stages()]  # noqa: E731
+    assert names(DemoOptions()) == ["toy-det", "pg-cls", "pg-det", "detr", "refiner"]
+    assert names(DemoOptions(toy_first=False)) == ["pg-cls", "pg-det", "detr", "refiner"]
+    assert names(DemoOptions(members=("pg-cls", "detr"), refiner=False)) == ["pg-cls", "detr"]
+    # fine-tuning from earlier members (--init-from) starts pg-det from its own, not the toy
+    assert names(DemoOptions(init_from=Path("elsewhere"))) == ["pg-cls", "pg-det", "detr", "refiner"]
 
 
 def test_demo_command_rejects_a_malformed_override(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from ensembles import symmetry
 from ensembles.loc_tokens import NORMAL_TEXT, format_detections, loc_token
 from ensembles.members.paligemma_classifier import PaliGemmaClassifier
 from ensembles.members.paligemma_inputs import encode_prompts, position_ids_for
@@ -101,18 +102,11 @@ def augment_item(item: dict[str, Any], rewrite_suffix: str | None) -> dict[str, 
         rewrite_suffix: the box label to rewrite a detector answer with (its loc tokens must
             follow the boxes); ``None`` keeps the suffix (classifier).
     """
-    hflip, vflip, transpose = (bool(v) for v in torch.randint(0, 2, (3,)).tolist())
-    pixels, boxes = item["pixel_values"], item["boxes"].clone()
-    if transpose:
-        pixels = pixels.transpose(-1, -2)
-        boxes = boxes[:, [1, 0, 3, 2]]
-    if hflip:
-        pixels = pixels.flip(-1)
-        boxes = torch.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], dim=1)
-    if vflip:
-        pixels = pixels.flip(-2)
-        boxes = torch.stack([boxes[:, 0], 1 - boxes[:, 3], boxes[:, 2], 1 - boxes[:, 1]], dim=1)
-    out = dict(item, pixel_values=pixels.contiguous(), boxes=boxes.reshape(-1, 4))
+    hflip, vflip, transpose = (int(v) for v in torch.randint(0, 2, (3,)).tolist())
+    k = transpose * symmetry.TRANSPOSE | hflip * symmetry.HFLIP | vflip * symmetry.VFLIP
+    pixels = symmetry.apply_to_pixels(item["pixel_values"], k)
+    boxes = symmetry.apply_to_boxes(item["boxes"].clone(), k)
+    out = dict(item, pixel_values=pixels.contiguous(), boxes=boxes)
     if rewrite_suffix is not None and len(boxes):
         out["suffix"] = format_detections(
             [(Box.checked(*(min(1.0, max(0.0, v)) for v in b)), rewrite_suffix) for b in boxes.tolist()]
