@@ -13,13 +13,17 @@ from screen.site_config import DEFAULT_CONFIG, PROJECT_ROOT
 ARCHIVE = PROJECT_ROOT / "sample_data" / "archive"
 
 # Floors for the committed members on the sample archive, below what they measured there
-# (`screen eval sample_data/archive --labels sample_data/labels.csv`: member study AUCs 0.979,
-# 1.000, 1.000; ensemble recall 1.000, 10 of 10 fractured studies, at op-07a8ff6a8750 (0.900 at
-# the any-vote point before it); refined DETR boxes 0.812 of 16 true boxes at IoU >= 0.3) with
-# room for two misses, never at chance level.
+# (`screen eval sample_data/archive --labels sample_data/labels.csv`, op-9bd22fcfebca: member
+# study AUCs 0.979, 0.950, 1.000; ensemble recall 0.800, 8 of 10 fractured studies; of the 16
+# true boxes matched at IoU >= 0.3: pg-det's own 0.562 (9; it placed none before issue 14's
+# toy-first training), refined DETR 0.688, the fused findings 0.812) with room for a miss or two,
+# never at chance level. The ensemble's floor is what it reached: its 8 caught fractures fuse to
+# >= 0.855 against the point's 0.739, the 2 missed to 0.700 (the previous point caught all 10).
 MIN_MEMBER_AUC = 0.90
 MIN_ENSEMBLE_RECALL = 0.80
 MIN_DETR_BOX_RECALL = 0.60
+MIN_PG_DET_OWN_BOX_RECALL = 0.40
+MIN_FUSED_BOX_RECALL = 0.65
 
 
 def test_default_config_loads_and_dry_run_lists_every_study(tmp_path: Path) -> None:
@@ -61,5 +65,8 @@ def test_committed_members_separate_the_sample_archive(tmp_path: Path) -> None:
     assert rows["ensemble"].confusion.recall >= MIN_ENSEMBLE_RECALL
     boxes = {b.name: b for b in result.boxes}
     assert boxes["detr"].recall_30 >= MIN_DETR_BOX_RECALL  # refined boxes on true fractures
+    # the PaliGemma detector's own loc-token boxes (before the refiner) find fractures too
+    assert boxes["pg-det (before refiner)"].recall_30 >= MIN_PG_DET_OWN_BOX_RECALL
+    assert boxes["ensemble"].recall_30 >= MIN_FUSED_BOX_RECALL
     # the refiner is what localises: DETR's own boxes matched 0.188 there
     assert boxes["detr (before refiner)"].recall_30 < boxes["detr"].recall_30
