@@ -31,7 +31,7 @@ MATCH_IOU = 0.05
 
 def first_symmetries(count: int) -> tuple[int, ...]:
     """The first ``count`` symmetries of :data:`ORDER` (``count`` in :data:`COUNTS`)."""
-    if isinstance(count, bool) or count not in COUNTS:
+    if isinstance(count, bool) or not isinstance(count, int) or count not in COUNTS:
         raise ValueError(f"symmetries must be one of {', '.join(map(str, COUNTS))}, got {count!r}")
     return ORDER[:count]
 

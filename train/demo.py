@@ -419,8 +419,8 @@ def train_demo(options: DemoOptions, *, on_member: Callable[[dict[str, Any]], No
             start = _start(member, options, toy)
             record = train_member(member, stage_data, options, start=start,
                                   start_name=DEMO_TOY.name if start is not None and start == toy else None)
-        if member is DEMO_TOY:
-            toy = Path(record["checkpoint"])
+        if member is DEMO_TOY:  # where this demo keeps it, whatever folder the record was written from
+            toy = stage_home(member, options) / member.name
         records.append(record)
         if on_member is not None:
             on_member(record)

@@ -64,8 +64,9 @@ class PaliGemmaDetector(PaliGemmaMemberBase):
             symmetries (``options.symmetries``: 1, 2, 4 or 8; default 1, once) and place each
             box the plain decode found at the median of the corners the decodes gave it
             (:func:`ensembles.symmetry.median_boxes`). The plain decode decides how many boxes
-            there are, their confidences and ``raw_text``; the others only place them. Costs one
-            more decode per symmetry for images at or above the threshold.
+            there are, their confidences and the raw answer (``MemberOutput.raw``); the others
+            only place them. Costs one more decode per symmetry for images at or above the
+            threshold.
 
     Raises:
         CheckpointError: the spec does not fit, or the tokenizer cannot express the grammar.

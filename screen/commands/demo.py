@@ -407,7 +407,8 @@ def summary_lines(report: DemoReport) -> list[str]:
               help="Studies in the toy stage's toy phantom.")
 @click.option("--symmetries", type=click.Choice(["1", "2", "4", "8"]), default="8", show_default=True,
               help="pg-det's boxes in site.toml: the median of this many decodes under the square's symmetries.")
-@click.option("--retrain", is_flag=True, help="Train members again even if this demo already wrote them.")
+@click.option("--retrain", is_flag=True,
+              help="Train every stage again, from the start, even if this demo already wrote it.")
 @click.option("--refiner/--no-refiner", default=True, show_default=True,
               help="Train the box refiner stage and put it on the detectors in site.toml.")
 @click.option("--set", "overrides", multiple=True, metavar="MEMBER:KEY=VALUE",

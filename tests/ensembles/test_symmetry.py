@@ -43,7 +43,7 @@ def test_the_eight_symmetries_are_distinct_and_the_counts_take_the_flips_first()
     assert len(seen) == 8 and sorted(ORDER) == list(range(8)) and ORDER[0] == 0
     assert [len(first_symmetries(n)) for n in COUNTS] == list(COUNTS)
     assert all(k & 1 == 0 for k in first_symmetries(4))  # no transposes before the flips are used up
-    for bad in (0, 3, 9, True, "8"):
+    for bad in (0, 3, 9, True, "8", 8.0):
         with pytest.raises(ValueError, match="symmetries must be one of"):
             first_symmetries(bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="integer in 0..7"):
