@@ -432,7 +432,10 @@ def train_demo_cmd(out: Path, work_dir: Path, members: str, train_studies: int, 
             raise DemoError(f"--set must look like MEMBER:KEY=VALUE (e.g. detr:train.max_steps=2), got {text!r}")
         key, value = parse_override(rest)
         per_member.setdefault(member, {})[key] = value
-    options = DemoOptions(members=tuple(m.strip() for m in members.split(",") if m.strip()),
+    # the folders run_demo uses, so the options are checked against them (an --init-from of the
+    # default models folder is fine when --out writes elsewhere)
+    options = DemoOptions(models_dir=out / "models", work_dir=work_dir,
+                          members=tuple(m.strip() for m in members.split(",") if m.strip()),
                           train_studies=train_studies, eval_studies=eval_studies, retrain=retrain,
                           train_style=train_style, init_from=init_from,
                           eval_styles=tuple(s.strip() for s in eval_styles.split(",") if s.strip()),

@@ -163,6 +163,29 @@ def test_demo_command_rejects_a_malformed_override(tmp_path: Path) -> None:
     assert "--set must look like MEMBER:KEY=VALUE" in str(result.exception)
 
 
+def test_demo_command_fine_tunes_from_the_default_models_into_another_out(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """--init-from sample_data/models with --out elsewhere is a curriculum, not a clash: the
+    options are checked against the folders the demo really writes to."""
+    import screen.commands.demo as demo_module
+
+    seen: list[DemoOptions] = []
+
+    def fake_run_demo(out: Path, *, work_dir: Path, options: DemoOptions, progress: bool):  # type: ignore[no-untyped-def]
+        seen.append(options)
+        return demo_module.DemoReport(site_config=out / "site.toml", operating_point=out / "op.json", members=[])
+
+    monkeypatch.setattr(demo_module, "run_demo", fake_run_demo)
+    start = tmp_path / "sample_data" / "models"
+    start.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(train_demo_cmd, ["--out", str(tmp_path / "elsewhere"), "--init-from", "sample_data/models"])
+    assert result.exit_code == 0, result.output
+    assert seen[0].models_dir == tmp_path / "elsewhere" / "models" and seen[0].init_from == Path("sample_data/models")
+    # writing into the folder it starts from is still refused
+    clash = CliRunner().invoke(train_demo_cmd, ["--out", "sample_data", "--init-from", "sample_data/models"])
+    assert clash.exit_code != 0 and "the folder the demo writes its members to" in str(clash.exception)
+
+
 COMMITTED_MODELS = DEFAULT_CONFIG.parent / "models"
 
 
