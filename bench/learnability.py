@@ -34,18 +34,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from train.demo import TOY_SEED, TOY_STUDIES, TOY_TWO_SHAPES
+from train.demo import TOY_SEED, TOY_STUDIES, TOY_TWO_SHAPES, toy_phantom_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "train" / "configs" / "tiny-detector.toml"
 #: The aims of the check (issue 14): held-out box recall at IoU 0.5, empty images below threshold.
 AIM_RECALL_50 = 0.80
 AIM_EMPTY_BELOW = 0.90
-#: Toy studies of the full check (about 1,700 training images): with 240 (320 training images)
-#: the same config overfitted (validation loss rose from epoch 21) and matched fewer boxes.
-#: The toy itself (``train.demo.toy_phantom_config``: ``STUDIES``, ``SEED``, ``TWO_SHAPES``) is the
-#: one ``screen train-demo``'s toy stage trains pg-det's start on.
-STUDIES, SEED, TWO_SHAPES = TOY_STUDIES, TOY_SEED, TOY_TWO_SHAPES
+# The toy (train.demo.toy_phantom_config) is the one screen train-demo's toy stage trains
+# pg-det's start on. TOY_STUDIES of it (about 1,700 training images): with 240 (320 training
+# images) the same config overfitted (validation loss rose from epoch 21) and matched fewer boxes.
+
 #: Decodes per positive image whose median places each box (the member's ``symmetries``
 #: option; the demo's site.toml uses 8). ``--symmetries 1`` measures a single decode.
 SYMMETRIES = 8
@@ -173,9 +172,9 @@ def _empty_images(image_predictions: Path, threshold: float) -> tuple[float, int
     return float((scores < threshold).mean()), int(len(scores))
 
 
-def run_check(out: Path, *, studies: int = STUDIES, seed: int = SEED, epochs: int | None = None,
+def run_check(out: Path, *, studies: int = TOY_STUDIES, seed: int = TOY_SEED, epochs: int | None = None,
               overrides: Sequence[str] = (), workers: int = 2,
-              two_shapes: float = TWO_SHAPES, symmetries: int = SYMMETRIES) -> Learnability:
+              two_shapes: float = TOY_TWO_SHAPES, symmetries: int = SYMMETRIES) -> Learnability:
     """Generate, prepare, train and measure (the member decoding its boxes under ``symmetries``
     of the square's symmetries, as the demo's pg-det does); the work files stay in ``out``."""
     from dicom_io.phantom import write_phantom_archive
@@ -183,7 +182,6 @@ def run_check(out: Path, *, studies: int = STUDIES, seed: int = SEED, epochs: in
     from screen.commands.eval import run_eval
     from screen.commands.prepare import run_prepare
     from screen.commands.train import run_train
-    from train.demo import toy_phantom_config
 
     out.mkdir(parents=True, exist_ok=True)
     archive, labels, data = out / "archive", out / "labels.csv", out / "data"
@@ -236,10 +234,10 @@ def _image_auc(result: object) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="Work folder (archive, data, run, eval).")
-    parser.add_argument("--studies", type=int, default=STUDIES, help="Toy studies (1-3 images each).")
-    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--studies", type=int, default=TOY_STUDIES, help="Toy studies (1-3 images each).")
+    parser.add_argument("--seed", type=int, default=TOY_SEED)
     parser.add_argument("--epochs", type=int, default=None, help="In place of the config's [train] epochs.")
-    parser.add_argument("--two-shapes", type=float, default=TWO_SHAPES,
+    parser.add_argument("--two-shapes", type=float, default=TOY_TWO_SHAPES,
                         help="Share of the toy images with a shape that hold two.")
     parser.add_argument("--symmetries", type=int, choices=(1, 2, 4, 8), default=SYMMETRIES,
                         help="Decodes per positive image under the square's symmetries, whose median "
