@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -43,25 +44,48 @@ COMMAND = "screen train-demo --out sample_data"
 
 
 def demo_command(options: "DemoOptions") -> str:
-    """The command that makes this demo: :data:`COMMAND` with the style options that differ
-    from the defaults."""
+    """The command that makes this demo: :data:`COMMAND` with every option that differs from the
+    defaults, ``--set`` overrides included (a demo made with shorter stages says so)."""
     from train.demo import DemoOptions
 
     default = DemoOptions()
     parts = [COMMAND]
+    if options.members != default.members:
+        parts.append(f"--members {','.join(options.members)}")
+    if options.train_studies != default.train_studies:
+        parts.append(f"--train-studies {options.train_studies}")
+    if options.eval_studies != default.eval_studies:
+        parts.append(f"--eval-studies {options.eval_studies}")
     if options.train_style != default.train_style:
         parts.append(f"--style {options.train_style}")
     if options.eval_styles != default.eval_styles:
         parts.append(f"--eval-styles {','.join(options.eval_styles)}")
     if options.init_from is not None:
-        parts.append(f"--init-from {options.init_from}")
+        parts.append(f"--init-from {shlex.quote(str(options.init_from))}")
     if options.symmetries != default.symmetries:
         parts.append(f"--symmetries {options.symmetries}")
     if not options.toy_first:
         parts.append("--no-toy-first")
     elif options.toy_studies != default.toy_studies:
         parts.append(f"--toy-studies {options.toy_studies}")
+    if not options.refiner:
+        parts.append("--no-refiner")
+    for member, settings in options.overrides.items():
+        parts += [f"--set {shlex.quote(f'{member}:{key}={_override_text(value)}')}" for key, value in settings.items()]
     return " ".join(parts)
+
+
+def _override_text(value: Any) -> str:
+    """A ``--set`` value as :func:`train.train_config.parse_override` reads it back (TOML)."""
+    from train.train_config import parse_override
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and parse_override(f"k={value}")[1] == value:
+        return value  # a bare word reads back as itself; "true" or "12" must be quoted
+    return json.dumps(value)
+
+
 TARGET_RECALL = 0.90
 BOX_IOU = 0.3
 BOX_MEMBER_FLOOR = 0.25

@@ -186,6 +186,39 @@ def test_demo_command_fine_tunes_from_the_default_models_into_another_out(tmp_pa
     assert clash.exit_code != 0 and "the folder the demo writes its members to" in str(clash.exception)
 
 
+def test_demo_command_names_every_option_that_differs_and_reads_back_the_same(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """DEMO.md's command is the one that made the members: shorter stages (--set), another member
+    list, study counts or no refiner are in it, and the CLI reads it back to the same options."""
+    import shlex
+
+    import screen.commands.demo as demo_module
+
+    made = DemoOptions(members=("pg-cls", "detr"), train_studies=400, eval_studies=120, train_style="rods",
+                       eval_styles=("rods", "shifted"), refiner=False, toy_first=False,
+                       overrides={"pg-cls": {"train.max_steps": 1200, "optim.lr": 0.0002,
+                                             "train.resume": False, "train.monitor": "study_auc",
+                                             "paligemma.name": "a b", "paligemma.normal": "true"}})
+    command = demo_module.demo_command(made)
+    for text in ("--members pg-cls,detr", "--train-studies 400", "--eval-studies 120", "--no-refiner",
+                 "--set pg-cls:train.max_steps=1200", "--set pg-cls:train.resume=false"):
+        assert text in command, command
+    seen: list[DemoOptions] = []
+
+    def fake_run_demo(out: Path, *, work_dir: Path, options: DemoOptions, progress: bool):  # type: ignore[no-untyped-def]
+        seen.append(options)
+        return demo_module.DemoReport(site_config=out / "site.toml", operating_point=out / "op.json", members=[])
+
+    monkeypatch.setattr(demo_module, "run_demo", fake_run_demo)
+    args = shlex.split(command)[2:]  # after "screen train-demo"
+    result = CliRunner().invoke(train_demo_cmd, args)
+    assert result.exit_code == 0, result.output
+    again = seen[0]
+    for name in ("members", "train_studies", "eval_studies", "train_style", "eval_styles", "refiner",
+                 "toy_first", "overrides"):
+        assert getattr(again, name) == getattr(made, name), name
+    assert demo_module.demo_command(DemoOptions()) == demo_module.COMMAND
+
+
 COMMITTED_MODELS = DEFAULT_CONFIG.parent / "models"
 
 
