@@ -431,10 +431,7 @@ def _start(member: DemoMember, options: DemoOptions, toy: Path | None) -> Path |
     """What a stage fine-tunes from: ``<init_from>/<name>``, the toy stage for ``pg-det``, or
     nothing (from scratch)."""
     if options.init_from is not None and member is not DEMO_TOY:
-        start = Path(options.init_from) / member.name
-        if not (start / "member.json").is_file():
-            raise DemoError(f"--init-from {options.init_from}: no {member.name} member there ({start}/member.json)")
-        return start
+        return Path(options.init_from) / member.name  # train_member refuses it when no member is there
     if member.name == "pg-det" and toy is not None:
         return toy
     return None

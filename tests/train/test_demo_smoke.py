@@ -186,6 +186,19 @@ def test_demo_command_fine_tunes_from_the_default_models_into_another_out(tmp_pa
     assert clash.exit_code != 0 and "the folder the demo writes its members to" in str(clash.exception)
 
 
+def test_a_stage_starting_from_a_folder_without_a_member_is_refused_before_training(tmp_path: Path) -> None:
+    """--init-from naming a folder that lacks one of the members (or any start without a
+    member.json) is refused with the folder named, before a config is read or a step is run."""
+    from train.demo import DEMO_MEMBERS, DEMO_REFINER, train_member
+
+    options = DemoOptions(models_dir=tmp_path / "models", work_dir=tmp_path / "work", init_from=tmp_path / "earlier")
+    for member in (*DEMO_MEMBERS, DEMO_REFINER):
+        start = tmp_path / "earlier" / member.name
+        with pytest.raises(DemoError, match="holds no member"):
+            train_member(member, tmp_path / "data", options, start=start)
+    assert not (tmp_path / "work" / "runs").exists() and not (tmp_path / "models").exists()
+
+
 def test_demo_command_names_every_option_that_differs_and_reads_back_the_same(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """DEMO.md's command is the one that made the members: shorter stages (--set), another member
     list, study counts or no refiner are in it, and the CLI reads it back to the same options."""
