@@ -27,8 +27,10 @@ an interrupted demo resumes: finished members are kept, and a run resumes from i
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import shutil
@@ -89,6 +91,12 @@ DETECTOR_MEMBERS: tuple[str, ...] = ("pg-det", "detr")
 """The demo members whose boxes the refiner corrects."""
 
 
+MIX_SEPARATOR = "+"
+"""Joins the styles of a training mix (``DemoOptions.train_style``)."""
+MIX_SEED_STEP = 1000
+"""The seed of the i-th style of a training mix is ``train_seed + MIX_SEED_STEP * i``."""
+
+
 class DemoError(TrainError):
     """The demo cannot run as asked; the message says the fix."""
 
@@ -100,14 +108,17 @@ class DemoOptions:
     Attributes:
         models_dir: where the member checkpoints go (``<models_dir>/<name>/``).
         work_dir: archives, prepared data and run folders.
-        train_studies: studies in the phantom training archive.
+        train_studies: studies in the phantom training archive (per style of a mix).
         train_seed: seed of the training archive and of the patient split.
         eval_studies: studies in the fresh phantom evaluation archive.
         eval_seed: its seed (must differ from ``train_seed``).
         val_fraction: share of patients held out for validation (early stopping, tuning).
         phantom_size: inclusive range of the phantom images' rows and columns.
         train_style: the phantom style the members learn from (``randomised``: rendering and
-            parameters drawn from wide ranges, so they learn the fracture, not one renderer).
+            parameters drawn from wide ranges, so they learn the fracture, not one renderer), or
+            a mix of styles joined by ``+`` (``rods+randomised``): one archive of
+            ``train_studies`` studies per style, each with its own seed
+            (:meth:`train_phantoms`), prepared and split by patient as one set.
         eval_styles: the styles of the fresh evaluation sets, each drawn with ``eval_seed``:
             the training style (in distribution) and ``shifted`` (ranges fixed before training,
             outside what it covered); the first one chooses nothing, all are reported.
@@ -173,9 +184,15 @@ class DemoOptions:
             )
         from dicom_io.phantom.config import STYLES
 
-        for style in (self.train_style, *self.eval_styles):
+        for style in (*self.train_styles, *self.eval_styles):
             if style not in STYLES or style == "toy":
                 raise DemoError(f"demo phantom styles must be among rods, randomised, shifted; got {style!r}")
+        if len(set(self.train_styles)) != len(self.train_styles):
+            raise DemoError(f"a training mix names each style once; got {self.train_style!r}")
+        clash = [style for style, seed in self.train_phantoms() if seed == self.eval_seed]
+        if clash:
+            raise DemoError(f"the training phantom of style {clash[0]!r} would be drawn with eval_seed "
+                            f"{self.eval_seed}: choose another train_seed or eval_seed")
         if not self.eval_styles or len(set(self.eval_styles)) != len(self.eval_styles):
             raise DemoError(f"eval_styles must name at least one style, each once; got {list(self.eval_styles)}")
         if self.init_from is not None and Path(self.init_from).resolve() == Path(self.models_dir).resolve():
@@ -187,6 +204,16 @@ class DemoOptions:
             raise DemoError(f"symmetries must be one of {', '.join(map(str, COUNTS))}, got {self.symmetries!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise DemoError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+
+    @property
+    def train_styles(self) -> tuple[str, ...]:
+        """The styles of the training archive: one, or those of a ``+`` mix, in order."""
+        return tuple(part.strip() for part in self.train_style.split(MIX_SEPARATOR))
+
+    def train_phantoms(self) -> list[tuple[str, int]]:
+        """``(style, seed)`` of each training archive: ``train_seed`` for the first style, then
+        ``train_seed + MIX_SEED_STEP * i`` (each style of a mix draws other patients)."""
+        return [(style, self.train_seed + MIX_SEED_STEP * index) for index, style in enumerate(self.train_styles)]
 
     def selected(self) -> list[DemoMember]:
         return [m for m in DEMO_MEMBERS if m.name in self.members]
@@ -218,10 +245,10 @@ def make_phantom(folder: Path, studies: int, seed: int,
     return write_phantom(folder, PhantomConfig(n_studies=studies, seed=seed, size_range=size, style=style))
 
 
-def write_phantom(folder: Path, config: PhantomConfig) -> tuple[Path, Path]:
-    """``folder/archive`` and ``folder/labels.csv`` of ``config``, reused when ``folder`` already
-    holds that very phantom (its fingerprint is stamped in ``phantom.json``)."""
-    archive, labels = folder / "archive", folder / "labels.csv"
+def write_phantom(folder: Path, config: PhantomConfig, *, archive: Path | None = None) -> tuple[Path, Path]:
+    """``folder/archive`` (or ``archive``) and ``folder/labels.csv`` of ``config``, reused when
+    ``folder`` already holds that very phantom (its fingerprint is stamped in ``phantom.json``)."""
+    archive, labels = archive or folder / "archive", folder / "labels.csv"
     style, seed = config.style, config.seed
     stamp = folder / "phantom.json"
     wanted = {"fingerprint": config.fingerprint()}
@@ -236,10 +263,54 @@ def write_phantom(folder: Path, config: PhantomConfig) -> tuple[Path, Path]:
 
 
 def prepare_demo_data(options: DemoOptions) -> Path:
-    """The prepared training data (train and val splits) of the demo's training archive."""
-    archive, labels = make_phantom(options.work_dir / "train-phantom", options.train_studies,
-                                   options.train_seed, options.phantom_size, options.train_style)
-    return _prepared(archive, labels, options.work_dir / "data", options.train_seed, options)
+    """The prepared training data (train and val splits) of the demo's training archive: one
+    style's, or one folder of a mix's archives (``train-mix/archive/<style>/``) with their labels
+    joined, split by patient together."""
+    phantoms = options.train_phantoms()
+    if len(phantoms) == 1:
+        archive, labels = make_phantom(options.work_dir / "train-phantom", options.train_studies,
+                                       options.train_seed, options.phantom_size, options.train_style)
+        return _prepared(archive, labels, options.work_dir / "data", options.train_seed, options)
+    mix = options.work_dir / "train-mix"
+    tables = []
+    for style, seed in phantoms:
+        config = PhantomConfig(n_studies=options.train_studies, seed=seed, size_range=options.phantom_size,
+                               style=style)
+        _, labels = write_phantom(mix / style, config, archive=mix / "archive" / style)
+        tables.append(_read_csv(labels))
+    _check_disjoint_patients([style for style, _ in phantoms], tables)
+    joined = mix / "labels.csv"
+    rows = [row for _, table in tables for row in table]
+    text = _csv_text(tables[0][0], rows)
+    if not joined.is_file() or joined.read_text(encoding="utf-8") != text:
+        joined.write_text(text, encoding="utf-8")
+    return _prepared(mix / "archive", joined, options.work_dir / "data", options.train_seed, options)
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _csv_text(fields: list[str], rows: list[dict[str, str]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _check_disjoint_patients(styles: list[str], tables: list[tuple[list[str], list[dict[str, str]]]]) -> None:
+    """Refuse a mix whose archives share a PatientID: two phantom patients under one ID would be
+    one patient to the split (and to the ingest's checks that a patient is one person)."""
+    seen: dict[str, str] = {}
+    for style, (_, rows) in zip(styles, tables):
+        for patient in {row["PatientID"] for row in rows}:
+            if patient in seen and seen[patient] != style:
+                raise DemoError(f"the {seen[patient]} and {style} training phantoms share PatientID "
+                                f"{patient}: choose another train_seed")
+            seen[patient] = style
 
 
 def prepare_toy_data(options: DemoOptions) -> Path:
@@ -325,9 +396,21 @@ def train_member(member: DemoMember, data: Path, options: DemoOptions, *,
         "monitor": config.train.monitor,
         "best": _best(history, config.train.monitor, config.train.monitor_mode),
         "init_from": (start_name or _shown(Path(start))) if start is not None else None,
+        "init_weights": weights_digest(Path(start)) if start is not None else None,
     }
     (home / f".{member.name}.{DONE_FILE}").write_text(json.dumps(record, indent=2), encoding="utf-8")
     return record
+
+
+def weights_digest(checkpoint: Path) -> str:
+    """The first 12 hex digits of the sha256 of a checkpoint's ``*.safetensors`` files (sorted by
+    name): which weights a stage started from, whatever folder they were copied to (compare
+    with ``git show <commit>:sample_data/models/<name>/...``)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(checkpoint).glob("*.safetensors")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _shown(path: Path) -> str:
@@ -404,13 +487,14 @@ def train_demo(options: DemoOptions, *, on_member: Callable[[dict[str, Any]], No
         stage first when it runs; a stage whose checkpoint this demo already wrote is kept
         unless ``retrain``.
     """
+    _check_starts(options)
     data = prepare_demo_data(options)
     records = []
     toy: Path | None = None
     for member in options.stages():
         home = stage_home(member, options)
         done = home / f".{member.name}.{DONE_FILE}"
-        if not options.retrain and done.is_file() and (home / member.name / "member.json").is_file():
+        if _kept(member, options):
             record = json.loads(done.read_text(encoding="utf-8"))
             logger.info("keeping %s trained earlier (%s)", member.name, record.get("checkpoint"))
         else:
@@ -427,6 +511,26 @@ def train_demo(options: DemoOptions, *, on_member: Callable[[dict[str, Any]], No
     return data, records
 
 
+def _kept(member: DemoMember, options: DemoOptions) -> bool:
+    """Whether this demo already wrote ``member``'s stage and keeps it (not ``retrain``)."""
+    home = stage_home(member, options)
+    done = home / f".{member.name}.{DONE_FILE}"
+    return not options.retrain and done.is_file() and (home / member.name / "member.json").is_file()
+
+
+def _check_starts(options: DemoOptions) -> None:
+    """Refuse, before any phantom is drawn or stage trained, an ``init_from`` folder that lacks a
+    member a stage still to train starts from (found otherwise only when that stage starts,
+    after the earlier ones trained)."""
+    if options.init_from is None:
+        return
+    missing = [m.name for m in options.stages() if m is not DEMO_TOY and not _kept(m, options)
+               and not (Path(options.init_from) / m.name / "member.json").is_file()]
+    if missing:
+        raise DemoError(f"init_from {options.init_from} holds no member for {', '.join(missing)} "
+                        f"(each stage starts from {options.init_from}/<name>/member.json)")
+
+
 def _start(member: DemoMember, options: DemoOptions, toy: Path | None) -> Path | None:
     """What a stage fine-tunes from: ``<init_from>/<name>``, the toy stage for ``pg-det``, or
     nothing (from scratch)."""
@@ -438,6 +542,6 @@ def _start(member: DemoMember, options: DemoOptions, toy: Path | None) -> Path |
 
 
 __all__ = ["BASE_KEYS", "CONFIG_DIR", "DEMO_MEMBERS", "DEMO_REFINER", "DEMO_TOY", "DETECTOR_MEMBERS", "DemoError",
-           "DemoMember", "DemoOptions", "TOY_SEED", "TOY_STUDIES", "TOY_TWO_SHAPES", "make_phantom",
+           "DemoMember", "DemoOptions", "MIX_SEED_STEP", "MIX_SEPARATOR", "TOY_SEED", "TOY_STUDIES", "TOY_TWO_SHAPES", "make_phantom",
            "prepare_demo_data", "prepare_toy_data", "site_config_text", "stage_home", "toy_phantom_config",
-           "train_demo", "train_member", "write_phantom"]
+           "train_demo", "train_member", "weights_digest", "write_phantom"]

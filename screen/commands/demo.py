@@ -239,6 +239,16 @@ def with_ablation_section(markdown: str, result: dict[str, Any]) -> str:
     return "\n".join(lines[:start] + section + lines[end:]).rstrip("\n") + "\n"
 
 
+def _training_phantoms(options: "DemoOptions") -> str:
+    """The training archive in words: ``the `rods` phantom (seed S, N studies)`` or a mix's parts."""
+    phantoms = options.train_phantoms()
+    if len(phantoms) == 1:
+        return f"the `{options.train_style}` phantom (seed {options.train_seed}, {options.train_studies} studies)"
+    parts = " and ".join(f"`{style}` (seed {seed})" for style, seed in phantoms)
+    return (f"a mix of {len(phantoms)} phantoms, {parts}, {options.train_studies} studies each, "
+            "split by patient together")
+
+
 def render_demo_report(report: DemoReport, options: "DemoOptions") -> str:
     """``DEMO.md``: how the members were made and what they reached on each fresh phantom set."""
     from train.demo import DEMO_TOY
@@ -247,8 +257,8 @@ def render_demo_report(report: DemoReport, options: "DemoOptions") -> str:
     lines = [
         "# Demo members: measured on fresh phantom sets",
         "",
-        f"Made by `{demo_command(options)}`: trained on the `{options.train_style}` phantom (seed {options.train_seed}, "
-        f"{options.train_studies} studies), measured on fresh sets of seed {options.eval_seed} "
+        f"Made by `{demo_command(options)}`: trained on {_training_phantoms(options)}, measured on fresh sets "
+        f"of seed {options.eval_seed} "
         f"({options.eval_studies} studies each) drawn in the styles {', '.join(f'`{s}`' for s in sets)} "
         "(sample_data/README.md). Every figure below was measured by that run; nothing is copied "
         "from elsewhere. Intervals are 95 %: AUC, precision and recall by percentile bootstrap over "
@@ -266,6 +276,8 @@ def render_demo_report(report: DemoReport, options: "DemoOptions") -> str:
               "|---|---|---|---|---|---|---|---|"]
     for m in report.members:
         start = f"`{m['init_from']}`" if m.get("init_from") else "scratch"
+        if m.get("init_weights"):
+            start += f" (weights {m['init_weights']})"
         lines.append(f"| {m['name']} | {m['recipe']} | `{Path(m['config']).name}` | {start} | {m['steps']} | "
                      f"{m['epochs']} | {m['seconds']} | {m['monitor']} {_fmt(m.get('best'))} |")
     lines += ["", "## Studies", ""]
@@ -381,6 +393,7 @@ def run_demo(
     summary = {"command": demo_command(opts), "train_seed": opts.train_seed, "eval_seed": opts.eval_seed,
                "toy_first": opts.trains_toy, "toy_studies": opts.toy_studies, "toy_seed": opts.toy_seed,
                "train_style": opts.train_style, "eval_styles": list(opts.eval_styles),
+               "train_phantoms": [{"style": style, "seed": seed} for style, seed in opts.train_phantoms()],
                "train_studies": opts.train_studies, "eval_studies": opts.eval_studies,
                "members": records, **report.results}
     report.files["json"] = opts.models_dir / "demo.json"
@@ -417,8 +430,10 @@ def summary_lines(report: DemoReport) -> list[str]:
               help="Comma-separated demo members to train.")
 @click.option("--train-studies", type=click.IntRange(min=4), default=800, show_default=True)
 @click.option("--eval-studies", type=click.IntRange(min=4), default=300, show_default=True)
-@click.option("--style", "train_style", type=click.Choice(["randomised", "rods"]), default="randomised",
-              show_default=True, help="Phantom style of the training archive (sample_data/README.md).")
+@click.option("--style", "train_style", default="randomised", show_default=True,
+              help="Phantom style of the training archive (rods or randomised; sample_data/README.md), "
+                   "or a mix joined by '+' (rods+randomised: TRAIN_STUDIES studies of each style, "
+                   "each with its own seed, split by patient together).")
 @click.option("--eval-styles", default="randomised,shifted", show_default=True,
               help="Comma-separated phantom styles of the fresh evaluation sets, reported side by side.")
 @click.option("--init-from", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,

@@ -96,7 +96,11 @@ def test_demo_trains_members_the_screener_runs_and_measures_them(tmp_path: Path)
     assert pg_det_run["paligemma"]["base"] == str((work / "toy-det").resolve())
     assert pg_det_run["data"] == str(work / "data")
     assert (work / "toy-det" / "member.json").is_file() and not (out / "models" / "toy-det").exists()
-    assert "| pg-det | detector | `demo-detector.toml` | `toy-det` |" in (out / "models" / "DEMO.md").read_text()
+    from train.demo import weights_digest
+
+    toy_weights = weights_digest(work / "toy-det")
+    assert f"| pg-det | detector | `demo-detector.toml` | `toy-det` (weights {toy_weights}) |" in (
+        out / "models" / "DEMO.md").read_text()
     assert "median corners of 8 decodes" in (out / "models" / "DEMO.md").read_text()
     text = (out / "models" / "DEMO.md").read_text()
     assert "screen train-demo --out sample_data" in text and "| detr | shifted |" in text
@@ -146,6 +150,93 @@ def test_demo_options_refuse_evaluating_on_the_training_seed() -> None:
         DemoOptions(symmetries=3)
     with pytest.raises(DemoError, match="overrides name no demo stage: pgdet"):
         DemoOptions(overrides={"pgdet": {"train.max_steps": 2}})
+
+
+def test_a_training_mix_is_one_prepared_set_of_each_style_with_its_own_seed_split_by_patient(tmp_path: Path) -> None:
+    """--style rods+randomised: an archive of each style (train_studies each, seeds train_seed and
+    train_seed + MIX_SEED_STEP), their labels joined, prepared and split by patient as one set."""
+    import csv
+
+    from train.demo import MIX_SEED_STEP, prepare_demo_data
+
+    options = DemoOptions(work_dir=tmp_path / "work", models_dir=tmp_path / "models", train_studies=6,
+                          train_seed=101, eval_seed=202, train_style="rods+randomised", val_fraction=0.3,
+                          phantom_size=(64, 80), workers=1)
+    assert options.train_styles == ("rods", "randomised")
+    assert options.train_phantoms() == [("rods", 101), ("randomised", 101 + MIX_SEED_STEP)]
+    data = prepare_demo_data(options)
+    mix = tmp_path / "work" / "train-mix"
+    per_style = {}
+    for style, seed in options.train_phantoms():
+        with (mix / style / "labels.csv").open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert len({r["StudyInstanceUID"] for r in rows}) == 6
+        per_style[style] = rows
+        # the same phantom a single-style demo of that seed draws
+        single = PhantomConfig(n_studies=6, seed=seed, size_range=(64, 80), style=style)
+        assert json.loads((mix / style / "phantom.json").read_text())["fingerprint"] == single.fingerprint()
+    assert not {r["PatientID"] for r in per_style["rods"]} & {r["PatientID"] for r in per_style["randomised"]}
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["seed"] == 101
+    images = {split: [json.loads(line) for line in (data / split / "classifier.jsonl").read_text().splitlines()]
+              for split in ("train", "val")}
+    studies = {r["study_instance_uid"] for rows in images.values() for r in rows}
+    assert studies == {r["StudyInstanceUID"] for rows in per_style.values() for r in rows}
+    patients = {split: {r["patient_key"] for r in rows} for split, rows in images.items()}
+    assert patients["train"] and patients["val"] and not patients["train"] & patients["val"]
+    # a second call keeps what is there
+    before = (data / "manifest.json").stat().st_mtime_ns
+    assert prepare_demo_data(options) == data and (data / "manifest.json").stat().st_mtime_ns == before
+
+
+def test_demo_report_names_each_phantom_of_a_training_mix_with_its_seed(tmp_path: Path) -> None:
+    import screen.commands.demo as demo_module
+
+    report = demo_module.DemoReport(site_config=tmp_path / "site.toml", operating_point=tmp_path / "op.json",
+                                    members=[])
+    mix = DemoOptions(train_style="rods+randomised", train_seed=101, eval_seed=202, train_studies=50)
+    text = demo_module.render_demo_report(report, mix)
+    assert "a mix of 2 phantoms, `rods` (seed 101) and `randomised` (seed 1101), 50 studies each" in text
+    assert "--style rods+randomised" in text
+    single = demo_module.render_demo_report(report, DemoOptions(train_style="rods", train_seed=101, eval_seed=202))
+    assert "the `rods` phantom (seed 101, 800 studies)" in single
+
+
+def test_a_training_mix_is_refused_when_it_repeats_a_style_or_lands_on_the_eval_seed() -> None:
+    from train.demo import MIX_SEED_STEP
+
+    with pytest.raises(DemoError, match="each style once"):
+        DemoOptions(train_style="rods+rods")
+    with pytest.raises(DemoError, match="demo phantom styles"):
+        DemoOptions(train_style="rods+toy")
+    with pytest.raises(DemoError, match="would be drawn with eval_seed"):
+        DemoOptions(train_style="rods+randomised", train_seed=1, eval_seed=1 + MIX_SEED_STEP)
+
+
+def test_a_training_mix_whose_archives_share_a_patient_id_is_refused() -> None:
+    from train.demo import _check_disjoint_patients
+
+    rods = (["PatientID"], [{"PatientID": "PH1"}, {"PatientID": "PH2"}, {"PatientID": "PH2"}])
+    other = (["PatientID"], [{"PatientID": "PH3"}])
+    _check_disjoint_patients(["rods", "randomised"], [rods, other])  # a patient's several studies are fine
+    clash = (["PatientID"], [{"PatientID": "PH3"}, {"PatientID": "PH2"}])
+    with pytest.raises(DemoError, match="rods and randomised training phantoms share PatientID PH2"):
+        _check_disjoint_patients(["rods", "randomised"], [rods, clash])
+
+
+def test_the_record_of_a_fine_tuned_stage_names_the_weights_it_started_from(tmp_path: Path) -> None:
+    from train.demo import weights_digest
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, payload in ((a, b"one"), (b, b"two")):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(payload)
+        (folder / "member.json").write_text("{}")
+    copy = tmp_path / "copy"
+    shutil.copytree(a, copy)
+    assert weights_digest(a) == weights_digest(copy) != weights_digest(b)
+    (copy / "member.json").write_text('{"other": 1}')  # only the weights count
+    assert weights_digest(copy) == weights_digest(a)
 
 
 def test_demo_stages_put_the_toy_lesson_before_pg_det_only_when_it_is_trained() -> None:
@@ -199,6 +290,27 @@ def test_a_stage_starting_from_a_folder_without_a_member_is_refused_before_train
     assert not (tmp_path / "work" / "runs").exists() and not (tmp_path / "models").exists()
 
 
+def test_an_init_folder_missing_a_member_is_refused_before_any_phantom_or_stage(tmp_path: Path) -> None:
+    """Every stage still to train is checked up front: a folder with pg-cls only stops the demo
+    before the training phantom is drawn, naming each missing member; a stage this demo already
+    wrote (kept) needs no start."""
+    earlier = tmp_path / "earlier"
+    (earlier / "pg-cls").mkdir(parents=True)
+    (earlier / "pg-cls" / "member.json").write_text("{}")
+    options = DemoOptions(models_dir=tmp_path / "models", work_dir=tmp_path / "work", init_from=earlier)
+    with pytest.raises(DemoError, match="holds no member for pg-det, detr, refiner"):
+        train_demo(options)
+    assert not (tmp_path / "work").exists() and not (tmp_path / "models").exists()
+    # detr and the refiner already written by this demo: only pg-det is missing
+    for name in ("detr", "refiner"):
+        (tmp_path / "models" / name).mkdir(parents=True)
+        (tmp_path / "models" / name / "member.json").write_text("{}")
+        (tmp_path / "models" / f".{name}.demo-run.json").write_text("{}")
+    with pytest.raises(DemoError, match="holds no member for pg-det \\("):
+        train_demo(options)
+    assert not (tmp_path / "work").exists()
+
+
 def test_demo_command_names_every_option_that_differs_and_reads_back_the_same(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """DEMO.md's command is the one that made the members: shorter stages (--set), another member
     list, study counts or no refiner are in it, and the CLI reads it back to the same options."""
@@ -206,7 +318,7 @@ def test_demo_command_names_every_option_that_differs_and_reads_back_the_same(mo
 
     import screen.commands.demo as demo_module
 
-    made = DemoOptions(members=("pg-cls", "detr"), train_studies=400, eval_studies=120, train_style="rods",
+    made = DemoOptions(members=("pg-cls", "detr"), train_studies=400, eval_studies=120, train_style="rods+randomised",
                        eval_styles=("rods", "shifted"), refiner=False, toy_first=False,
                        overrides={"pg-cls": {"train.max_steps": 1200, "optim.lr": 0.0002,
                                              "train.resume": False, "train.monitor": "study_auc",
