@@ -12,18 +12,30 @@ from screen.site_config import DEFAULT_CONFIG, PROJECT_ROOT
 
 ARCHIVE = PROJECT_ROOT / "sample_data" / "archive"
 
-# Floors for the committed members on the sample archive, below what they measured there
-# (`screen eval sample_data/archive --labels sample_data/labels.csv`, op-9bd22fcfebca: member
-# study AUCs 0.979, 0.950, 1.000; ensemble recall 0.800, 8 of 10 fractured studies; of the 16
-# true boxes matched at IoU >= 0.3: pg-det's own 0.562 (9; it placed none before issue 14's
-# toy-first training), refined DETR 0.688, the fused findings 0.812) with room for a miss or two,
-# never at chance level. The ensemble's floor is what it reached: its 8 caught fractures fuse to
-# >= 0.855 against the point's 0.739, the 2 missed to 0.700 (the previous point caught all 10).
+# Floors for the committed members on the sample archive (rods style, drawn from a seed none of
+# them was trained on), below what they measured there (`screen eval sample_data/archive --labels
+# sample_data/labels.csv`, op-165416a2307e: member study AUCs pg-cls 0.929, pg-det 0.979, DETR
+# 1.000; the ensemble caught 10 of the 10 fractured studies; of the 16 true boxes matched at
+# IoU >= 0.3: pg-det's own 0.688 (11), refined DETR 0.875 (14), the fused findings 0.938 (15)),
+# with room for a miss or two, never at chance level.
 MIN_MEMBER_AUC = 0.90
-MIN_ENSEMBLE_RECALL = 0.80
-MIN_DETR_BOX_RECALL = 0.60
-MIN_PG_DET_OWN_BOX_RECALL = 0.40
-MIN_FUSED_BOX_RECALL = 0.65
+MIN_ENSEMBLE_RECALL = 0.90
+MIN_DETR_BOX_RECALL = 0.75
+MIN_PG_DET_OWN_BOX_RECALL = 0.55
+MIN_FUSED_BOX_RECALL = 0.80
+
+# The same members on a small `shifted` phantom (a rendering fixed before training, outside the
+# training styles; sample_data/README.md), 30 studies of seed SHIFTED_SEED (12 with a fracture).
+# There they measured: study AUC pg-cls 0.657, pg-det 0.815, DETR 0.588, the fused score 0.870,
+# and the ensemble caught 12 of 12 (precision 0.46); no box matched. The members committed
+# before them (rods only) measured ensemble AUC 0.463 and caught 2 of 12 on this very set. The
+# floors guard what generalises (pg-det and the fused score); pg-cls and DETR stay near chance
+# on the shifted style (0.606 and 0.580 on 300 studies, DEMO.md) and get no floor here.
+SHIFTED_SEED = 20261205
+SHIFTED_STUDIES = 30
+MIN_SHIFTED_ENSEMBLE_AUC = 0.75
+MIN_SHIFTED_PG_DET_AUC = 0.70
+MIN_SHIFTED_ENSEMBLE_RECALL = 10 / 12
 
 
 def test_default_config_loads_and_dry_run_lists_every_study(tmp_path: Path) -> None:
@@ -70,3 +82,25 @@ def test_committed_members_separate_the_sample_archive(tmp_path: Path) -> None:
     assert boxes["ensemble"].recall_30 >= MIN_FUSED_BOX_RECALL
     # the refiner is what localises: DETR's own boxes matched 0.188 there
     assert boxes["detr (before refiner)"].recall_30 < boxes["detr"].recall_30
+
+
+def test_committed_members_rank_fractures_on_a_shifted_rendering(tmp_path: Path) -> None:
+    """The embedded default on a rendering it never saw (the `shifted` phantom style): the
+    PaliGemma detector and the fused score must still rank fractured studies above normal ones
+    and the ensemble must catch the fractures (members that learned one rendering score at
+    chance here)."""
+    from dicom_io.phantom import PhantomConfig, write_phantom_archive
+    from screen.commands.eval import run_eval
+
+    archive, labels = tmp_path / "archive", tmp_path / "labels.csv"
+    # every file uncompressed: the same pixels as the style's default mix of lossless syntaxes
+    # (the same figures), drawn in about half the time
+    write_phantom_archive(archive, labels, PhantomConfig(n_studies=SHIFTED_STUDIES, seed=SHIFTED_SEED,
+                                                         style="shifted", compression_mix=(1.0, 0.0, 0.0)))
+    result = run_eval(archive, tmp_path / "eval", labels_csv=labels, workers=1, bootstrap=0)
+    assert result.n_studies == SHIFTED_STUDIES and result.failed_studies == 0
+    rows = {row.name: row for row in result.rows}
+    assert rows["ensemble"].confusion.tp + rows["ensemble"].confusion.fn == 12
+    assert rows["ensemble"].auc is not None and rows["ensemble"].auc.value >= MIN_SHIFTED_ENSEMBLE_AUC
+    assert rows["pg-det"].auc is not None and rows["pg-det"].auc.value >= MIN_SHIFTED_PG_DET_AUC
+    assert rows["ensemble"].confusion.recall >= MIN_SHIFTED_ENSEMBLE_RECALL
