@@ -2,7 +2,8 @@
 
 What :func:`train_demo` does, seeded end to end (every step is the project's own code):
 
-1. writes a phantom training archive (:mod:`dicom_io.phantom`, ``train_seed``) and its labels;
+1. writes a phantom training archive (:mod:`dicom_io.phantom`, ``train_seed``) and its labels,
+   or one per style of a mix (``rods+randomised``, :meth:`DemoOptions.train_phantoms`);
 2. prepares it (:func:`train.prepare.prepare_dataset`: the pixel pipeline, JSONL, a patient
    split into train and val, the manifest);
 3. trains each member with its recipe and its example config (``train/configs/demo-*.toml``,
