@@ -28,10 +28,8 @@ an interrupted demo resumes: finished members are kept, and a run resumes from i
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
 import json
 import logging
 import shutil
@@ -40,7 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import pandas as pd
+
 from dicom_io.phantom import PhantomConfig, write_phantom_archive
+from dicom_io.tables import LABELS, read_table, write_table
 from ensembles.checkpoint import read_member_spec, write_member_spec
 from train.train_config import load_train_config
 from train.errors import TrainError
@@ -278,36 +279,18 @@ def prepare_demo_data(options: DemoOptions) -> Path:
         config = PhantomConfig(n_studies=options.train_studies, seed=seed, size_range=options.phantom_size,
                                style=style)
         _, labels = write_phantom(mix / style, config, archive=mix / "archive" / style)
-        tables.append(_read_csv(labels))
+        tables.append(read_table(labels, LABELS))
     _check_disjoint_patients([style for style, _ in phantoms], tables)
-    joined = mix / "labels.csv"
-    rows = [row for _, table in tables for row in table]
-    text = _csv_text(tables[0][0], rows)
-    if not joined.is_file() or joined.read_text(encoding="utf-8") != text:
-        joined.write_text(text, encoding="utf-8")
+    joined = write_table(mix / "labels.csv", LABELS, pd.concat(tables, ignore_index=True))
     return _prepared(mix / "archive", joined, options.work_dir / "data", options.train_seed, options)
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        return list(reader.fieldnames or []), list(reader)
-
-
-def _csv_text(fields: list[str], rows: list[dict[str, str]]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
-
-
-def _check_disjoint_patients(styles: list[str], tables: list[tuple[list[str], list[dict[str, str]]]]) -> None:
+def _check_disjoint_patients(styles: list[str], tables: list[pd.DataFrame]) -> None:
     """Refuse a mix whose archives share a PatientID: two phantom patients under one ID would be
     one patient to the split (and to the ingest's checks that a patient is one person)."""
     seen: dict[str, str] = {}
-    for style, (_, rows) in zip(styles, tables):
-        for patient in {row["PatientID"] for row in rows}:
+    for style, table in zip(styles, tables):
+        for patient in sorted(set(table["PatientID"])):
             if patient in seen and seen[patient] != style:
                 raise DemoError(f"the {seen[patient]} and {style} training phantoms share PatientID "
                                 f"{patient}: choose another train_seed")
@@ -399,7 +382,7 @@ def train_member(member: DemoMember, data: Path, options: DemoOptions, *,
         "init_from": (start_name or _shown(Path(start))) if start is not None else None,
         "init_weights": weights_digest(Path(start)) if start is not None else None,
     }
-    (home / f".{member.name}.{DONE_FILE}").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    _done_file(member, options).write_text(json.dumps(record, indent=2), encoding="utf-8")
     return record
 
 
@@ -493,10 +476,8 @@ def train_demo(options: DemoOptions, *, on_member: Callable[[dict[str, Any]], No
     records = []
     toy: Path | None = None
     for member in options.stages():
-        home = stage_home(member, options)
-        done = home / f".{member.name}.{DONE_FILE}"
         if _kept(member, options):
-            record = json.loads(done.read_text(encoding="utf-8"))
+            record = json.loads(_done_file(member, options).read_text(encoding="utf-8"))
             logger.info("keeping %s trained earlier (%s)", member.name, record.get("checkpoint"))
         else:
             logger.info("training %s (%s recipe, %s)", member.name, member.recipe, member.config)
@@ -514,9 +495,13 @@ def train_demo(options: DemoOptions, *, on_member: Callable[[dict[str, Any]], No
 
 def _kept(member: DemoMember, options: DemoOptions) -> bool:
     """Whether this demo already wrote ``member``'s stage and keeps it (not ``retrain``)."""
-    home = stage_home(member, options)
-    done = home / f".{member.name}.{DONE_FILE}"
-    return not options.retrain and done.is_file() and (home / member.name / "member.json").is_file()
+    return (not options.retrain and _done_file(member, options).is_file()
+            and (stage_home(member, options) / member.name / "member.json").is_file())
+
+
+def _done_file(member: DemoMember, options: DemoOptions) -> Path:
+    """The record a finished stage leaves beside its checkpoint (:func:`train_member` writes it)."""
+    return stage_home(member, options) / f".{member.name}.{DONE_FILE}"
 
 
 def _check_starts(options: DemoOptions) -> None:

@@ -216,10 +216,12 @@ def test_a_training_mix_is_refused_when_it_repeats_a_style_or_lands_on_the_eval_
 def test_a_training_mix_whose_archives_share_a_patient_id_is_refused() -> None:
     from train.demo import _check_disjoint_patients
 
-    rods = (["PatientID"], [{"PatientID": "PH1"}, {"PatientID": "PH2"}, {"PatientID": "PH2"}])
-    other = (["PatientID"], [{"PatientID": "PH3"}])
+    import pandas as pd
+
+    rods = pd.DataFrame({"PatientID": ["PH1", "PH2", "PH2"]})
+    other = pd.DataFrame({"PatientID": ["PH3"]})
     _check_disjoint_patients(["rods", "randomised"], [rods, other])  # a patient's several studies are fine
-    clash = (["PatientID"], [{"PatientID": "PH3"}, {"PatientID": "PH2"}])
+    clash = pd.DataFrame({"PatientID": ["PH3", "PH2"]})
     with pytest.raises(DemoError, match="rods and randomised training phantoms share PatientID PH2"):
         _check_disjoint_patients(["rods", "randomised"], [rods, clash])
 
