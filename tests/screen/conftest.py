@@ -30,8 +30,16 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def write_site(directory: Path, models: Path, *, thresholds: dict[str, float] | None = None,
                output: str = "", extra: str = "", run: str = "") -> Path:
     """A site config + operating point over the tiny models; returns the config path (``run``:
-    more ``[run]`` lines)."""
+    more ``[run]`` lines).
+
+    Studies are finished in the runner's own process (``writers = 0``) unless ``run`` names
+    ``writers``: a writer process costs each run its start (about a second here, most of a tiny
+    run). The process pool is covered where it matters: the writer pool's own tests, the
+    kill-and-rerun tests (``writers = 1``) and every run of the embedded default.
+    """
     directory.mkdir(parents=True, exist_ok=True)
+    if "writers" not in run:
+        run = f"writers = 0\n{run}"
     op = {
         "schema_version": 1,
         "thresholds": thresholds or {"pg-cls": 0.5, "pg-det": 0.5, "detr": 0.5},

@@ -67,26 +67,32 @@ BAD_UIDS = {
 
 
 @pytest.mark.parametrize("field", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
-@pytest.mark.parametrize("case", list(BAD_UIDS))
 def test_invalid_uids_never_become_paths(write_study: Callable[..., list[Path]], site: Path, tmp_path: Path,
-                                         field: str, case: str) -> None:
+                                         field: str) -> None:
+    """One night holds a good study and one study per kind of bad UID in ``field`` (each its own
+    patient): every bad one fails alone with a reason naming the attribute, never its value."""
     archive, out = tmp_path / "export", tmp_path / "out"
     good = write_study(archive / "good")
-    bad_uid = BAD_UIDS[case]
-    if field == "StudyInstanceUID":
-        victim = write_study(archive / "bad", study_uid=bad_uid)
-    elif field == "SOPInstanceUID":
-        victim = write_study(archive / "bad", sop_uid=bad_uid)
-    else:
-        victim = write_study(archive / "bad", SeriesInstanceUID=bad_uid)
+    victims: dict[str, list[Path]] = {}
+    for number, (case, bad_uid) in enumerate(BAD_UIDS.items()):
+        folder, patient = archive / f"bad-{case}", f"PID-BAD-{number}"
+        if field == "StudyInstanceUID":
+            victims[case] = write_study(folder, study_uid=bad_uid, patient=patient)
+        elif field == "SOPInstanceUID":
+            victims[case] = write_study(folder, sop_uid=bad_uid, patient=patient)
+        else:
+            victims[case] = write_study(folder, SeriesInstanceUID=bad_uid, patient=patient)
     outside_before = _files(tmp_path.parent) - _files(tmp_path)
     result = _run(archive, site, out)
     assert result.exit_code == 1, result.output
     rows = _rows(out)
-    victim_uid = str(pydicom.dcmread(victim[0], stop_before_pixels=True).StudyInstanceUID)
-    assert rows[victim_uid]["status"] == "failed"
-    assert rows[victim_uid]["reason"].startswith(f"invalid-uid: {field} ")
-    assert bad_uid not in rows[victim_uid]["reason"]  # reasons name the attribute, never its value
+    assert len(rows) == len(BAD_UIDS) + 1
+    for case, victim in victims.items():
+        bad_uid = BAD_UIDS[case]
+        victim_uid = str(pydicom.dcmread(victim[0], stop_before_pixels=True).StudyInstanceUID)
+        assert rows[victim_uid]["status"] == "failed", case
+        assert rows[victim_uid]["reason"].startswith(f"invalid-uid: {field} "), case
+        assert bad_uid not in rows[victim_uid]["reason"], case  # the attribute, never its value
     good_uid = str(pydicom.dcmread(good[0], stop_before_pixels=True).StudyInstanceUID)
     assert rows[good_uid]["status"] == "screened"
     assert (_files(tmp_path.parent) - _files(tmp_path)) == outside_before  # nothing written outside

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -55,8 +56,9 @@ def _kill_when(command: list[str], out: Path, committed: int, extra_delay_s: flo
 
 
 @pytest.mark.parametrize("committed, delay", [(0, 0.0), (1, 0.0), (2, 0.15)], ids=["at-start", "after-1", "mid-study-3"])
-def test_kill_then_rerun_leaves_each_study_once(small_archive: Path, site: Path, tmp_path: Path,
-                                                 committed: int, delay: float) -> None:
+def test_kill_then_rerun_leaves_each_study_once(small_archive: Path, tiny_models: Path, site_writer: Any,
+                                                 tmp_path: Path, committed: int, delay: float) -> None:
+    site = site_writer(tmp_path / "site", tiny_models, run="writers = 1")  # the writer process is killed too
     archive = tmp_path / "export"
     shutil.copytree(small_archive, archive)
     out = tmp_path / "out"
