@@ -66,6 +66,10 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("loc-sigma-8", "location targets smoothed over 8 bins instead of 2", {"loss.loc_sigma": 8.0}),
     Variant("canny-0.3", "Canny blend 0.3 (the paper's) instead of 1.0 (edges only)", {"paligemma.canny_blend": 0.3}),
     Variant("no-patch-aux", "no patch auxiliary loss", {"loss.patch_aux_weight": 0.0}),
+    Variant("patch-box", "the dense box loss: each SigLIP patch in a box regresses its distances to the box's "
+            "edges (weight 1.0)", {"loss.patch_box_weight": 1.0}),
+    Variant("reading-order", "a many-box answer written top to bottom, not in the JSONL's order",
+            {"paligemma.box_order": "reading"}),
     Variant("learned-positions", "learned (random) position and loc embeddings, not sin-cos",
             {"paligemma.tiny.position_init": "random"}),
     Variant("toy-box-settings", "token weight 1.0, CIoU window 48, loc sigma 8 together (tiny-detector.toml's)",

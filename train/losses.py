@@ -18,6 +18,9 @@ All work on next-token logits under teacher forcing: ``logits[:, t]`` predicts `
 - The auxiliary SigLIP patch loss (:class:`PatchHead`, :func:`patch_targets`,
   :func:`patch_loss`): a linear head on the patch tokens predicts whether each patch overlaps
   a truth box; it gave a from-scratch tiny model its signal on the CPU (docs/stack-notes.md).
+- The dense box auxiliary (:class:`PatchBoxHead`, :func:`patch_box_targets`,
+  :func:`patch_box_loss`): each patch inside a truth box regresses its distances to the box's
+  four edges (FCOS's assignment, L1 in patches).
 
 Bins decode as ``bin / 1024`` (:func:`ensembles.loc_tokens.decode_bin`); the expected
 coordinate uses the same mapping, so a distribution peaked on the target bin has zero error.
@@ -25,6 +28,7 @@ coordinate uses the same mapping, so a distribution peaked on the target bin has
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -321,3 +325,64 @@ def patch_loss(
     return F.binary_cross_entropy_with_logits(
         patch_logits.float(), targets.to(patch_logits.device), pos_weight=weight
     )
+
+
+def patch_box_targets(boxes: Sequence[torch.Tensor], grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense box targets of the SigLIP patches, as FCOS assigns them.
+
+    Returns ``(B, grid * grid, 4)``: the distances from each patch's centre to the left, top,
+    right and bottom edges of the smallest truth box that holds the centre, in patches; and
+    ``(B, grid * grid)`` bool, whether a box holds the centre (the rest have no target).
+
+    Args:
+        boxes: per image, ``(n, 4)`` normalised xyxy boxes in the model's input frame.
+        grid: patches per side (``image_size // patch_size``).
+    """
+    centres = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
+    cy, cx = torch.meshgrid(centres, centres, indexing="ij")
+    cx, cy = cx.reshape(-1), cy.reshape(-1)
+    targets = torch.zeros((len(boxes), grid * grid, 4), dtype=torch.float32)
+    held = torch.zeros((len(boxes), grid * grid), dtype=torch.bool)
+    for index, image_boxes in enumerate(boxes):
+        area = torch.full((grid * grid,), math.inf)
+        for x0, y0, x1, y1 in torch.as_tensor(image_boxes, dtype=torch.float32).reshape(-1, 4).tolist():
+            inside = (cx > x0) & (cx < x1) & (cy > y0) & (cy < y1)
+            smaller = inside & ((x1 - x0) * (y1 - y0) < area)
+            if not bool(smaller.any()):
+                continue
+            area[smaller] = (x1 - x0) * (y1 - y0)
+            edges = torch.stack([cx - x0, cy - y0, x1 - cx, y1 - cy], dim=1) * grid
+            targets[index, smaller] = edges[smaller]
+            held[index, smaller] = True
+    return targets, held
+
+
+class PatchBoxHead(nn.Module):
+    """A linear head on SigLIP patch tokens: each patch's distances to the four edges of the
+    box that holds it, in patches (:func:`patch_box_targets`).
+
+    Training-only, as :class:`PatchHead`: dense geometry for SigLIP's features, which the
+    loc tokens alone teach one box at a time.
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(width, 4)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, patch_tokens: torch.Tensor) -> torch.Tensor:
+        return self.linear(patch_tokens.float())
+
+
+def patch_box_loss(pred: torch.Tensor, targets: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
+    """Mean L1 of ``(B, P, 4)`` predicted edge distances against :func:`patch_box_targets` over
+    the patches a box holds (0 when none does)."""
+    if pred.shape != targets.shape or held.shape != pred.shape[:2]:
+        raise ValueError(
+            f"patch box predictions {tuple(pred.shape)}, targets {tuple(targets.shape)} and mask "
+            f"{tuple(held.shape)} differ; is the grid image_size // patch_size?"
+        )
+    held = held.to(pred.device)
+    if not bool(held.any()):
+        return pred.sum() * 0.0
+    return F.l1_loss(pred[held].float(), targets.to(pred.device)[held])

@@ -61,6 +61,7 @@ Schedule = Literal["cosine", "linear", "constant"]
 DecisionLoss = Literal["ce", "wce", "focal", "none"]
 Method = Literal["full", "qlora"]
 Quantization = Literal["8bit", "4bit"]
+BoxOrder = Literal["as-prepared", "reading"]
 Progress = Literal["auto", "on", "off"]
 
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
@@ -182,6 +183,10 @@ class LossConfig(TrainTable):
             whether each patch overlaps a truth box; 0: off). It made a from-scratch tiny
             model learn on the CPU where the token loss alone did not (docs/stack-notes.md).
         patch_pos_weight: BCE weight of positive patches (they are rare).
+        patch_box_weight: weight of the dense box auxiliary loss: a linear head on the SigLIP
+            patch tokens regresses, for each patch whose centre lies in a truth box, its
+            distances to that box's four edges (L1 in patches; 0: off). Training-only, as the
+            patch head.
         box_ramp_steps: a loss schedule for the detector's boxes: over the first this many
             optimizer steps the token and CIoU weights rise linearly from ``box_ramp_from`` times
             their value to their value, so the decision learns before the 1,024-way location
@@ -205,6 +210,7 @@ class LossConfig(TrainTable):
     loc_sigma: NonNegative = 0.0
     patch_aux_weight: NonNegative = 0.0
     patch_pos_weight: Positive = 1.0
+    patch_box_weight: NonNegative = 0.0
     box_ramp_steps: Annotated[int, Field(ge=0)] = 0
     box_ramp_from: Unit = 0.2
 
@@ -251,6 +257,10 @@ class PaliGemmaSection(TrainTable):
         augment: random flips and transposition of each training image and its boxes (the
             eight symmetries of the square; the detector's loc-token answer is rewritten to
             match). Multiplies a small training set; off by default (the paper did not).
+        box_order: order of the boxes in a detector's training answer: ``as-prepared`` (the
+            JSONL's, kept through ``augment``) or ``reading`` (top to bottom, then left to
+            right, by the loc bins of ``y_min`` then ``x_min``, after any augmentation), so
+            each coordinate of a many-box answer has one target instead of either box's.
         max_val_images: validate on at most this many images (0: all), to bound CPU time.
         eval_boxes: also decode boxes on validation (detector) and report box matching.
     """
@@ -277,6 +287,7 @@ class PaliGemmaSection(TrainTable):
     clahe: bool = False
     cache_images: bool = True
     augment: bool = False
+    box_order: BoxOrder = "as-prepared"
     max_val_images: Annotated[int, Field(ge=0)] = 0
     eval_boxes: bool = False
 
@@ -349,15 +360,17 @@ class TrainConfig(TrainTable):
                     "patience"):
             data["train"].pop(key, None)
         for (table, key), default in _ADDED_KEYS.items():  # a run begun before the key existed
-            if data.get(table, {}).get(key, default) == default:
-                data.get(table, {}).pop(key, None)
+            section = data.get(table) or {}  # [paligemma] is None in a DETR or refiner config
+            if section.get(key, default) == default:
+                section.pop(key, None)
         return json.dumps(data, sort_keys=True)
 
 
 #: Keys added after runs were fingerprinted, with their defaults: left out of the fingerprint at
 #: their default, so a run begun before a key existed still resumes.
 _ADDED_KEYS: dict[tuple[str, str], Any] = {("loss", "ciou_window"): 0, ("loss", "box_ramp_steps"): 0,
-                                           ("loss", "box_ramp_from"): 0.2}
+                                           ("loss", "box_ramp_from"): 0.2, ("loss", "patch_box_weight"): 0.0,
+                                           ("paligemma", "box_order"): "as-prepared"}
 _SCALARS = ("data", "out", "recipe", "seed", "device", "schema_version")
 _TABLES = ("train", "optim", "loss", "paligemma")
 

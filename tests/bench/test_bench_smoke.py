@@ -196,11 +196,13 @@ def test_learnability_corner_errors_read_the_eval_table(tmp_path: Path) -> None:
 
 
 #: The slow test's shorter check: 600 toy studies, 10 epochs (700 steps). Measured with these
-#: (python -m bench.learnability --out DIR --studies 600 --epochs 10, 2 threads): held-out recall
-#: 0.293 at IoU 0.5 and 0.715 at IoU 0.3 (123 boxes), empty images below threshold 1.000. The
-#: floors leave a margin for another CPU's arithmetic; an untrained detector scores 0 on both.
+#: (python -m bench.learnability --out DIR --studies 600 --epochs 10, 2 threads) on 2026-12-07
+#: with tiny-detector.toml's dense box loss and reading order: held-out recall 0.699 at IoU 0.5
+#: and 0.878 at IoU 0.3 (123 boxes), empty images below threshold 1.000 (the config before them:
+#: 0.293 and 0.715). The floors leave a margin for another CPU's arithmetic; an untrained
+#: detector scores 0 on both.
 SHORT_STUDIES, SHORT_EPOCHS = 600, 10
-SHORT_FLOOR_50, SHORT_FLOOR_30 = 0.15, 0.55
+SHORT_FLOOR_50, SHORT_FLOOR_30 = 0.50, 0.75
 
 
 @pytest.mark.slow

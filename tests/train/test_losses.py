@@ -212,6 +212,42 @@ def test_patch_targets_mark_overlapping_patches() -> None:
     assert float(whole.sum()) == 9.0
 
 
+def test_patch_box_targets_give_each_held_patch_its_smallest_box_edges() -> None:
+    """4 x 4 grid (centres at 0.125, 0.375, 0.625, 0.875): a big box holds 3 x 3 centres, a small
+    one inside it the centre (0.625, 0.625); that patch takes the small box's edges."""
+    big = [0.0, 0.0, 0.75, 0.75]
+    small = [0.5, 0.5, 0.7, 0.75]
+    edges, held = losses.patch_box_targets([torch.tensor([big, small]), torch.zeros((0, 4))], 4)
+    assert edges.shape == (2, 16, 4) and held.shape == (2, 16)
+    grid = held[0].view(4, 4).int().tolist()
+    assert grid == [[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 0], [0, 0, 0, 0]]
+    assert not bool(held[1].any()) and float(edges[1].abs().sum()) == 0.0
+    corner = edges[0, 0].tolist()  # centre (0.125, 0.125) in the big box, in patches (x 4)
+    assert corner == pytest.approx([0.5, 0.5, 2.5, 2.5])
+    inner = edges[0, 2 * 4 + 2].tolist()  # centre (0.625, 0.625): the small box
+    assert inner == pytest.approx([0.5, 0.5, 0.3, 0.5])
+    assert float(edges[0, 3].abs().sum()) == 0.0  # held by none: no target
+    # the order of the boxes does not change the assignment
+    swapped, held2 = losses.patch_box_targets([torch.tensor([small, big])], 4)
+    assert torch.equal(held2[0], held[0]) and torch.allclose(swapped[0], edges[0])
+
+
+def test_patch_box_loss_is_l1_over_held_patches_only() -> None:
+    edges, held = losses.patch_box_targets([torch.tensor([[0.0, 0.0, 0.5, 0.5]])], 2)
+    exact = edges.clone()
+    exact[~held] = 7.0  # patches no box holds do not count
+    assert float(losses.patch_box_loss(exact, edges, held)) == pytest.approx(0.0)
+    off = edges + 0.25
+    assert float(losses.patch_box_loss(off, edges, held)) == pytest.approx(0.25)
+    nothing = torch.zeros((1, 4), dtype=torch.bool)
+    pred = torch.ones((1, 4, 4), requires_grad=True)
+    zero = losses.patch_box_loss(pred, torch.zeros((1, 4, 4)), nothing)
+    zero.backward()
+    assert float(zero.detach()) == 0.0 and pred.grad is not None
+    with pytest.raises(ValueError, match="image_size // patch_size"):
+        losses.patch_box_loss(torch.zeros(1, 9, 4), edges, held)
+
+
 def test_patch_loss_checks_shapes() -> None:
     with pytest.raises(ValueError, match="image_size // patch_size"):
         losses.patch_loss(torch.zeros(2, 16), torch.zeros(2, 9))

@@ -119,13 +119,15 @@ def test_detector_two_steps_with_every_loss_switch(data_dir: Path, tmp_path: Pat
     config = _config(
         data_dir, tmp_path / "run", "detector",
         paligemma={"eval_boxes": True, "task_head": 4},
-        loss={"decision": "focal", "ciou_weight": 1.0, "loc_sigma": 2.0, "patch_aux_weight": 1.0},
+        loss={"decision": "focal", "ciou_weight": 1.0, "loc_sigma": 2.0, "patch_aux_weight": 1.0,
+              "patch_box_weight": 1.0},
     )
     best = get_recipe("detector")(config)
     metrics = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     header = metrics[0].split(",")
     values = dict(zip(header, metrics[1].split(",")))
-    for column in ("train_ciou_loss", "train_patch_loss", "train_decision_loss", "train_token_loss"):
+    for column in ("train_ciou_loss", "train_patch_loss", "train_patch_box_loss", "train_decision_loss",
+                   "train_token_loss"):
         assert np.isfinite(float(values[column])), column
     assert "box_recall" in header and "auc_box" in header
     if values["auc"] not in ("", "nan") and values["box_recall"] not in ("", "nan"):
@@ -209,7 +211,7 @@ def test_qlora_touches_only_the_language_model(data_dir: Path, tmp_path: Path, b
 
 
 def test_resumed_paligemma_run_continues_where_it_stopped(data_dir: Path, tmp_path: Path) -> None:
-    kwargs: dict[str, Any] = {"max_steps": 0, "loss": {"patch_aux_weight": 1.0}}
+    kwargs: dict[str, Any] = {"max_steps": 0, "loss": {"patch_aux_weight": 1.0, "patch_box_weight": 1.0}}
     straight = _config(data_dir, tmp_path / "a", "classifier", epochs=2, **kwargs)
     fit(build_task("classifier", straight), straight)
     interrupted = _config(data_dir, tmp_path / "b", "classifier", epochs=2, **kwargs)
@@ -231,6 +233,7 @@ def test_resumed_paligemma_run_continues_where_it_stopped(data_dir: Path, tmp_pa
     a = load_file(str(tmp_path / "a" / "last" / "weights.safetensors"))
     b = load_file(str(tmp_path / "b" / "last" / "weights.safetensors"))
     assert set(a) == set(b) and any(k.startswith("patch_head.") for k in a)
+    assert any(k.startswith("patch_box_head.") for k in a)
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6), key
 
@@ -283,6 +286,39 @@ def test_qlora_4bit_on_widths_the_kernels_refuse_is_an_error_line(data_dir: Path
     assert "in 4bit: bitsandbytes' 4bit kernels need every quantised layer's input and output " \
            "widths to be multiples of 128" in result.output
     assert "Traceback" not in result.output
+
+
+def test_reading_order_writes_boxes_top_to_bottom_then_left_to_right() -> None:
+    from ensembles.loc_tokens import parse_detections
+    from train.recipes.paligemma import ordered_item, reading_order
+
+    low, high, left = [0.1, 0.6, 0.3, 0.8], [0.5, 0.1, 0.7, 0.3], [0.05, 0.6, 0.2, 0.7]
+    ordered = reading_order(torch.tensor([low, high, left]))
+    assert torch.allclose(ordered, torch.tensor([high, left, low]))  # same top: the left one first
+    assert reading_order(torch.zeros((0, 4))).shape == (0, 4)
+    item = {"pixel_values": torch.zeros((3, 8, 8)), "boxes": torch.tensor([low, high]), "suffix": "old"}
+    out = ordered_item(item, "Fracture")
+    tops = [d.to_detection(1.0).box.y0 for d in parse_detections(out["suffix"])]
+    assert tops == sorted(tops) and len(tops) == 2
+    assert torch.allclose(out["boxes"], torch.tensor([high, low])) and item["suffix"] == "old"
+
+
+def test_box_order_reading_reorders_training_answers(data_dir: Path, tmp_path: Path) -> None:
+    """``[paligemma] box_order = "reading"`` reaches a detector's training set: an item whose
+    boxes come bottom first is served top first (after augmentation); ``as-prepared`` keeps
+    the order."""
+    from ensembles.loc_tokens import parse_detections
+
+    two = torch.tensor([[0.1, 0.6, 0.3, 0.8], [0.5, 0.1, 0.7, 0.3]])  # bottom one first
+    for order, want_sorted in (("reading", True), ("as-prepared", False)):
+        config = _config(data_dir, tmp_path / order, "detector", paligemma={"box_order": order})
+        dataset = build_task("detector", config).train_set
+        item = dataset[0]
+        dataset.cache[0] = dict(item, boxes=two, suffix="stale")
+        served = dataset[0]
+        tops = [d.to_detection(1.0).box.y0 for d in parse_detections(served["suffix"])] \
+            if served["suffix"] != "stale" else []
+        assert (tops == sorted(tops) and len(tops) == 2) is want_sorted, order
 
 
 def test_augmentation_moves_pixels_and_boxes_together() -> None:

@@ -333,9 +333,15 @@ def test_a_key_added_later_leaves_the_fingerprint_alone_at_its_default() -> None
     assert "ciou_window" not in plain.fingerprint()
     assert config_from_dict({**BASE, "loss": {"ciou_window": 0}}).fingerprint() == plain.fingerprint()
     assert config_from_dict({**BASE, "loss": {"ciou_window": 32}}).fingerprint() != plain.fingerprint()
-    for key, value in (("box_ramp_steps", 500), ("box_ramp_from", 0.5)):
+    for key, value in (("box_ramp_steps", 500), ("box_ramp_from", 0.5), ("patch_box_weight", 1.0)):
         assert key not in plain.fingerprint()
         assert config_from_dict({**BASE, "loss": {key: value}}).fingerprint() != plain.fingerprint()
+    assert "box_order" not in plain.fingerprint()
+    reading = config_from_dict({**BASE, "paligemma": {"base": "models/x", "box_order": "reading"}})
+    assert reading.fingerprint() != plain.fingerprint()
+    # a config without the table the key lives in (DETR has no [paligemma]) fingerprints too
+    detr = config_from_dict({"recipe": "detr", "data": "d", "out": "o"})
+    assert detr.paligemma is None and "box_order" not in detr.fingerprint()
 
 
 def test_box_ramp_raises_the_box_weights_linearly_then_holds() -> None:

@@ -9,7 +9,7 @@ mixing prompts hurts both tasks.
 
 The loss is the sum of the ``[loss]`` switches (:mod:`train.losses`): token CE (optionally with
 smoothed loc targets), the decision loss on the first answer token read as the member scores
-it, CIoU on soft-argmax boxes, and the SigLIP patch auxiliary loss. Validation scores each
+it, CIoU on soft-argmax boxes, and the SigLIP patch auxiliary losses (overlap, edge distances). Validation scores each
 image exactly as the member does at inference (the member class runs on the training model)
 and reports F1/precision/recall/accuracy at the member's threshold, image and study AUC, the
 validation loss, and for the detector optionally the share of truth boxes matched at IoU 0.3
@@ -32,7 +32,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from ensembles import symmetry
-from ensembles.loc_tokens import NORMAL_TEXT, format_detections, loc_token
+from ensembles.loc_tokens import NORMAL_TEXT, encode_bin, format_detections, loc_token
 from ensembles.members.paligemma_classifier import PaliGemmaClassifier
 from ensembles.members.paligemma_inputs import encode_prompts, position_ids_for
 from ensembles.members.paligemma_detector import PaliGemmaDetector
@@ -114,17 +114,40 @@ def augment_item(item: dict[str, Any], rewrite_suffix: str | None) -> dict[str, 
     return out
 
 
+def reading_order(boxes: torch.Tensor) -> torch.Tensor:
+    """``(n, 4)`` normalised xyxy boxes sorted top to bottom, then left to right, by the loc
+    bins of ``y_min`` then ``x_min`` (the first two tokens the answer writes for each)."""
+    boxes = boxes.reshape(-1, 4)
+    keys = [(encode_bin(min(1.0, max(0.0, y0))), encode_bin(min(1.0, max(0.0, x0))), index)
+            for index, (x0, y0, _, _) in enumerate(boxes.tolist())]
+    return boxes[[index for _, _, index in sorted(keys)]]
+
+
+def ordered_item(item: dict[str, Any], rewrite_suffix: str) -> dict[str, Any]:
+    """A detector item whose boxes, and the answer written from them, are in
+    :func:`reading_order`."""
+    boxes = reading_order(item["boxes"])
+    out = dict(item, boxes=boxes)
+    if len(boxes):
+        out["suffix"] = format_detections(
+            [(Box.checked(*(min(1.0, max(0.0, v)) for v in b)), rewrite_suffix) for b in boxes.tolist()]
+        )
+    return out
+
+
 class _CachedDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     """Keeps each preprocessed item after its first load (one grey plane when the three
     channels are equal, float32 so a cached epoch sees exactly the bytes a fresh one does),
-    so later epochs skip PNG decoding and resizing; augments after the cache when asked."""
+    so later epochs skip PNG decoding and resizing; augments after the cache when asked, then
+    puts a detector answer's boxes in :func:`reading_order` when asked."""
 
     def __init__(self, inner: PaliGemmaTextDataset, enabled: bool, *, augment: bool = False,
-                 rewrite_suffix: str | None = None) -> None:
+                 rewrite_suffix: str | None = None, reading: bool = False) -> None:
         self.inner = inner
         self.enabled = enabled
         self.augment = augment
         self.rewrite_suffix = rewrite_suffix
+        self.reading = reading
         self.cache: dict[int, dict[str, Any]] = {}
 
     def __len__(self) -> int:
@@ -132,7 +155,11 @@ class _CachedDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self._load(index)
-        return augment_item(item, self.rewrite_suffix) if self.augment else item
+        if self.augment:
+            item = augment_item(item, self.rewrite_suffix)
+        if self.reading and self.rewrite_suffix is not None:
+            item = ordered_item(item, self.rewrite_suffix)
+        return item
 
     def _load(self, index: int) -> dict[str, Any]:
         if index in self.cache:
@@ -175,13 +202,20 @@ class PaliGemmaTask:
         self.negative_ids = torch.tensor(negative, dtype=torch.long, device=self.device)
         modules: dict[str, torch.nn.Module] = {"pg": built.model}
         self.patch_head: losses.PatchHead | None = None
+        self.patch_box_head: losses.PatchBoxHead | None = None
+        self._patch_tokens: torch.Tensor | None = None
+        width = int(vision.hidden_size)
         if config.loss.patch_aux_weight > 0:
-            width = int(vision.hidden_size)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed)
                 self.patch_head = losses.PatchHead(width).to(self.device)
             modules["patch_head"] = self.patch_head
-            self._patch_tokens: torch.Tensor | None = None
+        if config.loss.patch_box_weight > 0:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed + 1)
+                self.patch_box_head = losses.PatchBoxHead(width).to(self.device)
+            modules["patch_box_head"] = self.patch_box_head
+        if self.patch_head is not None or self.patch_box_head is not None:
             core_model(built.model).model.vision_tower.register_forward_hook(self._capture)
         self.model: torch.nn.Module = torch.nn.ModuleDict(modules)
         self.train_set = self._dataset("train", section.cache_images, augment=section.augment)
@@ -223,7 +257,8 @@ class PaliGemmaTask:
             records = records[:: len(records) // limit][:limit]
         inner = PaliGemmaTextDataset(self.config.data, records, self.preprocess)
         rewrite = self.spec.labels[0] if self.recipe == "detector" else None
-        return _CachedDataset(inner, cache, augment=augment, rewrite_suffix=rewrite)
+        return _CachedDataset(inner, cache, augment=augment, rewrite_suffix=rewrite,
+                              reading=self.section.box_order == "reading")
 
     # --- engine protocol -------------------------------------------------------------------
     def param_groups(self, optim: OptimConfig) -> list[dict[str, Any]]:
@@ -234,7 +269,7 @@ class PaliGemmaTask:
             if not param.requires_grad:
                 continue
             tail = name.split("multi_modal_projector")[-1]
-            is_head = name.startswith("patch_head.") or (
+            is_head = name.startswith(("patch_head.", "patch_box_head.")) or (
                 "multi_modal_projector" in name and ".linear." not in tail
             )
             (fresh if is_head else rest).append(param)
@@ -284,16 +319,20 @@ class PaliGemmaTask:
         if cfg.ciou_weight:
             pred, truth = losses.loc_box_predictions(logits, kept_labels, self.loc_ids, cfg.ciou_window)
             parts["ciou_loss"] = losses.ciou_loss(pred, truth)
-        if self.patch_head is not None and self._patch_tokens is not None:
+        tokens, self._patch_tokens = self._patch_tokens, None
+        if self.patch_head is not None and tokens is not None:
             targets = losses.patch_targets(batch["boxes"], self.grid)
-            patch_logits = self.patch_head(self._patch_tokens)
+            patch_logits = self.patch_head(tokens)
             parts["patch_loss"] = losses.patch_loss(patch_logits, targets, cfg.patch_pos_weight)
-            self._patch_tokens = None
+        if self.patch_box_head is not None and tokens is not None:
+            edges, held = losses.patch_box_targets(batch["boxes"], self.grid)
+            parts["patch_box_loss"] = losses.patch_box_loss(self.patch_box_head(tokens), edges, held)
         # the schedule shapes training only: validation (eval mode) weighs at full value, so
         # val_loss compares across epochs
         box = cfg.box_factor(self.step) if self.built.model.training else 1.0
         weights = {"token_loss": cfg.token_weight * box, "decision_loss": cfg.decision_weight,
-                   "ciou_loss": cfg.ciou_weight * box, "patch_loss": cfg.patch_aux_weight}
+                   "ciou_loss": cfg.ciou_weight * box, "patch_loss": cfg.patch_aux_weight,
+                   "patch_box_loss": cfg.patch_box_weight}
         total = sum((weights[k] * v for k, v in parts.items()), logits.sum() * 0.0)
         return StepLoss(total=total, parts={k: float(v.detach()) for k, v in parts.items()})
 
