@@ -2,7 +2,8 @@
 
 One convention for training's augmentation (``train.recipes.paligemma.augment_item``) and for
 decoding a detector's boxes under several symmetries at inference
-(:class:`~ensembles.members.paligemma_detector.PaliGemmaDetector` ``symmetries``). Symmetry
+(:class:`~ensembles.members.paligemma_detector.PaliGemmaDetector` ``symmetries``), and for a
+member's score averaged over them (:mod:`ensembles.symmetry_scored`). Symmetry
 ``k`` in ``0..7`` is a bit set, applied to a ``(..., H, W)`` square in this order: transpose
 (bit 1), flip left-right (bit 2), flip top-bottom (bit 4). ``k = 0`` is the identity. Boxes are
 normalised ``(x0, y0, x1, y1)`` in ``[0, 1]`` of the square (:class:`~ensembles.types.Box`).
@@ -13,6 +14,7 @@ from __future__ import annotations
 from statistics import median
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from ensembles.types import Box
@@ -52,6 +54,13 @@ def apply_to_pixels(pixels: torch.Tensor, k: int) -> torch.Tensor:
     if k & VFLIP:
         pixels = pixels.flip(-2)
     return pixels
+
+
+def apply_to_image(image: np.ndarray, k: int) -> np.ndarray:
+    """A radiograph ``(H, W)`` (any shape, not only a square) under symmetry ``k``, as
+    :func:`apply_to_pixels` moves a member's input: a transpose makes it ``(W, H)``."""
+    moved = apply_to_pixels(torch.from_numpy(np.ascontiguousarray(image)), k)
+    return np.ascontiguousarray(moved.numpy())
 
 
 def apply_to_boxes(boxes: torch.Tensor, k: int) -> torch.Tensor:
@@ -105,5 +114,5 @@ def median_boxes(identity: Sequence[Box], others: Sequence[Sequence[Box]],
     return fused
 
 
-__all__ = ["COUNTS", "HFLIP", "MATCH_IOU", "ORDER", "TRANSPOSE", "VFLIP", "apply_to_boxes", "apply_to_pixels",
+__all__ = ["COUNTS", "HFLIP", "MATCH_IOU", "ORDER", "TRANSPOSE", "VFLIP", "apply_to_boxes", "apply_to_image", "apply_to_pixels",
            "box_from_symmetry", "first_symmetries", "median_boxes"]

@@ -96,6 +96,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 PositiveInt = Annotated[int, check(lambda v: v >= 1, "a positive integer")]
+SYMMETRY_COUNTS = (1, 2, 4, 8)  # ensembles.symmetry.COUNTS (not imported: the config loads without torch)
 
 #: ``[run] priority`` words (:func:`screen.nightly.plan.order_plans`).
 PRIORITIES: tuple[str, ...] = ("newest", "oldest", "tag:RequestedProcedurePriority")
@@ -144,6 +145,11 @@ class MemberConfig(ConfigModel):
         refiner: a ``refiner`` checkpoint directory whose crop regressor corrects this
             detector's boxes before fusion (the second stage; ``None``: boxes as predicted).
         refiner_iterations: refinement passes per box.
+        score_symmetries: 1, 2, 4 or 8: the image score is the mean of the member's scores on
+            the image under this many of the square's symmetries, flips first
+            (:mod:`ensembles.symmetry_scored`; test-time augmentation of the decision, this many
+            score passes per image; boxes stay those of the original image). Tune the operating
+            point on scores made with the same setting. 1 (default): the plain score.
     """
 
     kind: str
@@ -155,6 +161,7 @@ class MemberConfig(ConfigModel):
     options: dict[str, Any] = Field(default_factory=dict)
     refiner: Path | None = Field(default=None, strict=False)
     refiner_iterations: PositiveInt = 1
+    score_symmetries: Annotated[int, check(lambda v: v in SYMMETRY_COUNTS, "1, 2, 4 or 8")] = 1
     _name: str = PrivateAttr("")
 
     @property

@@ -300,6 +300,19 @@ class PaliGemmaMemberBase:
             return self.batches.run(images, lambda chunk: self._predict_batch(self.pixel_values(list(chunk))),
                                     owner=self.name)
 
+    def scores(self, images: Sequence[np.ndarray]) -> list[float]:
+        """Each image's score alone, in order: the first answer token's forward pass, no
+        decoding (what :class:`~ensembles.symmetry_scored.SymmetryScoredMember` asks for)."""
+        def step(chunk: Sequence[np.ndarray]) -> list[float]:
+            found, _ = self.scores_from_logits(self.first_step_logits(self.pixel_values(list(chunk))))
+            return [float(v) for v in found.tolist()]
+
+        with torch.inference_mode():
+            return self.batches.run(images, step, owner=self.name)
+
+    def scores_from_logits(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
     def _predict_batch(self, pixel_values: torch.Tensor) -> list[Any]:
         raise NotImplementedError
 

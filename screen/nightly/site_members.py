@@ -84,6 +84,10 @@ def load_member(config: SiteConfig, member_config: MemberConfig, *, device: str 
         batch_size=batch_size or member_config.batch_size or config.run.batch_size,
         **dict(member_config.options),
     )
+    if member_config.score_symmetries > 1:  # inside the refiner: it refines the original image's boxes
+        from ensembles.symmetry_scored import SymmetryScoredMember
+
+        member = SymmetryScoredMember(member, member_config.score_symmetries)
     if member_config.refiner is not None:
         member = _with_refiner(member, spec, member_config, member_device)
     member.name = member_config.name  # outputs, thresholds and CSV columns use the site's name
@@ -110,9 +114,11 @@ def _with_refiner(member: Member, spec: MemberSpec, member_config: MemberConfig,
 
 def member_version(member: MemberConfig) -> str:
     """``<kind>:<checkpoint fingerprint>``: what outputs and the ledger call this member
-    (``+refiner:<fingerprint>xN`` when a refiner corrects its boxes, so a new refiner is a new
-    model key)."""
+    (``+symN`` when its score is the mean over N symmetries, ``+refiner:<fingerprint>xN`` when a
+    refiner corrects its boxes: either changes what it says, so it is a new model key)."""
     version = f"{member.kind}:{checkpoint_fingerprint(member.checkpoint)}"
+    if member.score_symmetries > 1:
+        version += f"+sym{member.score_symmetries}"
     if member.refiner is not None:
         version += f"+refiner:{checkpoint_fingerprint(member.refiner)}x{member.refiner_iterations}"
     return version

@@ -227,3 +227,40 @@ def test_monitor_false_alarm_bench_runs_as_documented() -> None:
     rate = {name: float(done.stdout.split("alarm rate: ")[1].split("/")[0])
             for name, done in (("quiet", quiet), ("drifted", drifted))}
     assert rate["drifted"] > rate["quiet"] and rate["drifted"] >= 30
+
+
+def test_paired_auc_compares_two_evaluations_of_the_same_studies(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m bench.paired_auc BEFORE AFTER``: each shared score's AUCs and the paired change;
+    files of other studies are refused."""
+    import numpy as np
+
+    from dicom_io.tables import PREDICTIONS, write_table
+
+    paired = _load("paired_auc")
+    rng = np.random.default_rng(2)
+    truth = rng.random(80) < 0.5
+    base = rng.random(80)
+    columns = ["study_instance_uid", "label", "n_images", "score:a", "fused_score"]
+
+    def write(name: str, shift: float, uids: list[str], reverse: bool = False) -> Path:
+        rows = [{"study_instance_uid": uid, "label": "fracture" if t else "normal", "n_images": 1,
+                 "score:a": float(np.clip(b + shift * t, 0, 1)), "fused_score": float(b)}
+                for uid, t, b in zip(uids, truth, base)]
+        return write_table(tmp_path / name / "predictions.csv", PREDICTIONS, rows[::-1] if reverse else rows,
+                           columns)
+
+    uids = [f"1.2.{i}" for i in range(80)]
+    before, after = write("before", 0.0, uids), write("after", 0.5, uids, reverse=True)  # rows in another order
+    rows = {row[0]: row for row in paired.paired_rows(before, after, resamples=500)}
+    assert set(rows) == {"score:a", "fused_score"}
+    _, auc_a, auc_b, change, low, high = rows["score:a"]
+    assert auc_b > auc_a and change == pytest.approx(auc_b - auc_a) and 0 < low < change < high
+    assert rows["fused_score"][3:] == (0.0, 0.0, 0.0)  # the same scores: no change at all
+    assert paired.main([str(before), str(after), "--resamples", "200"]) == 0
+    assert "score:a" in capsys.readouterr().out
+    other = write("other", 0.5, [f"1.3.{i}" for i in range(80)])
+    assert paired.main([str(before), str(other)]) == 2
+    assert "do not hold the same studies" in capsys.readouterr().err
+    assert paired.main([str(before), str(tmp_path / "none.csv")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -229,3 +229,14 @@ def test_detector_symmetries_place_boxes_by_the_median_of_the_decodes(checkpoint
 def test_detector_refuses_a_symmetry_count_it_cannot_take(checkpoints) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(CheckpointError, match="symmetries must be one of 1, 2, 4, 8"):
         create_member("paligemma-detector", checkpoints["det"], symmetries=3)
+
+
+@pytest.mark.parametrize("which, kind", [("cls", "paligemma-classifier"), ("cls2", "paligemma-classifier"),
+                                         ("det", "paligemma-detector")])
+def test_scores_alone_are_the_scores_predict_gives(checkpoints, which: str, kind: str) -> None:  # type: ignore[no-untyped-def]
+    """``scores`` (one forward pass, what score_symmetries asks for) says what ``predict`` says."""
+    member = create_member(kind, checkpoints[which], batch_size=3)
+    images = _images(5, seed=4)
+    alone = member.scores(images)
+    assert len(alone) == 5 and len({round(s, 6) for s in alone}) > 1
+    np.testing.assert_allclose(alone, [o.score for o in member.predict(images)], atol=1e-6)

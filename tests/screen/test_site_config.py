@@ -19,7 +19,8 @@ MEMBER = '[members.m]\nkind = "detr"\ncheckpoint = "models/m"\n'
 VALID_KEYS = {
     "top": "schema_version, operating_point, run, members, selection, output, scope, alerts, send, monitor, ray",
     "run": "device, workers, batch_size, writers, decode_timeout_s, max_attempts, deadline, priority, emergency_departments",
-    "members.m": "kind, checkpoint, batch_size, device, dtype, quantization, options, refiner, refiner_iterations",
+    "members.m": ("kind, checkpoint, batch_size, device, dtype, quantization, options, refiner, refiner_iterations, "
+                  "score_symmetries"),
     "selection": ("allow_burned_in, allow_derived, allow_for_processing, allow_secondary_capture, body_parts, "
                   "deduplicate, max_pixel_bytes, modalities"),
     "output": "patient_id, accession, write_sr, write_gsps, write_sc, write_gap_sr, on_rescreen, sr_series_number, "
@@ -205,6 +206,10 @@ def test_members_are_checked_with_their_table_named(tmp_path: Path) -> None:
         f"[members.m].refiner {str(tmp_path / 'models' / 'm')!r} is not a refiner checkpoint (no member.json there)")
     assert _refused(tmp_path, _with("members.m", "refiner_iterations = 2")) == (
         '[members.m].refiner_iterations needs a refiner = "<checkpoint dir>"')
+    for bad in ("3", "0", "16", "true", "8.0", '"8"'):
+        assert _refused(tmp_path, _with("members.m", f"score_symmetries = {bad}")).startswith(
+            "[members.m].score_symmetries"), bad
+    assert load_site_config(_write(tmp_path, _with("members.m", "score_symmetries = 4"))).members[0].score_symmetries == 4
     assert _refused(tmp_path, '[members.m]\nkind = " "\ncheckpoint = "models/m"\n') == (
         "[members.m].kind must be a member kind (screen models lists them), got ' '")
     bad_name = _refused(tmp_path, '[members."a,b"]\nkind = "detr"\ncheckpoint = "models/m"\n')
@@ -271,3 +276,11 @@ def test_replace_keeps_members_names_and_source_and_validates() -> None:
     assert copy.source == config.source and copy.output == config.output
     with pytest.raises(ValueError, match="members"):
         config.replace(members={})
+
+
+def test_the_symmetry_counts_are_the_ensembles_counts() -> None:
+    """The config checks score_symmetries without importing torch; the counts are the same."""
+    from ensembles.symmetry import COUNTS
+    from screen.site_config import SYMMETRY_COUNTS
+
+    assert SYMMETRY_COUNTS == COUNTS

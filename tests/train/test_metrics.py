@@ -12,6 +12,7 @@ from train.metrics import (
     METRIC_NAMES,
     Confusion,
     bootstrap_auc,
+    bootstrap_auc_difference,
     bootstrap_counts,
     bootstrap_metrics,
     confusion,
@@ -126,6 +127,26 @@ def test_bootstrap_auc_matches_weighted_sklearn_for_one_resample() -> None:
     assert interval.low == pytest.approx(expected) and interval.high == pytest.approx(expected)
     full = bootstrap_auc(labels, scores, n_resamples=2000, seed=0)
     assert full.low < full.value < full.high and full.value == roc_auc(labels, scores)
+
+
+def test_paired_auc_difference_draws_the_same_studies_for_both_scores() -> None:
+    rng = np.random.default_rng(6)
+    labels = rng.random(150) < 0.4
+    before = np.round(rng.random(150) + 0.3 * labels, 1)
+    after = np.round(before + 0.4 * labels * rng.random(150), 1)  # better, ties in both
+    one = bootstrap_auc_difference(labels, before, after, n_resamples=1, seed=11)
+    weights = np.random.default_rng(11).multinomial(150, np.full(150, 1 / 150))
+    expected = (roc_auc_score(labels, after, sample_weight=weights)
+                - roc_auc_score(labels, before, sample_weight=weights))
+    assert one.low == pytest.approx(expected) and one.high == pytest.approx(expected)
+    full = bootstrap_auc_difference(labels, before, after, n_resamples=2000, seed=0)
+    assert full.value == pytest.approx(roc_auc(labels, after) - roc_auc(labels, before)) and full.value > 0
+    assert full.low < full.value < full.high
+    # paired: narrower than the difference of two separate intervals would suggest
+    a, b = bootstrap_auc(labels, before, seed=0), bootstrap_auc(labels, after, seed=1)
+    assert full.high - full.low < (a.high - a.low) + (b.high - b.low)
+    same = bootstrap_auc_difference(labels, before, before, n_resamples=200)
+    assert (same.value, same.low, same.high) == (0.0, 0.0, 0.0)
 
 
 def test_study_scores_take_the_max_image_score_and_any_positive_label() -> None:
