@@ -86,6 +86,10 @@ VARIANTS: tuple[Variant, ...] = (
             "(bench.learnability's run/best): a curriculum from bright shapes to fractures",
             {"paligemma.base": TOY_DETECTOR, "loss.token_weight": 1.0, "loss.ciou_window": 48,
              "loss.loc_sigma": 8.0}),
+    Variant("toy-first-dense", "toy-first with the dense box loss (weight 1.0) and the boxes in reading order "
+            "(tiny-detector.toml's settings since 2026-12-07)",
+            {"paligemma.base": TOY_DETECTOR, "loss.token_weight": 1.0, "loss.ciou_window": 48,
+             "loss.loc_sigma": 8.0, "loss.patch_box_weight": 1.0, "paligemma.box_order": "reading"}),
 )
 """``"half"`` stands for half the run's steps and ``TOY_DETECTOR`` for ``--toy-detector`` (both
 command-line choices)."""

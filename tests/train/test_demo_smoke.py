@@ -241,6 +241,44 @@ def test_the_record_of_a_fine_tuned_stage_names_the_weights_it_started_from(tmp_
     assert weights_digest(copy) == weights_digest(a)
 
 
+class _Stop(Exception):
+    """Raised by a stand-in recipe once it has seen its config (nothing trains)."""
+
+
+@pytest.mark.parametrize("stage, overrides, expected", [
+    ("toy-det", {}, (0.0, "as-prepared")),  # the toy stage the committed pg-det started from
+    ("toy-det", {"toy-det": {"loss.patch_box_weight": 1.0}}, (1.0, "as-prepared")),  # --set wins
+    ("pg-det", {}, None),  # demo-detector.toml as it is
+])
+def test_the_toy_stage_trains_without_the_dense_box_loss_and_reading_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str, overrides: dict[str, Any],
+        expected: tuple[float, str] | None) -> None:
+    import train.recipes
+    from train.demo import CONFIG_DIR, DEMO_MEMBERS, DEMO_TOY, TOY_STAGE_SETTINGS, train_member
+    from train.train_config import load_train_config
+
+    seen = []
+
+    def recipe(config: Any) -> None:
+        seen.append(config)
+        raise _Stop
+
+    monkeypatch.setattr(train.recipes, "get_recipe", lambda name: recipe)
+    member = DEMO_TOY if stage == "toy-det" else next(m for m in DEMO_MEMBERS if m.name == stage)
+    options = dataclasses.replace(_options(), work_dir=tmp_path, models_dir=tmp_path / "models",
+                                  overrides=overrides)
+    with pytest.raises(_Stop):
+        train_member(member, tmp_path / "data", options)
+    config = seen[0]
+    committed = load_train_config(CONFIG_DIR / member.config, recipe=member.recipe)
+    if expected is None:
+        expected = (committed.loss.patch_box_weight, committed.paligemma.box_order)
+    else:  # the toy stage departs from tiny-detector.toml, which has both on
+        assert (committed.loss.patch_box_weight, committed.paligemma.box_order) == (1.0, "reading")
+        assert set(TOY_STAGE_SETTINGS) == {"loss.patch_box_weight", "paligemma.box_order"}
+    assert (config.loss.patch_box_weight, config.paligemma.box_order) == expected
+
+
 def test_demo_stages_put_the_toy_lesson_before_pg_det_only_when_it_is_trained() -> None:
     names = lambda options: [m.name for m in options.stages()]  # noqa: E731
     assert names(DemoOptions()) == ["toy-det", "pg-cls", "pg-det", "detr", "refiner"]
