@@ -87,7 +87,7 @@ the dense box loss and the reading order, which the config has since 2026-12-07,
 localise the toy better (``bench.learnability``: 0.843-0.873 of the held-out boxes at IoU >= 0.5
 against 0.783), but the phantom detector started worse from such a toy stage: in DEMO.md's
 ablation (600 steps, the same data), 0.047 and 0.094 of the validation boxes against 0.200 from
-a toy stage without them, trained the same day. The committed ``pg-det`` started from a toy
+a toy stage without them, trained the same day (one run each). The committed ``pg-det`` started from a toy
 stage without them too."""
 
 TOY_STUDIES = 1200
