@@ -26,10 +26,11 @@ import numpy as np
 
 from ensembles.errors import EnsembleError
 from ensembles.preprocess import image_box_to_letterbox, letterbox_box_to_image
+from ensembles.registry import MemberWrapper
 from ensembles.types import Detection, MemberOutput
 
 
-class RefinedMember:
+class RefinedMember(MemberWrapper):
     """``member`` with its boxes corrected by ``refiner`` (see the module docstring).
 
     Args:
@@ -45,18 +46,10 @@ class RefinedMember:
                  iterations: int = 1) -> None:
         if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
             raise EnsembleError(f"refiner iterations must be a positive integer, got {iterations!r}")
-        self.member, self.refiner = member, refiner
-        self.kind: str = str(member.kind)
+        super().__init__(member)
+        self.refiner = refiner
         self.letterbox_size = letterbox_size
         self.iterations = iterations
-
-    @property
-    def name(self) -> str:
-        return str(self.member.name)
-
-    @name.setter
-    def name(self, value: str) -> None:
-        self.member.name = value
 
     def predict(self, images: Sequence[np.ndarray]) -> list[MemberOutput]:
         """The member's outputs, each reported box refined on its source image."""

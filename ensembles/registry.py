@@ -38,6 +38,26 @@ class Member(Protocol):
     def predict(self, images: Sequence[np.ndarray]) -> list[MemberOutput]: ...
 
 
+class MemberWrapper:
+    """A stage in front of a member (:class:`~ensembles.refined.RefinedMember`,
+    :class:`~ensembles.symmetry_scored.SymmetryScoredMember`): it holds the member as
+    ``.member`` (where :func:`ensembles.batching.batch_shrinks` looks), has its kind, and its name
+    is the held member's, so the site's name set on the outermost stage reaches the member's
+    outputs. Subclasses define ``predict``."""
+
+    def __init__(self, member: Any) -> None:
+        self.member = member
+        self.kind: str = str(member.kind)
+
+    @property
+    def name(self) -> str:
+        return str(self.member.name)
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self.member.name = value
+
+
 class MemberOptions(ConfigModel):
     """The options every member kind takes (the site config passes them for each member).
 

@@ -30,10 +30,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from ensembles import symmetry
+from ensembles.registry import MemberWrapper
 from ensembles.types import MemberOutput
 
 
-class SymmetryScoredMember:
+class SymmetryScoredMember(MemberWrapper):
     """``member`` with its image score averaged over ``count`` symmetries (module docstring).
 
     Args:
@@ -45,16 +46,7 @@ class SymmetryScoredMember:
 
     def __init__(self, member: Any, count: int) -> None:
         self.symmetries = symmetry.first_symmetries(count)
-        self.member = member
-        self.kind: str = str(member.kind)
-
-    @property
-    def name(self) -> str:
-        return str(self.member.name)
-
-    @name.setter
-    def name(self, value: str) -> None:
-        self.member.name = value
+        super().__init__(member)
 
     def predict(self, images: Sequence[np.ndarray]) -> list[MemberOutput]:
         """The member's outputs on ``images``, each score the mean over the symmetries."""

@@ -19,7 +19,7 @@ Conventions:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -355,22 +355,33 @@ def bootstrap_metrics(
     return out
 
 
-def _weighted_aucs(truth: NDArray[np.bool_], values: NDArray[np.float64],
-                   draws: NDArray[np.int64]) -> NDArray[np.float64]:
-    """The ROC AUC of each resample: ``draws`` ``(R, n)`` per-study draw counts; the weighted
-    Mann-Whitney statistic on the studies sorted once by score (ties count half), NaN where a
-    resample holds one class only."""
+def _resampled_aucs(truth: NDArray[np.bool_], values: NDArray[np.float64]) -> Callable[[NDArray[np.int64]], NDArray[np.float64]]:
+    """The ROC AUC of each resample, as a function of ``draws`` ``(R, n)`` (per-study draw
+    counts): the weighted Mann-Whitney statistic on the studies sorted once, here, by score
+    (ties count half); NaN where a resample holds one class only."""
     order = np.argsort(values, kind="stable")
     sorted_scores, sorted_truth = values[order], truth[order]
     starts = np.flatnonzero(np.r_[True, np.diff(sorted_scores) != 0])
-    weights = draws[:, order].astype(np.float64)
-    pos = np.add.reduceat(weights * sorted_truth, starts, axis=1)
-    neg = np.add.reduceat(weights * ~sorted_truth, starts, axis=1)
-    below = np.cumsum(neg, axis=1) - neg
-    num = (pos * (below + 0.5 * neg)).sum(axis=1)
-    den = pos.sum(axis=1) * neg.sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den > 0, num / den, np.nan)
+
+    def aucs(draws: NDArray[np.int64]) -> NDArray[np.float64]:
+        weights = draws[:, order].astype(np.float64)
+        pos = np.add.reduceat(weights * sorted_truth, starts, axis=1)
+        neg = np.add.reduceat(weights * ~sorted_truth, starts, axis=1)
+        below = np.cumsum(neg, axis=1) - neg
+        num = (pos * (below + 0.5 * neg)).sum(axis=1)
+        den = pos.sum(axis=1) * neg.sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(den > 0, num / den, np.nan)
+
+    return aucs
+
+
+def _study_draws(n: int, n_resamples: int, seed: int, chunk: int) -> Iterator[NDArray[np.int64]]:
+    """``n_resamples`` bootstrap resamples of ``n`` studies as per-study draw counts
+    (multinomial), ``chunk`` resamples at a time."""
+    rng = np.random.default_rng(seed)
+    for begin in range(0, n_resamples, chunk):
+        yield rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, n_resamples - begin))
 
 
 def bootstrap_auc(
@@ -390,16 +401,10 @@ def bootstrap_auc(
     _check_bootstrap(n_resamples, level)
     truth = _labels(labels)
     values = _scores(scores, truth.size)
-    value = roc_auc(truth, values)
-    rng = np.random.default_rng(seed)
-    n = truth.size
-    aucs = np.empty(n_resamples, dtype=np.float64)
-    for begin in range(0, n_resamples, chunk):
-        size = min(chunk, n_resamples - begin)
-        draws = rng.multinomial(n, np.full(n, 1.0 / n), size=size)
-        aucs[begin:begin + size] = _weighted_aucs(truth, values, draws)
+    auc_of = _resampled_aucs(truth, values)
+    aucs = np.concatenate([auc_of(draws) for draws in _study_draws(truth.size, n_resamples, seed, chunk)])
     low, high = percentile_interval(aucs, level)
-    return Interval(value=value, low=low, high=high, level=level, n=n,
+    return Interval(value=roc_auc(truth, values), low=low, high=high, level=level, n=truth.size,
                     method=f"percentile bootstrap over studies ({n_resamples} resamples, "
                            f"seed {seed})")
 
@@ -420,18 +425,13 @@ def bootstrap_auc_difference(
     _check_bootstrap(n_resamples, level)
     truth = _labels(labels)
     first, second = _scores(before, truth.size), _scores(after, truth.size)
-    value = roc_auc(truth, second) - roc_auc(truth, first)
-    rng = np.random.default_rng(seed)
-    n = truth.size
-    deltas = np.empty(n_resamples, dtype=np.float64)
-    for begin in range(0, n_resamples, chunk):
-        size = min(chunk, n_resamples - begin)
-        draws = rng.multinomial(n, np.full(n, 1.0 / n), size=size)
-        deltas[begin:begin + size] = _weighted_aucs(truth, second, draws) - _weighted_aucs(truth, first, draws)
+    first_of, second_of = _resampled_aucs(truth, first), _resampled_aucs(truth, second)
+    deltas = np.concatenate([second_of(draws) - first_of(draws)
+                             for draws in _study_draws(truth.size, n_resamples, seed, chunk)])
     low, high = percentile_interval(deltas, level)
-    return Interval(value=value, low=low, high=high, level=level, n=n,
-                    method=f"paired percentile bootstrap over studies ({n_resamples} resamples, "
-                           f"seed {seed})")
+    return Interval(value=roc_auc(truth, second) - roc_auc(truth, first), low=low, high=high, level=level,
+                    n=truth.size, method=f"paired percentile bootstrap over studies ({n_resamples} resamples, "
+                                         f"seed {seed})")
 
 
 def study_scores(studies: list[str], labels: list[int], scores: list[float]) -> tuple[list[int], list[float]]:

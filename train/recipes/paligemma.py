@@ -92,6 +92,14 @@ def choose_prompt(records: Sequence[dict[str, Any]], wanted: str) -> str:
     return chosen
 
 
+def detector_answer(boxes: torch.Tensor, label: str) -> str:
+    """The loc-token answer that writes ``(n, 4)`` normalised xyxy ``boxes`` (clipped to the
+    square), in their order, each with ``label``."""
+    return format_detections(
+        [(Box.checked(*(min(1.0, max(0.0, v)) for v in b)), label) for b in boxes.tolist()]
+    )
+
+
 def augment_item(item: dict[str, Any], rewrite_suffix: str | None) -> dict[str, Any]:
     """One of the square's eight symmetries, drawn from torch's global RNG (seeded per epoch
     by the engine, so a resumed run draws the same), applied to pixels and boxes alike.
@@ -108,9 +116,7 @@ def augment_item(item: dict[str, Any], rewrite_suffix: str | None) -> dict[str, 
     boxes = symmetry.apply_to_boxes(item["boxes"].clone(), k)
     out = dict(item, pixel_values=pixels.contiguous(), boxes=boxes)
     if rewrite_suffix is not None and len(boxes):
-        out["suffix"] = format_detections(
-            [(Box.checked(*(min(1.0, max(0.0, v)) for v in b)), rewrite_suffix) for b in boxes.tolist()]
-        )
+        out["suffix"] = detector_answer(boxes, rewrite_suffix)
     return out
 
 
@@ -129,9 +135,7 @@ def ordered_item(item: dict[str, Any], rewrite_suffix: str) -> dict[str, Any]:
     boxes = reading_order(item["boxes"])
     out = dict(item, boxes=boxes)
     if len(boxes):
-        out["suffix"] = format_detections(
-            [(Box.checked(*(min(1.0, max(0.0, v)) for v in b)), rewrite_suffix) for b in boxes.tolist()]
-        )
+        out["suffix"] = detector_answer(boxes, rewrite_suffix)
     return out
 
 
