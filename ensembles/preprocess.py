@@ -235,7 +235,11 @@ def to_square(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
 
 def preprocess_image(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """A float32 ``H x W`` radiograph in ``[0, 1]`` to a normalised float32 ``(3, S, S)`` array."""
-    grey = to_square(image, cfg)
+    return normalise_square(to_square(image, cfg), cfg)
+
+
+def normalise_square(grey: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Step 5: a grey ``S x S`` square from :func:`to_square` to normalised ``(3, S, S)``."""
     mean = np.asarray(cfg.mean, dtype=np.float32).reshape(3, 1, 1)
     std = np.asarray(cfg.std, dtype=np.float32).reshape(3, 1, 1)
     return ((grey[None, :, :] - mean) / std).astype(np.float32, copy=False)

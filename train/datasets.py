@@ -37,6 +37,7 @@ __all__ = [
     "CLASSIFIER_PROMPT", "DETECTOR_PROMPT", "POSITIVE_ANSWER", "NEGATIVE_ANSWER", "KINDS",
     "BoxDataset", "DataFormatError", "PaliGemmaTextDataset", "Transform", "collate_boxes",
     "collate_text", "input_boxes", "load_image", "load_records", "prefixes", "read_jsonl",
+    "record_boxes_px",
     "split_path",
 ]
 
@@ -133,8 +134,9 @@ def load_image(data_dir: str | Path, record: dict[str, Any]) -> np.ndarray:
     raise DataFormatError(f"image {str(path)!r} must be 8- or 16-bit, got {pixels.dtype}")
 
 
-def _boxes_px(record: dict[str, Any]) -> np.ndarray:
-    """Pixel-edge truth boxes ``(n, 4)``: ``boxes_px`` if present, else ``boxes`` scaled."""
+def record_boxes_px(record: dict[str, Any]) -> np.ndarray:
+    """Pixel-edge truth boxes ``(n, 4)`` of a record: ``boxes_px`` if present, else the
+    normalised ``boxes`` scaled by ``cols``/``rows``."""
     if "boxes_px" in record:
         boxes = np.asarray(record["boxes_px"], dtype=np.float64).reshape(-1, 4)
         return boxes
@@ -183,7 +185,7 @@ class _RecordDataset:
     def _load(self, index: int) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
         record = self.records[index]
         image = load_image(self.data_dir, record)
-        boxes = _boxes_px(record)
+        boxes = record_boxes_px(record)
         if self.transform is not None:
             image, boxes = self.transform(image, boxes)
         rows, cols = image.shape
@@ -227,9 +229,15 @@ class PaliGemmaTextDataset(_RecordDataset):
             self.records = [r for r in self.records if r["prefix"] == prefix]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        record, pixels, boxes = self._load(index)
+        return self.item(record, pixels, boxes)
+
+    @staticmethod
+    def item(record: dict[str, Any], pixels: np.ndarray, boxes: np.ndarray) -> dict[str, Any]:
+        """The item of ``record`` with preprocessed ``pixels`` ``(3, S, S)`` and ``boxes`` in the
+        input frame (also for a re-rendered image, :mod:`train.appearance`)."""
         import torch
 
-        record, pixels, boxes = self._load(index)
         return {
             "pixel_values": torch.from_numpy(pixels),
             "prefix": str(record["prefix"]),

@@ -14,6 +14,8 @@ mini-languages). Top-level keys name the run; tables hold the engine's knobs and
     [optim]     # AdamW and the warmup + cosine schedule, sized in steps  (OptimConfig)
     [loss]      # token CE, decision-token CE/WCE/focal, CIoU, patch aux   (LossConfig)
     [paligemma] # the PaliGemma recipes (classifier, detector)            (PaliGemmaSection)
+    [appearance] # training images re-rendered: zoom, window, gamma, blur, noise
+                 # (train.appearance.AppearanceConfig; PaliGemma and DETR recipes)
     [detr], [refiner]           # the other recipes' tables (train.recipes.sections), kept raw in
                                 # ``sections`` for their recipe, validated when the file is read
 
@@ -41,6 +43,7 @@ from typing import Annotated, Any, ClassVar, Literal, Mapping, TypeVar
 from pydantic import BaseModel, Field, model_validator
 
 from ensembles.config_model import ListAsTuple, check
+from train.appearance import AppearanceConfig
 from train.config_base import Count, NonNegative, Off, Positive, TrainTable, Unit, parse_table
 from train.errors import TrainConfigError
 from train.recipes.sections import RECIPE_TABLES
@@ -317,6 +320,7 @@ class TrainConfig(TrainTable):
         optim: the ``[optim]`` table.
         loss: the ``[loss]`` table.
         paligemma: the ``[paligemma]`` table (``None`` when the file has none).
+        appearance: the ``[appearance]`` table (defaults: off).
         sections: the recipes' tables (``[detr]``, ``[refiner]``), raw (validated when the
             file was read), for the recipe to parse with :meth:`section`.
         source: the TOML file it came from (``None`` when built in code).
@@ -334,6 +338,7 @@ class TrainConfig(TrainTable):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     paligemma: PaliGemmaSection | None = None
+    appearance: AppearanceConfig = Field(default_factory=AppearanceConfig)
     sections: dict[str, dict[str, Any]] = Field(default_factory=dict)
     source: Path | None = Field(default=None, strict=False)
 
@@ -363,6 +368,8 @@ class TrainConfig(TrainTable):
             section = data.get(table) or {}  # [paligemma] is None in a DETR or refiner config
             if section.get(key, default) == default:
                 section.pop(key, None)
+        if data.get("appearance") == AppearanceConfig().model_dump(mode="json"):
+            data.pop("appearance")  # added after runs were fingerprinted; off by default
         return json.dumps(data, sort_keys=True)
 
 
@@ -372,7 +379,7 @@ _ADDED_KEYS: dict[tuple[str, str], Any] = {("loss", "ciou_window"): 0, ("loss", 
                                            ("loss", "box_ramp_from"): 0.2, ("loss", "patch_box_weight"): 0.0,
                                            ("paligemma", "box_order"): "as-prepared"}
 _SCALARS = ("data", "out", "recipe", "seed", "device", "schema_version")
-_TABLES = ("train", "optim", "loss", "paligemma")
+_TABLES = ("train", "optim", "loss", "paligemma", "appearance")
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

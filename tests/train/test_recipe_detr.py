@@ -260,3 +260,24 @@ def test_one_detr_builder_builds_the_demo_and_the_recipe_model(box_data: Path, t
     got = trained.state_dict()
     assert got.keys() == expected.keys()
     assert all(torch.equal(got[key], expected[key]) for key in expected)
+
+
+def test_appearance_re_renders_training_batches_only(box_data: Path, tmp_path: Path) -> None:
+    """``[appearance]`` reaches DETR's training batches (each draw anew, boxes zoomed with the
+    image, classes kept); the cached squares, and so validation, are the images as inference
+    sees them; a short run trains on it."""
+    config = _config(box_data, tmp_path / "run", max_steps=2)
+    config = config.model_copy(update={"appearance": config.appearance.model_copy(
+        update={"zoom": (1.5, 2.0), "noise": (0.01, 0.02)})})
+    task = build_task(config)
+    assert task.train_set.appearance is not None and task.val_set.appearance is None
+    index = next(i for i in range(len(task.train_set)) if task.train_set.label(i))
+    plain, plain_boxes, plain_classes = task.train_set.get(index)
+    drawn = [task.train_set.get(index, np.random.default_rng(seed)) for seed in (0, 1)]
+    assert not np.array_equal(drawn[0][0], drawn[1][0])
+    for grey, boxes, classes in drawn:
+        assert grey.shape == plain.shape and len(boxes) == len(plain_boxes) == len(classes)
+        assert np.array_equal(classes, plain_classes)
+        assert float((boxes[:, 2:] - boxes[:, :2]).mean()) > 1.2 * float((plain_boxes[:, 2:] - plain_boxes[:, :2]).mean())
+    assert np.array_equal(task.train_set.get(index)[0], plain)  # no generator: the stored square
+    assert fit(task, config).global_step == 2

@@ -20,7 +20,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from ensembles.loc_tokens import format_detections
+from ensembles.loc_tokens import format_detections, parse_detections
 from ensembles.quant import quantized_module_names
 from ensembles.registry import create_member
 from ensembles.types import Box, Detection
@@ -344,3 +344,31 @@ def test_augmentation_moves_pixels_and_boxes_together() -> None:
     assert len(seen) == 8  # all symmetries of the square occur
     torch.manual_seed(0)
     assert augment_item(item, None)["suffix"] == "old"
+
+
+def test_appearance_re_renders_training_items_and_rewrites_their_answers(data_dir: Path, tmp_path: Path) -> None:
+    """``[appearance]`` reaches a detector's training set: each use of an item is drawn anew
+    (zoomed, so its boxes move and its loc-token answer follows them); validation items are
+    the images as inference sees them; a short run trains on it."""
+    from ensembles.preprocess import preprocess_image
+
+    config = _config(data_dir, tmp_path / "run", "detector")
+    config = config.model_copy(update={"appearance": config.appearance.model_copy(
+        update={"zoom": (1.5, 2.5), "gamma": (0.7, 1.4)})})
+    task = build_task("detector", config)
+    train_set, val_set = task.train_set, task.val_set
+    assert train_set.appearance is not None and val_set.appearance is None
+    torch.manual_seed(0)
+    first, second = train_set[0], train_set[0]  # record 0 has a box
+    assert not torch.equal(first["pixel_values"], second["pixel_values"])
+    for item in (first, second):
+        parsed = [d.to_detection(1.0).box for d in parse_detections(item["suffix"])]
+        assert len(parsed) == len(item["boxes"]) == 1
+        assert parsed[0].iou(Box(*item["boxes"][0].tolist())) > 0.9
+    original = train_set.inner[0]["boxes"][0]
+    zoomed = first["boxes"][0]
+    assert float(zoomed[2] - zoomed[0]) > 1.4 * float(original[2] - original[0])
+    image = cv2.imread(str(data_dir / val_set.inner.records[0]["image"]), cv2.IMREAD_UNCHANGED)
+    expected = preprocess_image(image.astype(np.float32) / 65535, task.preprocess)
+    assert torch.allclose(val_set[0]["pixel_values"], torch.from_numpy(expected))
+    assert fit(task, config).global_step == 2

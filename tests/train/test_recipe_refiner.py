@@ -17,7 +17,7 @@ from ensembles.registry import create_member
 from ensembles.types import Box, Detection
 from train.train_config import config_from_dict
 from train.engine import fit
-from train.errors import TrainConfigError
+from train.errors import RecipeError, TrainConfigError
 from train.recipes import get_recipe
 from train.recipes.refiner import (
     RefinerSection,
@@ -194,3 +194,10 @@ def test_refiner_section_refuses_bad_values() -> None:
         RefinerSection(loss="l2")
     with pytest.raises(TrainConfigError, match=r"\[refiner\] .*crop_size"):
         RefinerSection(crop_size=8).refiner_config()
+
+
+def test_refiner_refuses_an_appearance_table(refiner_data: Path, tmp_path: Path) -> None:
+    config = _config(refiner_data, tmp_path / "run")
+    config = config.model_copy(update={"appearance": config.appearance.model_copy(update={"zoom": (1.0, 1.5)})})
+    with pytest.raises(RecipeError, match=r"\[appearance\].*refiner"):
+        build_task(config)

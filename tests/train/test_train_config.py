@@ -183,7 +183,7 @@ def _with(table: str, key: str, value: Any) -> dict[str, Any]:
 def test_an_unknown_top_level_key_lists_the_valid_keys_and_tables() -> None:
     assert _refused({**BASE, "epochs": 3}) == (
         "unknown top-level key 'epochs'; valid keys: data, device, out, recipe, schema_version, "
-        "seed and tables [train], [optim], [loss], [paligemma], [detr], [refiner]")
+        "seed and tables [train], [optim], [loss], [paligemma], [appearance], [detr], [refiner]")
     assert "unknown top-level key 'trian'" in _refused({**BASE, "trian": {"epochs": 3}})  # a table too
 
 

@@ -21,17 +21,8 @@ import numpy as np
 import torch
 
 from ensembles.preprocess import PreprocessConfig, to_square
-from train.datasets import input_boxes, load_image
-
-
-def record_boxes_px(record: dict[str, Any]) -> np.ndarray:
-    """Pixel-edge truth boxes ``(n, 4)`` of a ``boxes.jsonl`` record (``boxes_px``, else the
-    normalised ``boxes`` scaled by ``cols``/``rows``)."""
-    if "boxes_px" in record:
-        return np.asarray(record["boxes_px"], dtype=np.float64).reshape(-1, 4)
-    rows, cols = int(record["rows"]), int(record["cols"])
-    boxes = np.asarray(record.get("boxes", []), dtype=np.float64).reshape(-1, 4)
-    return boxes * np.array([cols, rows, cols, rows], dtype=np.float64)
+from train.appearance import AppearanceSource
+from train.datasets import input_boxes, load_image, record_boxes_px
 
 
 class SquareCache:
@@ -43,6 +34,8 @@ class SquareCache:
         preprocess: the member's preprocessing (letterbox, size, Canny, CLAHE).
         label_names: the model's classes; a box label outside them is refused.
         cache: keep squares in memory after the first load.
+        appearance: re-render each training image per use (``[appearance]``,
+            :mod:`train.appearance`) when :meth:`get` is given a generator.
     """
 
     def __init__(
@@ -53,19 +46,29 @@ class SquareCache:
         label_names: Sequence[str],
         *,
         cache: bool = True,
+        appearance: AppearanceSource | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.records = list(records)
         self.preprocess = preprocess
         self.label_names = tuple(label_names)
         self.cache = cache
+        self.appearance = appearance
         self._store: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def get(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(grey S x S float32, boxes (n, 4) xyxy in [0, 1], classes (n,) int64)``."""
+    def get(self, index: int, rng: np.random.Generator | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(grey S x S float32, boxes (n, 4) xyxy in [0, 1], classes (n,) int64)``; with
+        ``rng`` and ``appearance``, the image re-rendered (its boxes keep their classes)."""
+        if rng is not None and self.appearance is not None:
+            grey, boxes = self.appearance.draw(index, rng)
+            classes = self._classes(index)
+            if len(classes) != len(boxes):
+                classes = np.zeros(len(boxes), dtype=np.int64)
+            return grey, boxes, classes
         if index in self._store:
             grey, boxes, classes = self._store[index]
             return grey.astype(np.float32), boxes, classes
@@ -87,6 +90,15 @@ class SquareCache:
         if self.cache:
             self._store[index] = (grey, boxes, classes)
         return grey.astype(np.float32), boxes, classes
+
+    def _classes(self, index: int) -> np.ndarray:
+        """The classes of record ``index``'s boxes (its squares not kept when re-rendering)."""
+        record = self.records[index]
+        names = list(record.get("labels", []))
+        count = len(record_boxes_px(record))
+        if len(names) != count:
+            names = [self.label_names[0]] * count
+        return np.array([self.label_names.index(n) for n in names], dtype=np.int64)
 
     def label(self, index: int) -> int:
         """1 for a fracture image, 0 for a normal one."""

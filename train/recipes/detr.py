@@ -42,6 +42,7 @@ from ensembles.errors import EnsembleError
 from ensembles.members.detr import decode_detr_outputs
 from ensembles.quant import resolve_device
 from train import losses
+from train.appearance import AppearanceSource
 from train.box_metrics import ImageBoxes, box_metrics
 from train.datasets import load_records
 from train.engine import StepLoss, fit
@@ -120,8 +121,11 @@ class DetrTask:
             records = load_records(self.config.data, split, "boxes")
         if limit:
             records = records[:limit]
+        look = self.config.appearance
+        appearance = (AppearanceSource(Path(self.config.data), records, self.preprocess, look)
+                      if split == "train" and look.active else None)
         return SquareCache(Path(self.config.data), records, self.preprocess, self.section.labels,
-                           cache=cache)
+                           cache=cache, appearance=appearance)
 
     # --- engine protocol -------------------------------------------------------------------
     def param_groups(self, optim: OptimConfig) -> list[dict[str, Any]]:
@@ -153,7 +157,10 @@ class DetrTask:
                generator: torch.Generator | None) -> dict[str, Any]:
         greys, boxes, classes = [], [], []
         for index in indices:
-            grey, box, cls = data.get(index)
+            rng = None
+            if generator is not None and data.appearance is not None:
+                rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator).item()))
+            grey, box, cls = data.get(index, rng)
             if generator is not None and self.section.augment:
                 grey, box = dihedral(grey, box, torch.rand(3, generator=generator).tolist())
             greys.append(torch.from_numpy(grey))

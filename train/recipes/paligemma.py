@@ -29,6 +29,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import torch
 
 from ensembles import symmetry
@@ -36,10 +37,11 @@ from ensembles.loc_tokens import NORMAL_TEXT, encode_bin, format_detections, loc
 from ensembles.members.paligemma_classifier import PaliGemmaClassifier
 from ensembles.members.paligemma_inputs import encode_prompts, position_ids_for
 from ensembles.members.paligemma_detector import PaliGemmaDetector
-from ensembles.preprocess import PreprocessConfig
+from ensembles.preprocess import PreprocessConfig, normalise_square
 from ensembles.quant import resolve_device
 from ensembles.types import Box
 from train import losses
+from train.appearance import AppearanceSource
 from train.train_config import OptimConfig, TrainConfig
 from train.datasets import (
     CLASSIFIER_PROMPT,
@@ -143,15 +145,21 @@ class _CachedDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     """Keeps each preprocessed item after its first load (one grey plane when the three
     channels are equal, float32 so a cached epoch sees exactly the bytes a fresh one does),
     so later epochs skip PNG decoding and resizing; augments after the cache when asked, then
-    puts a detector answer's boxes in :func:`reading_order` when asked."""
+    puts a detector answer's boxes in :func:`reading_order` when asked.
+
+    With ``appearance`` (the ``[appearance]`` table's :class:`~train.appearance.AppearanceSource`)
+    each item is instead re-rendered from its kept source on every use, preprocessed as
+    inference does, and its detector answer rewritten for the zoomed boxes."""
 
     def __init__(self, inner: PaliGemmaTextDataset, enabled: bool, *, augment: bool = False,
-                 rewrite_suffix: str | None = None, reading: bool = False) -> None:
+                 rewrite_suffix: str | None = None, reading: bool = False,
+                 appearance: AppearanceSource | None = None) -> None:
         self.inner = inner
         self.enabled = enabled
         self.augment = augment
         self.rewrite_suffix = rewrite_suffix
         self.reading = reading
+        self.appearance = appearance
         self.cache: dict[int, dict[str, Any]] = {}
 
     def __len__(self) -> int:
@@ -166,6 +174,8 @@ class _CachedDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         return item
 
     def _load(self, index: int) -> dict[str, Any]:
+        if self.appearance is not None:
+            return self._rendered(index)
         if index in self.cache:
             item = dict(self.cache[index])
             pixels = item["pixel_values"]
@@ -178,6 +188,18 @@ class _CachedDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             same = bool(torch.equal(pixels[0], pixels[1]) and torch.equal(pixels[0], pixels[2]))
             stored["pixel_values"] = pixels[0].clone() if same else pixels
             self.cache[index] = stored
+        return item
+
+    def _rendered(self, index: int) -> dict[str, Any]:
+        """Item ``index`` re-rendered by ``appearance`` (seeded from torch's global RNG, which
+        the engine seeds per epoch, so a resumed run draws the same)."""
+        assert self.appearance is not None
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        grey, boxes = self.appearance.draw(index, rng)
+        item = self.inner.item(self.inner.records[index], normalise_square(grey, self.inner.preprocess),
+                               boxes)
+        if self.rewrite_suffix is not None and len(boxes):
+            item["suffix"] = detector_answer(item["boxes"], self.rewrite_suffix)
         return item
 
 
@@ -261,8 +283,11 @@ class PaliGemmaTask:
             records = records[:: len(records) // limit][:limit]
         inner = PaliGemmaTextDataset(self.config.data, records, self.preprocess)
         rewrite = self.spec.labels[0] if self.recipe == "detector" else None
+        look = self.config.appearance
+        appearance = (AppearanceSource(Path(self.config.data), inner.records, self.preprocess, look)
+                      if split == "train" and look.active else None)
         return _CachedDataset(inner, cache, augment=augment, rewrite_suffix=rewrite,
-                              reading=self.section.box_order == "reading")
+                              reading=self.section.box_order == "reading", appearance=appearance)
 
     # --- engine protocol -------------------------------------------------------------------
     def param_groups(self, optim: OptimConfig) -> list[dict[str, Any]]:

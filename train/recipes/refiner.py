@@ -43,7 +43,7 @@ from train.datasets import load_image, load_records
 from train.engine import StepLoss, fit
 from train.errors import RecipeError
 from train.recipes import register_recipe
-from train.recipes.box_data import record_boxes_px
+from train.datasets import record_boxes_px
 from train.recipes.sections import RefinerSection
 from train.train_config import OptimConfig, TrainConfig
 
@@ -132,6 +132,9 @@ class RefinerTask:
 
     def __init__(self, config: TrainConfig, section: RefinerSection) -> None:
         self.config, self.section = config, section
+        if config.appearance.active:
+            raise RecipeError("[appearance] re-renders whole images for the PaliGemma and DETR "
+                              "recipes; the refiner's crops do not use it: remove the table")
         self.device = resolve_device(config.device)
         if section.base:
             spec = read_member_spec(Path(section.base))
