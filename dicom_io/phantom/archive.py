@@ -23,7 +23,7 @@ from dicom_io.atomic import atomic_write_bytes
 from dicom_io.phantom.config import PhantomConfig, PhantomError
 from dicom_io.phantom.draw import PhantomImage, generate_image
 from dicom_io.phantom.toy import generate_toy_image
-from dicom_io.phantom.varied import STYLE_RANGES, generate_styled_image
+from dicom_io.phantom.varied import STYLE_RANGES, StyleRanges, draw_styled, generate_styled_image
 from dicom_io.phantom.header import ImageHeader, StudyHeader, build_dataset, compress, to_bytes
 from dicom_io.phantom.cohort import StudyPlan, plan_archive
 from dicom_io.tables import LABELS, write_table
@@ -126,8 +126,12 @@ def _remove_stale(out_dir: Path, written: set[Path]) -> None:
             folder.rmdir()
 
 
-def _draw(config: PhantomConfig, rng: np.random.Generator, positive: bool) -> PhantomImage:
-    """One image of ``config.style``."""
+def _draw(config: PhantomConfig, rng: np.random.Generator, positive: bool,
+          ranges: StyleRanges | None = None) -> PhantomImage:
+    """One image of ``config.style`` (drawn from ``ranges`` instead of the style's own, when given)."""
+    if ranges is not None:
+        return draw_styled(rng, ranges, positive=positive, size_range=config.size_range,
+                           two_fracture_fraction=config.two_fracture_fraction).image
     if config.style == "toy":
         return generate_toy_image(rng, positive=positive, size_range=config.size_range,
                                   two_fracture_fraction=config.two_fracture_fraction)
@@ -141,7 +145,8 @@ def _draw(config: PhantomConfig, rng: np.random.Generator, positive: bool) -> Ph
 
 
 def write_phantom_archive(
-    out_dir: Path, labels_csv: Path, config: PhantomConfig, *, overwrite: bool = False
+    out_dir: Path, labels_csv: Path, config: PhantomConfig, *, overwrite: bool = False,
+    ranges: StyleRanges | None = None,
 ) -> PhantomSummary:
     """Generate the archive described by ``config`` into ``out_dir`` and its labels CSV.
 
@@ -152,6 +157,10 @@ def write_phantom_archive(
         config: what to generate.
         overwrite: replace files in a non-empty ``out_dir`` and delete ``.dcm`` files there
             that this config does not produce.
+        ranges: draw every image from these ranges (e.g. ``randomised`` with one factor group
+            from ``shifted``, :func:`dicom_io.phantom.style_ranges.blend`) instead of
+            ``config.style``'s own; ``config.style`` must be a varied style (it still names
+            the archive's seed streams and headers).
 
     Returns:
         Counts of what was written.
@@ -160,6 +169,9 @@ def write_phantom_archive(
         PhantomError: ``out_dir`` is a file, or is not empty and ``overwrite`` is false.
     """
     out_dir, labels_csv = Path(out_dir), Path(labels_csv)
+    if ranges is not None and config.style not in STYLE_RANGES:
+        raise PhantomError(f"ranges replace a varied style's own ({', '.join(sorted(STYLE_RANGES))}); "
+                           f"the config's style is {config.style!r}")
     _prepare(out_dir, overwrite)
     plans = plan_archive(config)
     rows: list[dict[str, object]] = []
@@ -176,7 +188,7 @@ def write_phantom_archive(
         spacing = round(float(rng.uniform(0.1, 0.2)), 3)
         started = datetime.strptime(study.study_date + study.study_time, "%Y%m%d%H%M%S")
         for j, view in enumerate(plan.views):
-            image = _draw(config, np.random.default_rng([config.seed, 4, plan.index, j]), view.positive)
+            image = _draw(config, np.random.default_rng([config.seed, 4, plan.index, j]), view.positive, ranges)
             header = ImageHeader(
                 series_uid=_uid(config, "series", plan.index, j),
                 sop_uid=_uid(config, "sop", plan.index, j),

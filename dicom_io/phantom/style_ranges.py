@@ -9,7 +9,7 @@ purpose (:data:`OVERLAPPING_FACTORS` says why). :mod:`dicom_io.phantom.varied` d
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 Range = tuple[float, float]
 
@@ -229,6 +229,41 @@ OVERLAPPING_FACTORS: Mapping[str, str] = {
     "collimation_levels": "dark or bright is all a border can be; the shape is disjoint",
     "marker_count": "a count; the marker look and size are disjoint",
 }
+
+
+#: Every field of :class:`StyleRanges` in one named group of factors that belong together (a
+#: family and its family-specific ranges stay in one group, so any group of one style can be
+#: put into another: :func:`blend`).
+FACTOR_GROUPS: Mapping[str, tuple[str, ...]] = {
+    "canvas": ("size_of_max",),
+    "bone-shape": ("bone_shapes", "bone_ends", "bone_count", "bone_width", "bone_length", "taper_ratio",
+                   "curvature", "waist_ratio", "end_width"),
+    "exposure": ("bone_density", "background", "tissue"),
+    "cortex": ("cortex_profiles", "rim_px", "rim_boost", "medulla_drop", "cortex_fraction"),
+    "fracture": ("fracture_width", "fracture_obliquity", "fracture_drop", "fracture_profiles",
+                 "partial_fraction", "fracture_extent", "shift_fraction", "shift_px"),
+    "distractors": ("distractor_kinds", "distractor_count"),
+    "blur": ("blur_sigma",),
+    "noise": ("noise_textures", "noise_sigma", "noise_correlation_px", "stripe_strength"),
+    "gradient": ("gradient_kinds", "gradient_amount"),
+    "window": ("window_low", "window_high"),
+    "collimation": ("collimation_kinds", "collimation_sides", "collimation_band", "collimation_ellipse",
+                    "collimation_levels"),
+    "markers": ("marker_styles", "marker_count", "marker_height"),
+}
+
+
+def blend(base: StyleRanges, other: StyleRanges, groups: tuple[str, ...]) -> StyleRanges:
+    """``base`` with the factors of ``groups`` (names of :data:`FACTOR_GROUPS`) taken from ``other``:
+    e.g. the training style with one shifted factor, to see which factor a model is fragile to.
+
+    Raises:
+        KeyError: a group name that is not in :data:`FACTOR_GROUPS`.
+    """
+    unknown = [g for g in groups if g not in FACTOR_GROUPS]
+    if unknown:
+        raise KeyError(f"unknown factor group(s) {', '.join(unknown)}; choose from {', '.join(FACTOR_GROUPS)}")
+    return replace(base, **{name: getattr(other, name) for g in groups for name in FACTOR_GROUPS[g]})
 
 
 #: The declared ranges of each varied style, by name.

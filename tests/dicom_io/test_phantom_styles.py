@@ -19,7 +19,7 @@ import pytest
 
 from dicom_io.phantom import PhantomConfig, generate_image, write_phantom_archive
 from dicom_io.phantom import draw, rods
-from dicom_io.phantom.config import STYLES
+from dicom_io.phantom.config import STYLES, PhantomError
 from dicom_io.phantom.draw import BOX_PAD_PX, MAX_VALUE
 from dicom_io.phantom.varied import (
     DISJOINT_FACTORS,
@@ -336,3 +336,55 @@ def test_style_ranges_is_frozen() -> None:
     with pytest.raises(AttributeError):
         RANDOMISED.noise_textures = ("white",)  # type: ignore[misc]
     assert isinstance(SHIFTED, StyleRanges)
+
+
+# ---------------------------------------------------------------- factor groups and blends
+
+
+def test_factor_groups_cover_every_factor_once() -> None:
+    from dicom_io.phantom.style_ranges import FACTOR_GROUPS
+
+    named = [name for group in FACTOR_GROUPS.values() for name in group]
+    assert sorted(named) == sorted(range_fields()) and len(named) == len(set(named))
+
+
+@pytest.mark.parametrize("group", ["bone-shape", "cortex", "noise", "collimation", "markers", "fracture"])
+def test_a_blend_takes_one_group_and_draws(group: str) -> None:
+    """Each group holds a family with its family's ranges, so the blend draws (e.g. shifted's
+    waisted bones need its waist ratio); the other factors stay the base's."""
+    from dicom_io.phantom.style_ranges import FACTOR_GROUPS, blend
+
+    mixed = blend(RANDOMISED, SHIFTED, (group,))
+    for name in range_fields():
+        source = SHIFTED if name in FACTOR_GROUPS[group] else RANDOMISED
+        assert getattr(mixed, name) == getattr(source, name), name
+    for seed in range(3):
+        drawn = draw_styled(np.random.default_rng([seed, 5]), mixed, positive=True, size_range=SMALL_SIZE)
+        assert drawn.image.boxes
+
+
+def test_blend_refuses_an_unknown_group() -> None:
+    from dicom_io.phantom.style_ranges import blend
+
+    with pytest.raises(KeyError, match="unknown factor group"):
+        blend(RANDOMISED, SHIFTED, ("lighting",))
+
+
+def test_archive_drawn_from_given_ranges(tmp_path: Path) -> None:
+    """``ranges`` replace the style's own: a randomised config drawn from ``SHIFTED`` gives the
+    shifted archive's pixels (same seed streams), and a non-varied style refuses ranges."""
+    config = PhantomConfig(n_studies=2, seed=7, size_range=SMALL_SIZE, style="randomised")
+    write_phantom_archive(tmp_path / "a", tmp_path / "a.csv", config, ranges=SHIFTED)
+    shifted = PhantomConfig(n_studies=2, seed=7, size_range=SMALL_SIZE, style="shifted")
+    write_phantom_archive(tmp_path / "b", tmp_path / "b.csv", shifted)
+    plain = PhantomConfig(n_studies=2, seed=7, size_range=SMALL_SIZE, style="randomised")
+    write_phantom_archive(tmp_path / "c", tmp_path / "c.csv", plain)
+
+    def pixels(root: Path) -> list[bytes]:
+        return [pydicom.dcmread(p).pixel_array.tobytes() for p in sorted(root.rglob("*.dcm"))]
+
+    assert sorted(pixels(tmp_path / "a")) == sorted(pixels(tmp_path / "b"))
+    assert sorted(pixels(tmp_path / "a")) != sorted(pixels(tmp_path / "c"))
+    with pytest.raises(PhantomError, match="varied style"):
+        write_phantom_archive(tmp_path / "d", tmp_path / "d.csv", PhantomConfig(n_studies=2, seed=7),
+                              ranges=SHIFTED)

@@ -1,0 +1,117 @@
+"""Which rendering factor breaks the members? The training style with one factor group shifted.
+
+    python -m bench.shift_factors --out WORK [--config sample_data/site.toml] [--studies 150]
+        [--seed 20261206] [--groups exposure,window] [--json FILE]
+
+For the baseline (the ``randomised`` style: the training rendering, fresh patients), for each
+factor group of :data:`dicom_io.phantom.style_ranges.FACTOR_GROUPS` (``randomised`` with that
+group's ranges taken from ``shifted``: :func:`~dicom_io.phantom.style_ranges.blend`) and for the
+whole ``shifted`` style, it draws a phantom archive of ``--studies`` studies (one seed for all,
+so the studies, patients and labels are the same and only the look differs), runs ``screen
+eval`` of the site config on it, and prints each member's and the fused score's study AUC and
+its change from the baseline. A group whose change is large is what the members are fragile to;
+a group near zero is one they already ignore. Archives and evaluations stay in ``WORK`` (a rerun
+reuses an archive it already drew).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from dicom_io.phantom import PhantomConfig, write_phantom_archive
+from dicom_io.phantom.style_ranges import FACTOR_GROUPS, RANDOMISED, SHIFTED, StyleRanges, blend
+
+BASELINE = "randomised"
+WHOLE = "shifted"
+
+
+def variants(groups: tuple[str, ...]) -> dict[str, StyleRanges]:
+    """The baseline, one variant per group (the training style with that group shifted), and the
+    whole shifted style, by name."""
+    out = {BASELINE: RANDOMISED}
+    out.update({f"+{group}": blend(RANDOMISED, SHIFTED, (group,)) for group in groups})
+    out[WHOLE] = SHIFTED
+    return out
+
+
+def draw(folder: Path, ranges: StyleRanges, studies: int, seed: int) -> tuple[Path, Path]:
+    """The variant's archive and labels in ``folder`` (reused when ``folder`` holds this one)."""
+    archive, labels = folder / "archive", folder / "labels.csv"
+    stamp = folder / "drawn.json"
+    wanted = {"ranges": repr(ranges), "studies": studies, "seed": seed}
+    if stamp.is_file() and labels.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == wanted:
+        return archive, labels
+    folder.mkdir(parents=True, exist_ok=True)
+    config = PhantomConfig(n_studies=studies, seed=seed, style=BASELINE)
+    write_phantom_archive(archive, labels, config, overwrite=True, ranges=ranges)
+    stamp.write_text(json.dumps(wanted), encoding="utf-8")
+    return archive, labels
+
+
+def aucs(metrics: dict[str, Any]) -> dict[str, float]:
+    """Study AUC per member and of the ensemble's fused score, from ``screen eval``'s
+    ``metrics.json``."""
+    return {str(row["name"]): float(row["auc"]) for row in metrics["classification"]
+            if row.get("auc") is not None}
+
+
+def measure(out: Path, config: Path | None, studies: int, seed: int, groups: tuple[str, ...],
+            workers: int | None = None) -> dict[str, dict[str, float]]:
+    """Study AUCs per variant (see the module docstring)."""
+    from screen.commands.eval import run_eval
+
+    results: dict[str, dict[str, float]] = {}
+    for name, ranges in variants(groups).items():
+        folder = out / name.lstrip("+")
+        archive, labels = draw(folder, ranges, studies, seed)
+        run_eval(archive, folder / "eval", labels_csv=labels, config_path=config, bootstrap=0,
+                 workers=workers)
+        results[name] = aucs(json.loads((folder / "eval" / "metrics.json").read_text(encoding="utf-8")))
+        print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[name].items()), flush=True)
+    return results
+
+
+def table(results: dict[str, dict[str, float]]) -> list[str]:
+    """The Markdown table: study AUC per variant and model, and its change from the baseline."""
+    models = list(results[BASELINE])
+    lines = ["| variant | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    base = results[BASELINE]
+    for name, row in results.items():
+        cells = [f"{row[m]:.3f}" if name == BASELINE else f"{row[m]:.3f} ({row[m] - base[m]:+.3f})"
+                 for m in models]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="work folder (archives, evaluations)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="site config of the members (default: the embedded default)")
+    parser.add_argument("--studies", type=int, default=150)
+    parser.add_argument("--seed", type=int, default=20261206)
+    parser.add_argument("--groups", default=",".join(FACTOR_GROUPS),
+                        help="comma-separated factor groups (default: all)")
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write the AUCs here")
+    args = parser.parse_args(argv)
+    groups = tuple(g for g in args.groups.split(",") if g)
+    unknown = [g for g in groups if g not in FACTOR_GROUPS]
+    if unknown or args.studies < 4:
+        print(f"error: unknown group(s) {', '.join(unknown)}; choose from {', '.join(FACTOR_GROUPS)}"
+              if unknown else "error: --studies must be at least 4", file=sys.stderr)
+        return 2
+    results = measure(args.out, args.config, args.studies, args.seed, groups, args.workers)
+    print("\n".join(table(results)))
+    if args.json is not None:
+        args.json.write_text(json.dumps({"studies": args.studies, "seed": args.seed, "aucs": results},
+                                        indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
