@@ -8,10 +8,13 @@ factor group of :data:`dicom_io.phantom.style_ranges.FACTOR_GROUPS` (``randomise
 group's ranges taken from ``shifted``: :func:`~dicom_io.phantom.style_ranges.blend`) and for the
 whole ``shifted`` style, it draws a phantom archive of ``--studies`` studies (one seed for all,
 so the studies, patients and labels are the same and only the look differs), runs ``screen
-eval`` of the site config on it, and prints each member's and the fused score's study AUC and
-its change from the baseline. A group whose change is large is what the members are fragile to;
-a group near zero is one they already ignore. Archives and evaluations stay in ``WORK`` (a rerun
-reuses an archive it already drew).
+eval`` of the site config on it, and prints each member's and the fused score's study AUC
+(with a percentile bootstrap interval over studies) and its change from the baseline. A group
+whose change is large is what the members are fragile to; a group near zero is one they already
+ignore; the intervals say which changes a set of this size can tell from noise (the variants
+draw other images for the same studies, so the changes are not paired). Archives and
+evaluations stay in ``WORK``: a rerun reuses an archive it already drew, and with ``--reuse``
+an evaluation already there (only for the same site config).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from dicom_io.phantom import PhantomConfig, write_phantom_archive
+from dicom_io.tables import PREDICTIONS, read_table
 from dicom_io.phantom.style_ranges import FACTOR_GROUPS, RANDOMISED, SHIFTED, StyleRanges, blend
+from train.metrics import bootstrap_auc
 
 BASELINE = "randomised"
 WHOLE = "shifted"
@@ -52,37 +57,52 @@ def draw(folder: Path, ranges: StyleRanges, studies: int, seed: int) -> tuple[Pa
     return archive, labels
 
 
-def aucs(metrics: dict[str, Any]) -> dict[str, float]:
-    """Study AUC per member and of the ensemble's fused score, from ``screen eval``'s
-    ``metrics.json``."""
-    return {str(row["name"]): float(row["auc"]) for row in metrics["classification"]
-            if row.get("auc") is not None}
+def aucs(predictions: Path, resamples: int = 1000) -> dict[str, tuple[float, float, float]]:
+    """``(AUC, low, high)`` per member (``score:<name>``) and of the fused score (``ensemble``),
+    from ``screen eval``'s ``predictions.csv`` (one row per study)."""
+    table = read_table(predictions, PREDICTIONS)
+    truth = (table["label"] == "fracture").to_numpy()
+    out: dict[str, tuple[float, float, float]] = {}
+    for column in table.columns:
+        if column.startswith("score:") or column == "fused_score":
+            name = column.removeprefix("score:") if column != "fused_score" else "ensemble"
+            interval = bootstrap_auc(truth, table[column].to_numpy(dtype=float), n_resamples=resamples)
+            out[name] = (interval.value, interval.low, interval.high)
+    return out
 
 
 def measure(out: Path, config: Path | None, studies: int, seed: int, groups: tuple[str, ...],
-            workers: int | None = None) -> dict[str, dict[str, float]]:
+            workers: int | None = None, reuse: bool = False
+            ) -> dict[str, dict[str, tuple[float, float, float]]]:
     """Study AUCs per variant (see the module docstring)."""
     from screen.commands.eval import run_eval
 
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, tuple[float, float, float]]] = {}
     for name, ranges in variants(groups).items():
         folder = out / name.lstrip("+")
         archive, labels = draw(folder, ranges, studies, seed)
-        run_eval(archive, folder / "eval", labels_csv=labels, config_path=config, bootstrap=0,
-                 workers=workers)
-        results[name] = aucs(json.loads((folder / "eval" / "metrics.json").read_text(encoding="utf-8")))
-        print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[name].items()), flush=True)
+        predictions = folder / "eval" / "predictions.csv"
+        if not (reuse and predictions.is_file()
+                and predictions.stat().st_mtime > (folder / "drawn.json").stat().st_mtime):
+            run_eval(archive, folder / "eval", labels_csv=labels, config_path=config, bootstrap=0,
+                     workers=workers)
+        results[name] = aucs(predictions)
+        print(f"{name}: " + ", ".join(f"{k} {v[0]:.3f}" for k, v in results[name].items()), flush=True)
     return results
 
 
-def table(results: dict[str, dict[str, float]]) -> list[str]:
-    """The Markdown table: study AUC per variant and model, and its change from the baseline."""
+def table(results: dict[str, dict[str, tuple[float, float, float]]]) -> list[str]:
+    """The Markdown table: study AUC (95 % interval) per variant and model, and its change from
+    the baseline."""
     models = list(results[BASELINE])
     lines = ["| variant | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
     base = results[BASELINE]
     for name, row in results.items():
-        cells = [f"{row[m]:.3f}" if name == BASELINE else f"{row[m]:.3f} ({row[m] - base[m]:+.3f})"
-                 for m in models]
+        cells = []
+        for m in models:
+            value, low, high = row[m]
+            change = "" if name == BASELINE else f"; {value - base[m][0]:+.3f}"
+            cells.append(f"{value:.3f} ({low:.2f}-{high:.2f}{change})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
@@ -97,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--groups", default=",".join(FACTOR_GROUPS),
                         help="comma-separated factor groups (default: all)")
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse evaluations already in --out (made with the same --config)")
     parser.add_argument("--json", type=Path, default=None, help="also write the AUCs here")
     args = parser.parse_args(argv)
     groups = tuple(g for g in args.groups.split(",") if g)
@@ -105,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown group(s) {', '.join(unknown)}; choose from {', '.join(FACTOR_GROUPS)}"
               if unknown else "error: --studies must be at least 4", file=sys.stderr)
         return 2
-    results = measure(args.out, args.config, args.studies, args.seed, groups, args.workers)
+    results = measure(args.out, args.config, args.studies, args.seed, groups, args.workers, args.reuse)
     print("\n".join(table(results)))
     if args.json is not None:
         args.json.write_text(json.dumps({"studies": args.studies, "seed": args.seed, "aucs": results},

@@ -35,14 +35,26 @@ def test_an_archive_is_drawn_once_per_variant(tmp_path: Path, monkeypatch: pytes
     assert calls == [SHIFTED, RANDOMISED]
 
 
+def test_aucs_with_intervals_from_predictions(tmp_path: Path) -> None:
+    rows = ["study_instance_uid,label,n_images,score:pg-cls,fused_score"]
+    for i in range(40):
+        label = "fracture" if i % 2 else "normal"
+        rows.append(f"1.2.{i},{label},1,{(i % 2) * 0.5 + i / 100:.3f},{0.5 + ((i * 7) % 11) / 30:.3f}")
+    path = tmp_path / "predictions.csv"
+    path.write_text("\n".join(rows) + "\n")
+    found = shift_factors.aucs(path, resamples=200)
+    assert set(found) == {"pg-cls", "ensemble"}
+    value, low, high = found["pg-cls"]
+    assert value == 1.0 and low <= value <= high
+    value, low, high = found["ensemble"]
+    assert 0.2 < value < 0.8 and low < value < high
+
+
 def test_table_shows_each_change_from_the_baseline() -> None:
-    metrics = {"classification": [{"name": "pg-cls", "auc": 0.9}, {"name": "ensemble", "auc": 0.95},
-                                  {"name": "none", "auc": None}]}
-    base = shift_factors.aucs(metrics)
-    assert base == {"pg-cls": 0.9, "ensemble": 0.95}
-    lines = shift_factors.table({"randomised": base, "+blur": {"pg-cls": 0.7, "ensemble": 0.96}})
-    assert lines[2] == "| randomised | 0.900 | 0.950 |"
-    assert lines[3] == "| +blur | 0.700 (-0.200) | 0.960 (+0.010) |"
+    lines = shift_factors.table({"randomised": {"pg-cls": (0.9, 0.85, 0.95)},
+                                 "+blur": {"pg-cls": (0.7, 0.6, 0.8)}})
+    assert lines[2] == "| randomised | 0.900 (0.85-0.95) |"
+    assert lines[3] == "| +blur | 0.700 (0.60-0.80; -0.200) |"
 
 
 def test_unknown_groups_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
