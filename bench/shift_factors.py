@@ -23,7 +23,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from dicom_io.phantom import PhantomConfig, write_phantom_archive
 from dicom_io.tables import PREDICTIONS, read_table
