@@ -11,6 +11,12 @@ archive's scale, exposure curve, window, sharpness and noise along with the frac
 - ``window``: a narrower display window (each end moved in by up to this share of the range,
   values beyond it clipped), as another VOI preset or a tighter default window would show;
 - ``gamma``: an exposure curve ``x ** g`` (``g`` log-uniform in the range);
+- ``compress``: dynamic-range compression, as vendors' processing does: the image minus this
+  share of its large-scale content (a Gaussian of ``compress_radius`` input pixels, about its
+  mean), then stretched back to ``[0, 1]`` (its 0.1th to 99.9th percentiles): less contrast
+  between background, soft tissue and bone, the same local detail;
+- ``sharpen``: unsharp masking (edge enhancement) of this amount at ``sharpen_radius`` input
+  pixels: ``x + a (x - blur(x))``, which changes how cortices and edges look;
 - ``blur``: a Gaussian blur of ``sigma`` pixels *of the member's input* (focal spot, screen);
 - ``noise``: white noise of this standard deviation (in ``[0, 1]`` units) at the member's input.
 
@@ -53,6 +59,10 @@ class AppearanceConfig(TrainTable):
         zoom: range of the zoom factor ``z >= 1`` (a crop of ``1/z`` of each side).
         window: how far each end of the window may move in, as a share of the range (< 0.5).
         gamma: range of the exponent ``g > 0`` of ``x ** g`` (drawn log-uniform).
+        compress: range of the share of large-scale content taken out (0..1).
+        compress_radius: the large scale's Gaussian sigma, in pixels of the member's input.
+        sharpen: range of the unsharp-masking amount (>= 0).
+        sharpen_radius: range of its Gaussian sigma, in pixels of the member's input.
         blur: range of the Gaussian sigma, in pixels of the member's input.
         noise: range of the white noise's standard deviation, in ``[0, 1]`` units, at the
             member's input.
@@ -66,6 +76,10 @@ class AppearanceConfig(TrainTable):
     zoom: Pair = (1.0, 1.0)
     window: Annotated[float, check(lambda v: 0 <= v < 0.5, "must be in [0, 0.5)")] = 0.0
     gamma: Pair = (1.0, 1.0)
+    compress: Pair = (0.0, 0.0)
+    compress_radius: Annotated[float, Field(gt=0)] = 16.0
+    sharpen: Pair = (0.0, 0.0)
+    sharpen_radius: Pair = (2.0, 2.0)
     blur: Pair = (0.0, 0.0)
     noise: Pair = (0.0, 0.0)
     source_scale: Annotated[float, Field(ge=1.0)] = 2.0
@@ -76,7 +90,11 @@ class AppearanceConfig(TrainTable):
             raise ValueError(f"zoom must be >= 1 (a crop of 1/zoom of each side), got {list(self.zoom)}")
         if self.gamma[0] <= 0:
             raise ValueError(f"gamma must be > 0, got {list(self.gamma)}")
-        for name in ("blur", "noise"):
+        if self.compress[0] < 0 or self.compress[1] > 1:
+            raise ValueError(f"compress must be within [0, 1], got {list(self.compress)}")
+        if self.sharpen_radius[0] <= 0:
+            raise ValueError(f"sharpen_radius must be > 0, got {list(self.sharpen_radius)}")
+        for name in ("blur", "noise", "sharpen"):
             if getattr(self, name)[0] < 0:
                 raise ValueError(f"{name} must be >= 0, got {list(getattr(self, name))}")
         return self
@@ -85,7 +103,8 @@ class AppearanceConfig(TrainTable):
     def active(self) -> bool:
         """Whether any image can change (some factor is not the identity, probability > 0)."""
         changes = (self.zoom[1] > 1.0 or self.window > 0 or self.gamma != (1.0, 1.0)
-                   or self.blur[1] > 0 or self.noise[1] > 0)
+                   or self.compress[1] > 0 or self.sharpen[1] > 0 or self.blur[1] > 0
+                   or self.noise[1] > 0)
         return self.probability > 0 and changes
 
 
@@ -129,10 +148,18 @@ def _input_pixel(shape: tuple[int, int], preprocess: PreprocessConfig) -> tuple[
     return per, per
 
 
+def _gaussian(image: np.ndarray, sigma: float, per_x: float, per_y: float) -> np.ndarray:
+    """A Gaussian blur of ``sigma`` pixels of the member's input (``per_x``/``per_y`` source
+    pixels each)."""
+    return np.asarray(cv2.GaussianBlur(np.asarray(image, dtype=np.float32), (0, 0), sigmaX=sigma * per_x,
+                                       sigmaY=sigma * per_y, borderType=cv2.BORDER_REFLECT), dtype=np.float32)
+
+
 def render(image: np.ndarray, boxes_px: np.ndarray, config: AppearanceConfig,
            preprocess: PreprocessConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One re-rendering of ``image`` (float ``H x W`` in ``[0, 1]``) and its pixel-edge boxes
-    ``(n, 4)``: zoom, window, gamma, blur, noise, in that order (module docstring).
+    ``(n, 4)``: zoom, window, gamma, compress, sharpen, blur, noise, in that order (module
+    docstring).
 
     With probability ``1 - config.probability`` the image and boxes come back unchanged.
     """
@@ -150,11 +177,22 @@ def render(image: np.ndarray, boxes_px: np.ndarray, config: AppearanceConfig,
         exponent = math.exp(_uniform(rng, (math.log(config.gamma[0]), math.log(config.gamma[1]))))
         out = np.power(np.clip(out, 0.0, 1.0), exponent).astype(np.float32)
     per_x, per_y = _input_pixel(out.shape, preprocess)
+    if config.compress[1] > 0:
+        share = _uniform(rng, config.compress)
+        if share > 0:
+            large = _gaussian(out, config.compress_radius, per_x, per_y)
+            out = (out - share * (large - float(large.mean()))).astype(np.float32)
+            low, high = (float(v) for v in np.percentile(out, (0.1, 99.9)))
+            out = ((out - low) / max(high - low, 1e-6)).astype(np.float32)
+    if config.sharpen[1] > 0:
+        amount = _uniform(rng, config.sharpen)
+        if amount > 0:
+            detail = out - _gaussian(out, _uniform(rng, config.sharpen_radius), per_x, per_y)
+            out = (out + amount * detail).astype(np.float32)
     if config.blur[1] > 0:
         sigma = _uniform(rng, config.blur)
         if sigma > 0:
-            out = np.asarray(cv2.GaussianBlur(out, (0, 0), sigmaX=sigma * per_x, sigmaY=sigma * per_y,
-                                              borderType=cv2.BORDER_REFLECT), dtype=np.float32)
+            out = _gaussian(out, sigma, per_x, per_y)
     if config.noise[1] > 0:
         sigma = _uniform(rng, config.noise)
         # drawn on the input's grid and spread over the source pixels each input pixel averages

@@ -33,7 +33,7 @@ def test_defaults_leave_the_image_and_boxes_alone() -> None:
     assert np.array_equal(out, image) and np.array_equal(moved, boxes)
     assert not AppearanceConfig(probability=0.0, zoom=(1.0, 2.0)).active
     for changed in ({"zoom": (1.0, 1.2)}, {"window": 0.1}, {"gamma": (0.9, 1.0)}, {"blur": (0.0, 0.5)},
-                    {"noise": (0.0, 0.01)}):
+                    {"noise": (0.0, 0.01)}, {"compress": (0.0, 0.5)}, {"sharpen": (0.0, 1.0)}):
         assert AppearanceConfig(**changed).active, changed
 
 
@@ -81,6 +81,37 @@ def test_window_and_gamma_keep_the_order_of_grey_levels() -> None:
         assert (np.diff(out[0]) >= 0).all() and out.min() >= 0.0 and out.max() <= 1.0
         changed += int(not np.allclose(out, ramp, atol=1e-3))
     assert changed == 20
+
+
+def test_compress_takes_out_large_scale_contrast_and_keeps_the_detail() -> None:
+    """A bright disc (a bone) on a dark field with a thin dark line across it (a fracture):
+    compression brings the disc nearer the field while the line stays as deep."""
+    image = np.full((128, 128), 0.1, np.float32)
+    cv2.circle(image, (64, 64), 40, 0.8, -1)
+    image[62:65, 34:94] = 0.5
+    config = AppearanceConfig(compress=(0.8, 0.8), compress_radius=8.0)
+    out, _ = render(image, np.zeros((0, 4)), config, SQUASH, np.random.default_rng(0))
+    assert 0.0 <= out.min() and out.max() <= 1.0
+
+    def disc_minus_field(x: np.ndarray) -> float:
+        return float(x[40:50, 56:72].mean() - x[2:10, 2:10].mean())
+
+    def line_depth(x: np.ndarray) -> float:
+        return float(x[54:58, 56:72].mean() - x[62:65, 56:72].mean())
+
+    before = disc_minus_field(image) / line_depth(image)
+    after = disc_minus_field(out) / line_depth(out)
+    assert after < 0.8 * before
+
+
+def test_sharpen_overshoots_at_edges_only() -> None:
+    step = np.full((64, 64), 0.3, np.float32)
+    step[:, 32:] = 0.7
+    config = AppearanceConfig(sharpen=(1.0, 1.0), sharpen_radius=(1.0, 1.0))
+    out, _ = render(step, np.zeros((0, 4)), config, SQUASH, np.random.default_rng(0))
+    row = out[32]
+    assert row[:32].min() < 0.25 and row[32:].max() > 0.75  # dark and bright overshoot at the step
+    assert row[:16] == pytest.approx(0.3, abs=1e-4) and row[48:] == pytest.approx(0.7, abs=1e-4)
 
 
 def _edge_width(square: np.ndarray) -> int:
@@ -139,6 +170,10 @@ def test_kept_source_is_reduced_once_and_boxes_follow(tmp_path: Path) -> None:
     ({"gamma": [0.0, 1.0]}, "gamma must be > 0"),
     ({"window": 0.5}, r"window must be in \[0, 0.5\)"),
     ({"blur": [-1.0, 0.0]}, "blur must be >= 0"),
+    ({"compress": [0.0, 1.5]}, r"compress must be within \[0, 1\]"),
+    ({"sharpen": [-0.5, 1.0]}, "sharpen must be >= 0"),
+    ({"sharpen_radius": [0.0, 1.0]}, "sharpen_radius must be > 0"),
+    ({"compress_radius": 0}, "compress_radius"),
     ({"probability": 1.5}, "probability"),
     ({"zoom": [1.0]}, "zoom"),
     ({"shear": 0.1}, "unknown key"),
