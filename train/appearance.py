@@ -25,7 +25,8 @@ blend, letterbox), which is then done exactly as inference does it; validation i
 re-rendered. ``probability`` is the share of training images re-rendered at all (the rest are
 seen as stored). To keep an epoch fast, the re-rendering starts from a copy of each source
 image reduced once to ``source_scale`` times the member's input side (``INTER_AREA``, as the
-preprocessing's own shrink), kept in memory.
+preprocessing's own shrink), kept in memory unless the recipe's ``cache_images`` is off (then
+each use reads and reduces it again: slower, and no memory grows with the training set).
 """
 
 from __future__ import annotations
@@ -213,12 +214,15 @@ class AppearanceSource:
         records: the split's records (a PaliGemma JSONL's or ``boxes.jsonl``'s).
         preprocess: the member's preprocessing.
         config: the ``[appearance]`` table.
+        keep: keep each reduced source in memory after its first use (the recipe's
+            ``cache_images``); ``False`` reads and reduces it again on every use.
     """
 
     data_dir: Path
     records: Sequence[dict[str, Any]]
     preprocess: PreprocessConfig
     config: AppearanceConfig
+    keep: bool = True
 
     def __post_init__(self) -> None:
         self._store: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -226,19 +230,27 @@ class AppearanceSource:
     def source(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The kept copy of record ``index`` (float32 ``[0, 1]``) and its boxes in its pixels."""
         if index not in self._store:
-            record = self.records[index]
-            image = load_image(self.data_dir, record)
-            boxes = record_boxes_px(record)
-            side = max(1, round(self.config.source_scale * self.preprocess.image_size))
-            rows, cols = image.shape
-            if max(rows, cols) > side:
-                factor = side / max(rows, cols)
-                new_h, new_w = max(1, round(rows * factor)), max(1, round(cols * factor))
-                image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
-                boxes = boxes * np.array([new_w / cols, new_h / rows] * 2, dtype=np.float64)
+            image, boxes = self._reduced(index)
+            if not self.keep:
+                return image, boxes
             self._store[index] = (image.astype(np.float16), boxes)
-        image, boxes = self._store[index]
-        return image.astype(np.float32), boxes.copy()
+        image16, boxes = self._store[index]
+        return image16.astype(np.float32), boxes.copy()
+
+    def _reduced(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Record ``index`` read and reduced (float16 precision, as kept), and its boxes."""
+        record = self.records[index]
+        image = load_image(self.data_dir, record)
+        boxes = record_boxes_px(record)
+        side = max(1, round(self.config.source_scale * self.preprocess.image_size))
+        rows, cols = image.shape
+        if max(rows, cols) > side:
+            factor = side / max(rows, cols)
+            new_h, new_w = max(1, round(rows * factor)), max(1, round(cols * factor))
+            image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+            boxes = boxes * np.array([new_w / cols, new_h / rows] * 2, dtype=np.float64)
+        # float16 on every read, so a kept source and a fresh one are the same bytes
+        return image.astype(np.float16).astype(np.float32), boxes
 
     def draw(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Record ``index`` re-rendered: the grey ``S x S`` input square (before normalisation)

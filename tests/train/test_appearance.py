@@ -162,6 +162,9 @@ def test_kept_source_is_reduced_once_and_boxes_follow(tmp_path: Path) -> None:
     x0, y0, x1, y1 = (round(v) for v in boxes[0])
     assert float(kept[y0:y1, x0:x1].mean()) > 0.95 and float(kept.mean()) < 0.5
     assert source.source(0)[0] is not source.source(0)[0]  # callers get their own copy
+    fresh = AppearanceSource(tmp_path, [record], SQUASH, AppearanceConfig(zoom=(1.0, 1.5)), keep=False)
+    again, again_boxes = fresh.source(0)
+    assert not fresh._store and np.array_equal(again, kept) and np.array_equal(again_boxes, boxes)
 
 
 @pytest.mark.parametrize("table, message", [

@@ -122,7 +122,7 @@ class DetrTask:
         if limit:
             records = records[:limit]
         look = self.config.appearance
-        appearance = (AppearanceSource(Path(self.config.data), records, self.preprocess, look)
+        appearance = (AppearanceSource(Path(self.config.data), records, self.preprocess, look, keep=cache)
                       if split == "train" and look.active else None)
         return SquareCache(Path(self.config.data), records, self.preprocess, self.section.labels,
                            cache=cache, appearance=appearance)

@@ -284,7 +284,7 @@ class PaliGemmaTask:
         inner = PaliGemmaTextDataset(self.config.data, records, self.preprocess)
         rewrite = self.spec.labels[0] if self.recipe == "detector" else None
         look = self.config.appearance
-        appearance = (AppearanceSource(Path(self.config.data), inner.records, self.preprocess, look)
+        appearance = (AppearanceSource(Path(self.config.data), inner.records, self.preprocess, look, keep=cache)
                       if split == "train" and look.active else None)
         return _CachedDataset(inner, cache, augment=augment, rewrite_suffix=rewrite,
                               reading=self.section.box_order == "reading", appearance=appearance)
