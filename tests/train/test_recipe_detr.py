@@ -281,3 +281,24 @@ def test_appearance_re_renders_training_batches_only(box_data: Path, tmp_path: P
         assert float((boxes[:, 2:] - boxes[:, :2]).mean()) > 1.2 * float((plain_boxes[:, 2:] - plain_boxes[:, :2]).mean())
     assert np.array_equal(task.train_set.get(index)[0], plain)  # no generator: the stored square
     assert fit(task, config).global_step == 2
+
+
+def test_re_rendered_boxes_keep_their_own_classes(tmp_path: Path) -> None:
+    """With two classes and a box wholly outside the image, a re-rendered square's classes are
+    those of the boxes it keeps, in order, as the stored square's are."""
+    from ensembles.preprocess import PreprocessConfig
+    from ensembles.types import ResizeMode
+    from train.appearance import AppearanceConfig, AppearanceSource
+    from train.recipes.box_data import SquareCache
+
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.full((60, 80), 20000, np.uint16))
+    record = {"image": "images/a.png", "rows": 60, "cols": 80, "label": "fracture",
+              "labels": ["fracture", "fracture", "dislocation"],
+              "boxes_px": [[10, 10, 20, 20], [100, 10, 120, 20], [40, 30, 60, 50]]}
+    preprocess = PreprocessConfig(image_size=32, resize=ResizeMode.LETTERBOX)
+    source = AppearanceSource(tmp_path, [record], preprocess, AppearanceConfig(zoom=(1.2, 1.5)))
+    cache = SquareCache(tmp_path, [record], preprocess, ("fracture", "dislocation"), appearance=source)
+    _, stored_boxes, stored = cache.get(0)
+    _, boxes, classes = cache.get(0, np.random.default_rng(0))
+    assert stored.tolist() == classes.tolist() == [0, 1] and len(boxes) == len(stored_boxes) == 2

@@ -64,9 +64,10 @@ class SquareCache:
         """``(grey S x S float32, boxes (n, 4) xyxy in [0, 1], classes (n,) int64)``; with
         ``rng`` and ``appearance``, the image re-rendered (its boxes keep their classes)."""
         if rng is not None and self.appearance is not None:
+            record = self.records[index]
             grey, boxes = self.appearance.draw(index, rng)
-            classes = self._classes(index)
-            if len(classes) != len(boxes):
+            classes = self._classes(index, int(record.get("rows", 0)), int(record.get("cols", 0)))
+            if len(classes) != len(boxes):  # a record without its size: one class for all
                 classes = np.zeros(len(boxes), dtype=np.int64)
             return grey, boxes, classes
         if index in self._store:
@@ -75,30 +76,25 @@ class SquareCache:
         record = self.records[index]
         image = load_image(self.data_dir, record)
         rows, cols = image.shape
-        boxes_px = record_boxes_px(record)
-        names = list(record.get("labels", []))
-        if len(names) != len(boxes_px):
-            names = [self.label_names[0]] * len(boxes_px)
-        kept_names = [
-            name for name, (c0, r0, c1, r1) in zip(names, boxes_px)
-            if min(c1, cols) > max(c0, 0.0) and min(r1, rows) > max(r0, 0.0)
-        ]
-        boxes = input_boxes(boxes_px, rows, cols, self.preprocess)
-        classes = np.array([self.label_names.index(n) for n in kept_names], dtype=np.int64)
+        boxes = input_boxes(record_boxes_px(record), rows, cols, self.preprocess)
+        classes = self._classes(index, rows, cols)
         # float16 on the first load too, so the first epoch sees what later ones do
         grey = to_square(image, self.preprocess).astype(np.float16)
         if self.cache:
             self._store[index] = (grey, boxes, classes)
         return grey.astype(np.float32), boxes, classes
 
-    def _classes(self, index: int) -> np.ndarray:
-        """The classes of record ``index``'s boxes (its squares not kept when re-rendering)."""
+    def _classes(self, index: int, rows: int, cols: int) -> np.ndarray:
+        """The classes of record ``index``'s boxes that have something inside its ``rows x
+        cols`` image (:func:`~train.datasets.input_boxes` drops the others)."""
         record = self.records[index]
+        boxes_px = record_boxes_px(record)
         names = list(record.get("labels", []))
-        count = len(record_boxes_px(record))
-        if len(names) != count:
-            names = [self.label_names[0]] * count
-        return np.array([self.label_names.index(n) for n in names], dtype=np.int64)
+        if len(names) != len(boxes_px):
+            names = [self.label_names[0]] * len(boxes_px)
+        kept = [name for name, (c0, r0, c1, r1) in zip(names, boxes_px)
+                if min(c1, cols) > max(c0, 0.0) and min(r1, rows) > max(r0, 0.0)]
+        return np.array([self.label_names.index(n) for n in kept], dtype=np.int64)
 
     def label(self, index: int) -> int:
         """1 for a fracture image, 0 for a normal one."""
