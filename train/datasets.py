@@ -36,8 +36,8 @@ from train.errors import TrainError
 __all__ = [
     "CLASSIFIER_PROMPT", "DETECTOR_PROMPT", "POSITIVE_ANSWER", "NEGATIVE_ANSWER", "KINDS",
     "BoxDataset", "DataFormatError", "PaliGemmaTextDataset", "Transform", "collate_boxes",
-    "collate_text", "input_boxes", "load_image", "load_records", "prefixes", "read_jsonl",
-    "record_boxes_px",
+    "boxes_inside", "collate_text", "input_boxes", "load_image", "load_records", "prefixes",
+    "read_jsonl", "record_boxes_px",
     "split_path",
 ]
 
@@ -145,17 +145,23 @@ def record_boxes_px(record: dict[str, Any]) -> np.ndarray:
     return boxes * np.array([cols, rows, cols, rows], dtype=np.float64)
 
 
+def boxes_inside(boxes_px: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Which pixel-edge boxes ``(n, 4)`` have something inside a ``rows x cols`` image (a bool
+    mask): the boxes :func:`input_boxes` keeps."""
+    boxes = np.asarray(boxes_px, dtype=np.float64).reshape(-1, 4)
+    return ((np.minimum(boxes[:, 2], cols) > np.maximum(boxes[:, 0], 0.0))
+            & (np.minimum(boxes[:, 3], rows) > np.maximum(boxes[:, 1], 0.0)))
+
+
 def input_boxes(boxes_px: np.ndarray, rows: int, cols: int, cfg: PreprocessConfig) -> np.ndarray:
     """Pixel-edge boxes ``(n, 4)`` to normalised ``(x0, y0, x1, y1)`` of the member's input.
 
-    Boxes with nothing inside the image are dropped (an augmentation may push one out).
+    Boxes with nothing inside the image are dropped (an augmentation may push one out;
+    :func:`boxes_inside`).
     """
     spec = ResizeSpec(rows, cols, cfg.image_size, cfg.resize)
-    out: list[tuple[float, float, float, float]] = []
-    for col0, row0, col1, row1 in np.asarray(boxes_px, dtype=np.float64).reshape(-1, 4):
-        if min(col1, cols) <= max(col0, 0.0) or min(row1, rows) <= max(row0, 0.0):
-            continue
-        out.append(spec.source_to_box(col0, row0, col1, row1))
+    boxes = np.asarray(boxes_px, dtype=np.float64).reshape(-1, 4)
+    out = [spec.source_to_box(*box) for box in boxes[boxes_inside(boxes, rows, cols)]]
     return np.asarray(out, dtype=np.float32).reshape(-1, 4)
 
 

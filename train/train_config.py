@@ -14,7 +14,8 @@ mini-languages). Top-level keys name the run; tables hold the engine's knobs and
     [optim]     # AdamW and the warmup + cosine schedule, sized in steps  (OptimConfig)
     [loss]      # token CE, decision-token CE/WCE/focal, CIoU, patch aux   (LossConfig)
     [paligemma] # the PaliGemma recipes (classifier, detector)            (PaliGemmaSection)
-    [appearance] # training images re-rendered: zoom, window, gamma, blur, noise
+    [appearance] # training images re-rendered: zoom, window, gamma, compress, sharpen, blur,
+                 # noise
                  # (train.appearance.AppearanceConfig; PaliGemma and DETR recipes)
     [detr], [refiner]           # the other recipes' tables (train.recipes.sections), kept raw in
                                 # ``sections`` for their recipe, validated when the file is read

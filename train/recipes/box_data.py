@@ -22,7 +22,7 @@ import torch
 
 from ensembles.preprocess import PreprocessConfig, to_square
 from train.appearance import AppearanceSource
-from train.datasets import input_boxes, load_image, record_boxes_px
+from train.datasets import boxes_inside, input_boxes, load_image, record_boxes_px
 
 
 class SquareCache:
@@ -92,8 +92,7 @@ class SquareCache:
         names = list(record.get("labels", []))
         if len(names) != len(boxes_px):
             names = [self.label_names[0]] * len(boxes_px)
-        kept = [name for name, (c0, r0, c1, r1) in zip(names, boxes_px)
-                if min(c1, cols) > max(c0, 0.0) and min(r1, rows) > max(r0, 0.0)]
+        kept = [name for name, inside in zip(names, boxes_inside(boxes_px, rows, cols)) if inside]
         return np.array([self.label_names.index(n) for n in kept], dtype=np.int64)
 
     def label(self, index: int) -> int:

@@ -39,11 +39,10 @@ from ensembles.members.refiner import (
 from ensembles.checkpoint import read_member_spec
 from ensembles.quant import resolve_device
 from ensembles.types import Box
-from train.datasets import load_image, load_records
+from train.datasets import load_image, load_records, record_boxes_px
 from train.engine import StepLoss, fit
 from train.errors import RecipeError
 from train.recipes import register_recipe
-from train.datasets import record_boxes_px
 from train.recipes.sections import RefinerSection
 from train.train_config import OptimConfig, TrainConfig
 
