@@ -45,8 +45,9 @@ class StyleRanges:
     end_width: Range | None
     # Bone density above the soft tissue (12-bit linear values).
     bone_density: Range
-    # Cortical profile families: plateau-rim (flat medulla, brighter rim; rim 0 = no cortex) or
-    # tubular (projected chord length of a hollow cylinder: smooth, brightest at the inner wall).
+    # Cortical profile families: plateau-rim (flat medulla, brighter rim; rim 0 = no cortex),
+    # tubular (projected chord length of a hollow cylinder: smooth, brightest at the inner wall) or
+    # solid (projected chord of a cylinder without a cavity: smooth, brightest on the axis).
     cortex_profiles: tuple[str, ...]
     # plateau-rim: rim thickness (px), rim brightening and medulla darkening (fractions).
     rim_px: Range | None
@@ -98,7 +99,8 @@ class StyleRanges:
     collimation_ellipse: Range | None
     collimation_levels: tuple[str, ...]
     # Burned-in markers near the border: plain-text (L/R, AP, PORTABLE, numbers ... in thin
-    # fonts) or boxed-lead (a bright square lead marker with a dark serif letter).
+    # fonts), boxed-lead (a bright square lead marker with a dark serif letter) or label (a
+    # mid-grey to bright plate of annotation text, AP, PORTABLE, numbers ..., in a dark sans font).
     marker_styles: tuple[str, ...]
     marker_count: tuple[int, int]
     # Marker text height as a share of the short side.

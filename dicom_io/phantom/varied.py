@@ -179,6 +179,9 @@ def _markers(rng: np.random.Generator, r: StyleRanges, image: np.ndarray, boxes:
         height = uniform(rng, r.marker_height) * short
         if style == "boxed-lead":
             text, font = pick(rng, _TEXTS_LEAD), cv2.FONT_HERSHEY_TRIPLEX
+        elif style == "label":
+            text = pick(rng, _TEXTS_PLAIN) if rng.random() < 0.6 else f"{int(rng.integers(1, 10**4)):04d}"
+            font = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX)[int(rng.integers(2))]
         else:
             text = pick(rng, _TEXTS_PLAIN) if rng.random() < 0.8 else f"{int(rng.integers(1, 10**4)):04d}"
             font = _FONTS_PLAIN[int(rng.integers(len(_FONTS_PLAIN)))]
@@ -186,7 +189,7 @@ def _markers(rng: np.random.Generator, r: StyleRanges, image: np.ndarray, boxes:
         scale = max(height / max(base, 1), 0.3)
         thickness = max(1, int(round(scale * rng.uniform(0.8, 2.0))))
         (tw, th), baseline = cv2.getTextSize(text, font, scale, thickness)
-        pad = int(round(0.3 * th)) if style == "boxed-lead" else 1
+        pad = int(round(0.3 * th)) if style in ("boxed-lead", "label") else 1
         w, h = tw + 2 * pad, th + baseline + 2 * pad
         if w + 4 >= cols or h + 4 >= rows:
             continue
@@ -206,8 +209,8 @@ def _markers(rng: np.random.Generator, r: StyleRanges, image: np.ndarray, boxes:
             continue
         mask = np.zeros((rows, cols), dtype=np.uint8)
         origin = (x + pad, y + pad + th)
-        if style == "boxed-lead":
-            plate = _level(rng, "bright")
+        if style in ("boxed-lead", "label"):
+            plate = _level(rng, "bright") if style == "boxed-lead" else float(rng.uniform(1500.0, 4095.0))
             ink = float(rng.uniform(0.0, 300.0))
             image[y:y + h, x:x + w] = plate
             cv2.putText(mask, text, origin, font, scale, 255, thickness, cv2.LINE_AA)

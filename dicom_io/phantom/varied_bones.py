@@ -285,9 +285,9 @@ def render_bone(bone: Bone, shape: tuple[int, int], gaps: list[Gap], marks: list
             depth = np.where(better, knob, depth)
             radius = np.where(better, kr, radius)
     cover = soft_edge(depth)
-    if bone.profile == "tubular":
+    if bone.profile in ("tubular", "solid"):
         r_axis = np.clip(radius - depth, 0.0, None)
-        inner = radius * (1.0 - bone.cortex_fraction)
+        inner = radius * (1.0 - bone.cortex_fraction) if bone.profile == "tubular" else 0.0
         chord = np.sqrt(np.clip(radius**2 - r_axis**2, 0, None)) - np.sqrt(np.clip(inner**2 - r_axis**2, 0, None))
         density = bone.density * chord / np.sqrt(radius**2 - inner**2)
     else:

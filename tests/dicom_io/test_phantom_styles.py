@@ -32,6 +32,7 @@ from dicom_io.phantom.varied import (
     draw_styled,
     range_fields,
 )
+from dicom_io.phantom.varied_bones import Bone, render_bone
 from dicom_io.pixels import load_radiograph
 from dicom_io.scan import SELECTED, scan_archive
 
@@ -388,3 +389,51 @@ def test_archive_drawn_from_given_ranges(tmp_path: Path) -> None:
     with pytest.raises(PhantomError, match="varied style"):
         write_phantom_archive(tmp_path / "d", tmp_path / "d.csv", PhantomConfig(n_studies=2, seed=7),
                               ranges=SHIFTED)
+
+
+# ---------------------------------------------------------------- families no built-in style draws
+
+
+def _bone(profile: str) -> Bone:
+    return Bone(cx=60.0, cy=50.0, angle=0.0, length=80.0, width=40.0, shape="straight", ends="rounded", taper=1.0,
+                waist=1.0, kappa=0.0, end_width=1.0, density=1000.0, profile=profile, rim=0.0, rim_boost=0.0,
+                medulla_drop=0.0, cortex_fraction=0.35)
+
+
+@pytest.mark.parametrize("profile", ["solid", "tubular"])
+def test_solid_cortex_is_brightest_on_the_axis_and_tubular_at_its_inner_wall(profile: str) -> None:
+    """``solid`` is the chord of a cylinder without a cavity (peak ``density`` on the axis, falling
+    to 0 at the edge as sqrt); ``tubular`` peaks at the inner wall with a darker middle."""
+    layer, cover, _ = render_bone(_bone(profile), (100, 120), [], [])
+    across = layer[:, 60]  # a column through the shaft's middle: v = y - 50
+    assert across.max() == pytest.approx(1000.0, rel=0.05)  # the tube's peak is a cusp between pixel centres
+    peak = int(np.argmax(across))
+    if profile == "solid":
+        assert abs(peak - 49.5) <= 1
+        radius = 20.0
+        v = np.arange(100) + 0.5 - 50.0
+        inside = np.abs(v) < radius - 1
+        assert np.allclose(across[inside], 1000.0 * np.sqrt(1 - (v[inside] / radius) ** 2), atol=1e-6)
+    else:
+        assert abs(abs(peak + 0.5 - 50.0) - 20.0 * (1 - 0.35)) <= 1.5
+        assert across[50] < 0.6 * across.max()
+    assert cover[50, 60] and not cover[5, 60]
+
+
+def test_a_style_can_draw_the_solid_cortex_and_label_markers() -> None:
+    """The ``solid`` cortex and ``label`` markers draw when a style names them (no built-in style
+    does): the factors record them and the labels burn a plate with dark text near the border."""
+    from dataclasses import replace
+
+    wide = replace(RANDOMISED, cortex_profiles=("solid",), marker_styles=("label",), marker_count=(2, 2),
+                   collimation_sides=(0, 0))
+    seen_markers = 0
+    for seed in range(6):
+        drawn = draw_styled(np.random.default_rng([seed, 3]), wide, positive=True, size_range=(256, 320))
+        assert set(drawn.factors["cortex_profiles"]) == {"solid"}  # type: ignore[call-overload]
+        assert set(drawn.factors["markers"]) <= {"label"}  # type: ignore[call-overload]
+        seen_markers += len(drawn.factors["markers"])  # type: ignore[arg-type]
+        assert drawn.image.boxes
+    assert seen_markers >= 6
+    assert set(RANDOMISED.cortex_profiles) == {"plateau-rim"} and "label" not in RANDOMISED.marker_styles + SHIFTED.marker_styles
+    assert "solid" not in SHIFTED.cortex_profiles
