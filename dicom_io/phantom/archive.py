@@ -57,9 +57,19 @@ class PhantomSummary:
     total_bytes: int
 
 
-def _uid(config: PhantomConfig, *parts: object) -> str:
-    key = config.fingerprint() + "|" + "|".join(str(p) for p in parts)
-    return str(generate_uid(prefix=config.uid_prefix, entropy_srcs=[key]))
+def _uid_key(config: PhantomConfig, ranges: StyleRanges | None) -> str:
+    """What every UID of an archive is hashed from: the config's fingerprint, and the ranges
+    when they replace the style's own, so an archive drawn from other ranges (other pixels)
+    never shares a UID with the style's archive of the same seed."""
+    key = config.fingerprint()
+    if ranges is not None and ranges != STYLE_RANGES.get(config.style):
+        key += f"|ranges={ranges!r}"
+    return key
+
+
+def _uid(config: PhantomConfig, key: str, *parts: object) -> str:
+    text = key + "|" + "|".join(str(p) for p in parts)
+    return str(generate_uid(prefix=config.uid_prefix, entropy_srcs=[text]))
 
 
 def _patient(config: PhantomConfig, patient: int) -> tuple[str, str, str, str]:
@@ -73,7 +83,7 @@ def _patient(config: PhantomConfig, patient: int) -> tuple[str, str, str, str]:
     return f"PHANTOM^{given}", patient_id, birth.strftime("%Y%m%d"), sex
 
 
-def _study_header(config: PhantomConfig, plan: StudyPlan) -> StudyHeader:
+def _study_header(config: PhantomConfig, plan: StudyPlan, key: str) -> StudyHeader:
     rng = np.random.default_rng([config.seed, 1, plan.index])
     name, patient_id, birth, sex = _patient(config, plan.patient)
     modality = "DX" if rng.random() < config.dx_fraction else "CR"
@@ -86,7 +96,7 @@ def _study_header(config: PhantomConfig, plan: StudyPlan) -> StudyHeader:
         patient_id=patient_id,
         patient_birth_date=birth,
         patient_sex=sex,
-        study_uid=_uid(config, "study", plan.index),
+        study_uid=_uid(config, key, "study", plan.index),
         study_date=when.strftime("%Y%m%d"),
         study_time=f"{hour:02d}{minute:02d}{second:02d}",
         accession=f"A{when.year % 100:02d}{serial:06d}",
@@ -160,7 +170,9 @@ def write_phantom_archive(
         ranges: draw every image from these ranges (e.g. ``randomised`` with one factor group
             from ``shifted``, :func:`dicom_io.phantom.style_ranges.blend`) instead of
             ``config.style``'s own; ``config.style`` must be a varied style (it still names
-            the archive's seed streams and headers).
+            the archive's seed streams and headers). Ranges other than the style's own are
+            mixed into every UID: such an archive shares its patients with the style's archive
+            of the same seed, never a study, series or instance UID.
 
     Returns:
         Counts of what was written.
@@ -173,6 +185,7 @@ def write_phantom_archive(
         raise PhantomError(f"ranges replace a varied style's own ({', '.join(sorted(STYLE_RANGES))}); "
                            f"the config's style is {config.style!r}")
     _prepare(out_dir, overwrite)
+    key = _uid_key(config, ranges)
     plans = plan_archive(config)
     rows: list[dict[str, object]] = []
     written: set[Path] = set()
@@ -182,7 +195,7 @@ def write_phantom_archive(
     total_bytes = 0
 
     for plan in plans:
-        study = _study_header(config, plan)
+        study = _study_header(config, plan, key)
         counts["positive_studies"] += plan.positive
         rng = np.random.default_rng([config.seed, 3, plan.index])
         spacing = round(float(rng.uniform(0.1, 0.2)), 3)
@@ -190,8 +203,8 @@ def write_phantom_archive(
         for j, view in enumerate(plan.views):
             image = _draw(config, np.random.default_rng([config.seed, 4, plan.index, j]), view.positive, ranges)
             header = ImageHeader(
-                series_uid=_uid(config, "series", plan.index, j),
-                sop_uid=_uid(config, "sop", plan.index, j),
+                series_uid=_uid(config, key, "series", plan.index, j),
+                sop_uid=_uid(config, key, "sop", plan.index, j),
                 series_number=j + 1,
                 series_time=(started + timedelta(minutes=2 * j + 1)).strftime("%H%M%S"),
                 view_position=_views(study.laterality)[j],

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pydicom.uid import PYDICOM_ROOT_UID
 
 from dicom_io.errors import DicomIOError
+from dicom_io.phantom.style_ranges import STYLE_RANGES
 
 #: Bumped whenever a change to the generator changes its output for the same config; written
 #: into every file's SoftwareVersions so an archive says which generator made it.
@@ -144,11 +145,15 @@ class PhantomConfig:
             )
 
     def fingerprint(self) -> str:
-        """A stable text form of every field, mixed into each UID.
+        """A stable text form of every field (and of a varied style's declared ranges), mixed
+        into each UID.
 
         Two archives made with different settings then never share a UID, even with one seed.
         """
         fields = asdict(self)
         if fields["style"] == "rods":  # the default style keeps the UIDs it always had
             del fields["style"]
-        return PHANTOM_VERSION + "|" + "|".join(f"{k}={fields[k]!r}" for k in sorted(fields))
+        text = PHANTOM_VERSION + "|" + "|".join(f"{k}={fields[k]!r}" for k in sorted(fields))
+        if self.style in STYLE_RANGES:  # a varied style draws from its declared ranges: a change
+            text += f"|ranges={STYLE_RANGES[self.style]!r}"  # to them is another archive
+        return text

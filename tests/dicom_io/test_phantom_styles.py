@@ -437,3 +437,51 @@ def test_a_style_can_draw_the_solid_cortex_and_label_markers() -> None:
     assert seen_markers >= 6
     assert set(RANDOMISED.cortex_profiles) == {"plateau-rim"} and "label" not in RANDOMISED.marker_styles + SHIFTED.marker_styles
     assert "solid" not in SHIFTED.cortex_profiles
+
+
+# ---------------------------------------------------------------- UIDs follow the ranges drawn
+
+
+def _uids(root: Path) -> set[str]:
+    found: set[str] = set()
+    for path in root.rglob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        found |= {ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID}
+    return found
+
+
+def _patients(root: Path) -> set[str]:
+    return {str(pydicom.dcmread(p, stop_before_pixels=True).PatientID) for p in root.rglob("*.dcm")}
+
+
+def test_other_ranges_never_share_a_uid_with_the_styles_archive(tmp_path: Path) -> None:
+    """An archive drawn from other ranges (other pixels) shares the seed's patients with the
+    style's own archive, never a study, series or instance UID; drawing from the style's own
+    ranges is the style's archive, UIDs included."""
+    from dicom_io.phantom.style_ranges import blend
+
+    config = PhantomConfig(n_studies=3, seed=12, size_range=SMALL_SIZE, style="randomised")
+    write_phantom_archive(tmp_path / "plain", tmp_path / "plain.csv", config)
+    write_phantom_archive(tmp_path / "own", tmp_path / "own.csv", config, ranges=RANDOMISED)
+    write_phantom_archive(tmp_path / "blend", tmp_path / "blend.csv", config,
+                          ranges=blend(RANDOMISED, SHIFTED, ("cortex",)))
+    assert _uids(tmp_path / "own") == _uids(tmp_path / "plain")
+    assert (tmp_path / "own.csv").read_bytes() == (tmp_path / "plain.csv").read_bytes()
+    assert not _uids(tmp_path / "blend") & _uids(tmp_path / "plain")
+    assert _patients(tmp_path / "blend") == _patients(tmp_path / "plain")
+
+
+def test_a_varied_styles_fingerprint_follows_its_declared_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Editing a varied style's ranges makes another archive: another fingerprint (so
+    ``train.demo``'s stamp does not reuse a stale phantom) and other UIDs. rods and toy are
+    unchanged (``test_default_fingerprint_and_rods_image_unchanged``)."""
+    from dataclasses import replace
+
+    from dicom_io.phantom import style_ranges
+
+    config = PhantomConfig(style="randomised")
+    before = config.fingerprint()
+    assert repr(RANDOMISED) in before
+    monkeypatch.setitem(style_ranges.STYLE_RANGES, "randomised",  # type: ignore[index]
+                        replace(RANDOMISED, cortex_profiles=("plateau-rim", "solid")))
+    assert config.fingerprint() != before
