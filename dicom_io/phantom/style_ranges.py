@@ -106,6 +106,34 @@ class StyleRanges:
     # Marker text height as a share of the short side.
     marker_height: Range
 
+    def __post_init__(self) -> None:
+        """Refuse an unknown or empty family (a misspelt one would silently draw another)."""
+        _check_families(self)
+
+
+#: The family names each family field may hold (what :mod:`dicom_io.phantom.varied` draws).
+FAMILIES: Mapping[str, frozenset[str]] = {
+    "bone_shapes": frozenset({"straight", "tapered", "curved", "waisted"}),
+    "bone_ends": frozenset({"rounded", "flared", "knobbed"}),
+    "cortex_profiles": frozenset({"plateau-rim", "tubular", "solid"}),
+    "fracture_profiles": frozenset({"sharp", "blurred", "jagged", "wedge-sclerotic"}),
+    "distractor_kinds": frozenset({"canal", "growth-plate", "soft-tissue-edge", "dot", "vessel", "harris-line"}),
+    "noise_textures": frozenset({"white", "correlated", "poisson", "line-stripes"}),
+    "gradient_kinds": frozenset({"linear", "radial"}),
+    "collimation_kinds": frozenset({"bands", "ellipse"}),
+    "collimation_levels": frozenset({"dark", "bright"}),
+    "marker_styles": frozenset({"plain-text", "boxed-lead", "label"}),
+}
+
+
+def _check_families(ranges: StyleRanges) -> None:
+    for name, known in FAMILIES.items():
+        chosen = getattr(ranges, name)
+        unknown = sorted(set(chosen) - known)
+        if not chosen or unknown:
+            raise ValueError(f"StyleRanges.{name} must name one or more of {', '.join(sorted(known))}; "
+                             f"got {chosen!r}")
+
 
 #: The training style: wide, containing every ``rods`` range (draw.py, rods.py).
 RANDOMISED = StyleRanges(

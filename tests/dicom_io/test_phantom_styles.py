@@ -485,3 +485,19 @@ def test_a_varied_styles_fingerprint_follows_its_declared_ranges(monkeypatch: py
     monkeypatch.setitem(style_ranges.STYLE_RANGES, "randomised",  # type: ignore[index]
                         replace(RANDOMISED, cortex_profiles=("plateau-rim", "solid")))
     assert config.fingerprint() != before
+
+
+@pytest.mark.parametrize("field", ["cortex_profiles", "marker_styles", "bone_shapes", "noise_textures",
+                                   "distractor_kinds", "collimation_levels"])
+def test_ranges_refuse_an_unknown_or_empty_family(field: str) -> None:
+    """A misspelt family would silently draw the default branch's look: refused, naming the choices."""
+    from dataclasses import replace
+
+    from dicom_io.phantom.style_ranges import FAMILIES
+
+    with pytest.raises(ValueError, match=f"StyleRanges.{field} must name one or more of"):
+        replace(RANDOMISED, **{field: ("no-such-family",)})
+    with pytest.raises(ValueError, match=f"StyleRanges.{field}"):
+        replace(RANDOMISED, **{field: ()})
+    every = tuple(sorted(FAMILIES[field]))
+    assert getattr(replace(RANDOMISED, **{field: every}), field) == every
