@@ -46,11 +46,12 @@ def draw(folder: Path, ranges: StyleRanges, studies: int, seed: int) -> tuple[Pa
     """The variant's archive and labels in ``folder`` (reused when ``folder`` holds this one)."""
     archive, labels = folder / "archive", folder / "labels.csv"
     stamp = folder / "drawn.json"
-    wanted = {"ranges": repr(ranges), "studies": studies, "seed": seed}
+    config = PhantomConfig(n_studies=studies, seed=seed, style=BASELINE)
+    # the config's fingerprint carries the generator's version (PHANTOM_VERSION) beside the ranges
+    wanted = {"ranges": repr(ranges), "phantom": config.fingerprint()}
     if stamp.is_file() and labels.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == wanted:
         return archive, labels
     folder.mkdir(parents=True, exist_ok=True)
-    config = PhantomConfig(n_studies=studies, seed=seed, style=BASELINE)
     write_phantom_archive(archive, labels, config, overwrite=True, ranges=ranges)
     stamp.write_text(json.dumps(wanted), encoding="utf-8")
     return archive, labels

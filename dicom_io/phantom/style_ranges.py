@@ -148,11 +148,11 @@ RANDOMISED = StyleRanges(
     waist_ratio=None,
     end_width=(1.0, 1.45),
     bone_density=(700.0, 2200.0),
-    cortex_profiles=("plateau-rim",),
+    cortex_profiles=("plateau-rim", "tubular"),
     rim_px=(0.0, 6.0),
     rim_boost=(0.0, 0.5),
     medulla_drop=(0.0, 0.25),
-    cortex_fraction=None,
+    cortex_fraction=(0.6, 1.0),
     fracture_width=(1.5, 6.5),
     fracture_obliquity=(0.0, 55.0),
     fracture_drop=(0.3, 0.9),
@@ -237,7 +237,7 @@ SHIFTED = StyleRanges(
 #: families, or a family-specific factor that ``randomised`` never draws).
 DISJOINT_FACTORS: tuple[str, ...] = (
     "size_of_max", "bone_shapes", "bone_ends", "bone_width", "taper_ratio", "curvature",
-    "waist_ratio", "end_width", "bone_density", "cortex_profiles", "rim_px", "rim_boost",
+    "waist_ratio", "end_width", "bone_density", "rim_px", "rim_boost",
     "medulla_drop", "cortex_fraction", "fracture_width", "fracture_obliquity", "fracture_drop",
     "fracture_profiles", "shift_px", "distractor_kinds", "blur_sigma", "noise_textures",
     "noise_correlation_px", "stripe_strength", "gradient_kinds", "gradient_amount", "background",
@@ -249,6 +249,9 @@ DISJOINT_FACTORS: tuple[str, ...] = (
 OVERLAPPING_FACTORS: Mapping[str, str] = {
     "bone_count": "one or two bones is what the task looks like; three would not fit thick bones",
     "bone_length": "length only moves the fracture's room along the shaft, not its look",
+    "cortex_profiles": "randomised draws thick-walled tubes (walls 0.6..1.0 of the radius) beside "
+                       "plateau-rim, as two DETR trainings on shifted favoured (sample_data/README.md); "
+                       "shifted's thin walls (cortex_fraction) stay outside",
     "partial_fraction": "shifted fractures are all complete (a frequency, not a look)",
     "fracture_extent": "complete fractures (extent 1) are also drawn by randomised; partial ones "
                        "would make the thick, low-contrast shifted bones ambiguous",

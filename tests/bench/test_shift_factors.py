@@ -35,6 +35,23 @@ def test_an_archive_is_drawn_once_per_variant(tmp_path: Path, monkeypatch: pytes
     assert calls == [SHIFTED, RANDOMISED]
 
 
+def test_a_new_generator_version_draws_the_archive_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same ranges from another generator (``PHANTOM_VERSION``) are other pixels: not reused."""
+    import dicom_io.phantom.config as phantom_config
+
+    calls: list[object] = []
+
+    def fake_write(archive: Path, labels: Path, config: object, **kwargs: object) -> None:
+        calls.append(kwargs["ranges"])
+        labels.write_text("x\n")
+
+    monkeypatch.setattr(shift_factors, "write_phantom_archive", fake_write)
+    shift_factors.draw(tmp_path / "v", SHIFTED, 4, 1)
+    monkeypatch.setattr(phantom_config, "PHANTOM_VERSION", "phantom-next")
+    shift_factors.draw(tmp_path / "v", SHIFTED, 4, 1)
+    assert calls == [SHIFTED, SHIFTED]
+
+
 def test_aucs_with_intervals_from_predictions(tmp_path: Path) -> None:
     rows = ["study_instance_uid,label,n_images,score:pg-cls,fused_score"]
     for i in range(40):

@@ -435,8 +435,8 @@ def test_a_style_can_draw_the_solid_cortex_and_label_markers() -> None:
         seen_markers += len(drawn.factors["markers"])  # type: ignore[arg-type]
         assert drawn.image.boxes
     assert seen_markers >= 6
-    assert set(RANDOMISED.cortex_profiles) == {"plateau-rim"} and "label" not in RANDOMISED.marker_styles + SHIFTED.marker_styles
-    assert "solid" not in SHIFTED.cortex_profiles
+    assert "solid" not in RANDOMISED.cortex_profiles + SHIFTED.cortex_profiles
+    assert "label" not in RANDOMISED.marker_styles + SHIFTED.marker_styles
 
 
 # ---------------------------------------------------------------- UIDs follow the ranges drawn
