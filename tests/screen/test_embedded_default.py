@@ -14,9 +14,9 @@ ARCHIVE = PROJECT_ROOT / "sample_data" / "archive"
 
 # Floors for the committed members on the sample archive (rods style, drawn from a seed none of
 # them was trained on), below what they measured there (`screen eval sample_data/archive --labels
-# sample_data/labels.csv`, op-165416a2307e: member study AUCs pg-cls 0.929, pg-det 0.979, DETR
+# sample_data/labels.csv`, op-0173309ec41e: member study AUCs pg-cls 0.921, pg-det 0.971, DETR
 # 1.000; the ensemble caught 10 of the 10 fractured studies; of the 16 true boxes matched at
-# IoU >= 0.3: pg-det's own 0.688 (11), refined DETR 0.875 (14), the fused findings 0.938 (15)),
+# IoU >= 0.3: pg-det's own 0.625 (10), refined DETR 0.875 (14), the fused findings 0.875 (14)),
 # with room for a miss or two, never at chance level.
 MIN_MEMBER_AUC = 0.90
 MIN_ENSEMBLE_RECALL = 0.90
@@ -26,16 +26,20 @@ MIN_FUSED_BOX_RECALL = 0.80
 
 # The same members on a small `shifted` phantom (a rendering fixed before training, outside the
 # training styles; sample_data/README.md), 30 studies of seed SHIFTED_SEED (12 with a fracture).
-# There they measured: study AUC pg-cls 0.657, pg-det 0.815, DETR 0.588, the fused score 0.870,
-# and the ensemble caught 12 of 12 (precision 0.46); no box matched. The members committed
-# before them (rods only) measured ensemble AUC 0.463 and caught 2 of 12 on this very set. The
-# floors guard what generalises (pg-det and the fused score); pg-cls and DETR stay near chance
-# on the shifted style (0.606 and 0.580 on 300 studies, DEMO.md) and get no floor here.
+# There they measured: study AUC pg-cls 0.389, pg-det 0.787, DETR 0.796, the fused score 0.880,
+# and the ensemble caught 10 of 12 at precision 0.667 (10 of 15 flags); no box matched. The
+# members committed before them (trained before `randomised` drew tubular bones) measured
+# pg-det 0.815, DETR 0.588, fused 0.870 and caught 12 of 12 at precision 0.46; the rods-only
+# members measured ensemble AUC 0.463 and caught 2 of 12. The floors guard what generalises
+# (pg-det, DETR, the fused score, the ensemble's flags); pg-cls is at chance on the shifted
+# style (0.497 on 300 studies, DEMO.md) and gets no floor here.
 SHIFTED_SEED = 20261205
 SHIFTED_STUDIES = 30
-MIN_SHIFTED_ENSEMBLE_AUC = 0.75
+MIN_SHIFTED_ENSEMBLE_AUC = 0.80
 MIN_SHIFTED_PG_DET_AUC = 0.70
-MIN_SHIFTED_ENSEMBLE_RECALL = 10 / 12
+MIN_SHIFTED_DETR_AUC = 0.70
+MIN_SHIFTED_ENSEMBLE_RECALL = 9 / 12
+MIN_SHIFTED_ENSEMBLE_PRECISION = 0.55
 
 
 def test_default_config_loads_and_dry_run_lists_every_study(tmp_path: Path) -> None:
@@ -80,7 +84,7 @@ def test_committed_members_separate_the_sample_archive(tmp_path: Path) -> None:
     # the PaliGemma detector's own loc-token boxes (before the refiner) find fractures too
     assert boxes["pg-det (before refiner)"].recall_30 >= MIN_PG_DET_OWN_BOX_RECALL
     assert boxes["ensemble"].recall_30 >= MIN_FUSED_BOX_RECALL
-    # the refiner is what localises: DETR's own boxes matched 0.188 there
+    # the refiner is what localises: DETR's own boxes matched 0.188 there (3 of 16)
     assert boxes["detr (before refiner)"].recall_30 < boxes["detr"].recall_30
 
 
@@ -103,4 +107,6 @@ def test_committed_members_rank_fractures_on_a_shifted_rendering(tmp_path: Path)
     assert rows["ensemble"].confusion.tp + rows["ensemble"].confusion.fn == 12
     assert rows["ensemble"].auc is not None and rows["ensemble"].auc.value >= MIN_SHIFTED_ENSEMBLE_AUC
     assert rows["pg-det"].auc is not None and rows["pg-det"].auc.value >= MIN_SHIFTED_PG_DET_AUC
+    assert rows["detr"].auc is not None and rows["detr"].auc.value >= MIN_SHIFTED_DETR_AUC
     assert rows["ensemble"].confusion.recall >= MIN_SHIFTED_ENSEMBLE_RECALL
+    assert rows["ensemble"].confusion.precision >= MIN_SHIFTED_ENSEMBLE_PRECISION
