@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
@@ -95,17 +96,35 @@ def _close(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> bool:
     return True
 
 
+#: The sample archive's first eight patients (9 studies, 4 with a fracture, one patient with two
+#: studies): the whole archive took this test about 50 s of the suite's 10 minutes.
+SUBSET_PATIENTS = 8
+
+
+def _sample_subset(root: Path) -> tuple[Path, int]:
+    """A copy of the first :data:`SUBSET_PATIENTS` patient folders of the sample archive, and
+    how many studies they hold (from its labels)."""
+    patients = sorted(p.name for p in ARCHIVE.iterdir() if p.is_dir())[:SUBSET_PATIENTS]
+    for name in patients:
+        shutil.copytree(ARCHIVE / name, root / name)
+    with open(PROJECT_ROOT / "sample_data" / "labels.csv", newline="", encoding="utf-8") as handle:
+        studies = {r["StudyInstanceUID"] for r in csv.DictReader(handle) if r["PatientID"] in patients}
+    return root, len(studies)
+
+
 def test_ray_engine_writes_what_the_local_engine_writes(tmp_path: Path, local_ray: None) -> None:
-    """The sample archive and the committed members, both engines: the same studies, decisions,
-    member and fused scores (to 1e-6), boxes, and SRs of the same content with new UIDs."""
+    """Part of the sample archive and the committed members, both engines: the same studies,
+    decisions, member and fused scores (to 1e-6), boxes, and SRs of the same content with new UIDs."""
+    archive, n_studies = _sample_subset(tmp_path / "archive")
+    assert n_studies == 9
     site = load_site_config(DEFAULT_CONFIG).replace(ray=RAY_RESOURCES)
     outs = {}
     for engine in ("local", "ray"):
         outs[engine] = tmp_path / engine
-        summary = run_screen(ARCHIVE, outs[engine], config=site, options=RunOptions(engine=engine))
-        assert summary.exit_code == 0 and summary.counts["screened"] == 24
+        summary = run_screen(archive, outs[engine], config=site, options=RunOptions(engine=engine))
+        assert summary.exit_code == 0 and summary.counts["screened"] == n_studies
     local, remote = _rows(outs["local"] / "studies.csv"), _rows(outs["ray"] / "studies.csv")
-    assert set(local) == set(remote) and len(local) == 24
+    assert set(local) == set(remote) and len(local) == n_studies
     scores = [c for c in next(iter(local.values())) if c == "fused_score" or c.startswith("score:")]
     assert len(scores) == 4
     for uid, row in local.items():
@@ -118,7 +137,7 @@ def test_ray_engine_writes_what_the_local_engine_writes(tmp_path: Path, local_ra
         mine = pydicom.dcmread(outs["local"] / row["sr_path"])
         theirs = pydicom.dcmread(outs["ray"] / other["sr_path"])
         assert _close(_content(mine), _content(theirs)), uid
-    assert sum(r["decision"] == "positive" for r in local.values()) >= 5  # a comparison with findings in it
+    assert sum(r["decision"] == "positive" for r in local.values()) >= 3  # a comparison with findings in it
     local_boxes, remote_boxes = _findings(outs["local"] / "findings.csv"), _findings(outs["ray"] / "findings.csv")
     assert local_boxes and len(local_boxes) == len(remote_boxes)
     for a, b in zip(local_boxes, remote_boxes):
