@@ -420,6 +420,23 @@ def test_solid_cortex_is_brightest_on_the_axis_and_tubular_at_its_inner_wall(pro
     assert cover[50, 60] and not cover[5, 60]
 
 
+def test_randomised_draws_both_cortical_families_and_thick_tube_walls_only() -> None:
+    """``randomised`` draws plateau-rim and tubular bones; its tubes' walls are 0.6..1.0 of the
+    radius, never the thin walls of ``shifted`` (0.25..0.45)."""
+    from dicom_io.phantom.varied_bones import place_bones
+
+    seen: Counter[str] = Counter()
+    fractions = []
+    for seed in range(40):
+        for bone in place_bones(np.random.default_rng([seed, 17]), RANDOMISED, (300, 400)):
+            seen[bone.profile] += 1
+            if bone.profile == "tubular":
+                fractions.append(bone.cortex_fraction)
+    assert seen["plateau-rim"] >= 10 and seen["tubular"] >= 10, seen
+    assert min(fractions) >= 0.6 and max(fractions) <= 1.0
+    assert SHIFTED.cortex_fraction is not None and max(SHIFTED.cortex_fraction) < min(fractions)
+
+
 def test_a_style_can_draw_the_solid_cortex_and_label_markers() -> None:
     """The ``solid`` cortex and ``label`` markers draw when a style names them (no built-in style
     does): the factors record them and the labels burn a plate with dark text near the border."""
