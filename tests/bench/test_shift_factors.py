@@ -21,7 +21,9 @@ def test_variants_are_the_baseline_each_group_and_the_whole_shift() -> None:
     assert found["+window"].marker_styles == RANDOMISED.marker_styles
 
 
-def test_an_archive_is_drawn_once_per_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The ranges of each archive ``shift_factors.draw`` writes (a stand-in writer, labels only)."""
     calls: list[object] = []
 
     def fake_write(archive: Path, labels: Path, config: object, **kwargs: object) -> None:
@@ -29,27 +31,25 @@ def test_an_archive_is_drawn_once_per_variant(tmp_path: Path, monkeypatch: pytes
         labels.write_text("x\n")
 
     monkeypatch.setattr(shift_factors, "write_phantom_archive", fake_write)
+    return calls
+
+
+def test_an_archive_is_drawn_once_per_variant(tmp_path: Path, drawn: list[object]) -> None:
     for _ in range(2):
         shift_factors.draw(tmp_path / "v", SHIFTED, 4, 1)
     shift_factors.draw(tmp_path / "v", RANDOMISED, 4, 1)  # other ranges: drawn again
-    assert calls == [SHIFTED, RANDOMISED]
+    assert drawn == [SHIFTED, RANDOMISED]
 
 
-def test_a_new_generator_version_draws_the_archive_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_new_generator_version_draws_the_archive_again(tmp_path: Path, drawn: list[object],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """The same ranges from another generator (``PHANTOM_VERSION``) are other pixels: not reused."""
     import dicom_io.phantom.config as phantom_config
 
-    calls: list[object] = []
-
-    def fake_write(archive: Path, labels: Path, config: object, **kwargs: object) -> None:
-        calls.append(kwargs["ranges"])
-        labels.write_text("x\n")
-
-    monkeypatch.setattr(shift_factors, "write_phantom_archive", fake_write)
     shift_factors.draw(tmp_path / "v", SHIFTED, 4, 1)
     monkeypatch.setattr(phantom_config, "PHANTOM_VERSION", "phantom-next")
     shift_factors.draw(tmp_path / "v", SHIFTED, 4, 1)
-    assert calls == [SHIFTED, SHIFTED]
+    assert drawn == [SHIFTED, SHIFTED]
 
 
 def test_aucs_with_intervals_from_predictions(tmp_path: Path) -> None:
