@@ -38,7 +38,9 @@ def test_an_archive_is_drawn_once_per_variant(tmp_path: Path, drawn: list[object
     for _ in range(2):
         shift_factors.draw(tmp_path / "v", SHIFTED, 4, 1)
     shift_factors.draw(tmp_path / "v", RANDOMISED, 4, 1)  # other ranges: drawn again
-    assert drawn == [SHIFTED, RANDOMISED]
+    shift_factors.draw(tmp_path / "v", RANDOMISED, 4, 2)  # another seed
+    shift_factors.draw(tmp_path / "v", RANDOMISED, 5, 2)  # another study count
+    assert drawn == [SHIFTED, RANDOMISED, RANDOMISED, RANDOMISED]
 
 
 def test_a_new_generator_version_draws_the_archive_again(tmp_path: Path, drawn: list[object],
