@@ -1,12 +1,12 @@
 """Which rendering factor breaks the members? The training style with one factor group shifted.
 
     python -m bench.shift_factors --out WORK [--config sample_data/site.toml] [--studies 150]
-        [--seed 20261206] [--groups exposure,window] [--json FILE]
+        [--seed 20261206] [--groups exposure,window] [--held-out shifted|shifted-2] [--json FILE]
 
 For the baseline (the ``randomised`` style: the training rendering, fresh patients), for each
 factor group of :data:`dicom_io.phantom.style_ranges.FACTOR_GROUPS` (``randomised`` with that
-group's ranges taken from ``shifted``: :func:`~dicom_io.phantom.style_ranges.blend`) and for the
-whole ``shifted`` style, it draws a phantom archive of ``--studies`` studies (one seed for all,
+group's ranges taken from the held-out style, ``shifted`` by default:
+:func:`~dicom_io.phantom.style_ranges.blend`) and for the whole held-out style, it draws a phantom archive of ``--studies`` studies (one seed for all,
 so the studies, patients and labels are the same and only the look differs), runs ``screen
 eval`` of the site config on it, and prints each member's and the fused score's study AUC
 (with a percentile bootstrap interval over studies) and its change from the baseline. A group
@@ -26,20 +26,30 @@ from pathlib import Path
 
 from dicom_io.phantom import PhantomConfig, write_phantom_archive
 from dicom_io.tables import PREDICTIONS, read_table
-from dicom_io.phantom.style_ranges import FACTOR_GROUPS, RANDOMISED, SHIFTED, StyleRanges, blend
+from dicom_io.phantom.style_ranges import FACTOR_GROUPS, HELD_OUT_STYLES, RANDOMISED, StyleRanges, blend
 from train.metrics import bootstrap_auc
 
 BASELINE = "randomised"
 WHOLE = "shifted"
 
 
-def variants(groups: tuple[str, ...]) -> dict[str, StyleRanges]:
-    """The baseline, one variant per group (the training style with that group shifted), and the
-    whole shifted style, by name."""
+def variants(groups: tuple[str, ...], held_out: str = WHOLE) -> dict[str, StyleRanges]:
+    """The baseline, one variant per group (the training style with that group taken from the
+    held-out style), and the whole held-out style, by name."""
+    shifted = HELD_OUT_STYLES[held_out].ranges
     out = {BASELINE: RANDOMISED}
-    out.update({f"+{group}": blend(RANDOMISED, SHIFTED, (group,)) for group in groups})
-    out[WHOLE] = SHIFTED
+    out.update({f"+{group}": blend(RANDOMISED, shifted, (group,)) for group in groups})
+    out[held_out] = shifted
     return out
+
+
+def folder_name(variant: str, held_out: str = WHOLE) -> str:
+    """Where a variant's archive and evaluation live under ``--out``: the baseline and the whole
+    styles by name, ``shifted``'s groups by group name (as before there was a second held-out
+    style), another style's as ``<style>+<group>`` (so both can share one ``--out``)."""
+    if variant in (BASELINE, held_out) or held_out == WHOLE:
+        return variant.lstrip("+")
+    return f"{held_out}{variant}"
 
 
 def draw(folder: Path, ranges: StyleRanges, studies: int, seed: int) -> tuple[Path, Path]:
@@ -72,14 +82,14 @@ def aucs(predictions: Path, resamples: int = 1000) -> dict[str, tuple[float, flo
 
 
 def measure(out: Path, config: Path | None, studies: int, seed: int, groups: tuple[str, ...],
-            workers: int | None = None, reuse: bool = False
+            workers: int | None = None, reuse: bool = False, held_out: str = WHOLE
             ) -> dict[str, dict[str, tuple[float, float, float]]]:
     """Study AUCs per variant (see the module docstring)."""
     from screen.commands.eval import run_eval
 
     results: dict[str, dict[str, tuple[float, float, float]]] = {}
-    for name, ranges in variants(groups).items():
-        folder = out / name.lstrip("+")
+    for name, ranges in variants(groups, held_out).items():
+        folder = out / folder_name(name, held_out)
         archive, labels = draw(folder, ranges, studies, seed)
         predictions = folder / "eval" / "predictions.csv"
         if not (reuse and predictions.is_file()
@@ -116,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=20261206)
     parser.add_argument("--groups", default=",".join(FACTOR_GROUPS),
                         help="comma-separated factor groups (default: all)")
+    parser.add_argument("--held-out", choices=sorted(HELD_OUT_STYLES), default=WHOLE,
+                        help="the measurement style whose factor groups are taken (default: shifted)")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--reuse", action="store_true",
                         help="reuse evaluations already in --out (made with the same --config)")
@@ -127,10 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown group(s) {', '.join(unknown)}; choose from {', '.join(FACTOR_GROUPS)}"
               if unknown else "error: --studies must be at least 4", file=sys.stderr)
         return 2
-    results = measure(args.out, args.config, args.studies, args.seed, groups, args.workers, args.reuse)
+    results = measure(args.out, args.config, args.studies, args.seed, groups, args.workers, args.reuse,
+                      args.held_out)
     print("\n".join(table(results)))
     if args.json is not None:
-        args.json.write_text(json.dumps({"studies": args.studies, "seed": args.seed, "aucs": results},
+        args.json.write_text(json.dumps({"studies": args.studies, "seed": args.seed, "held_out": args.held_out,
+                                         "aucs": results},
                                         indent=2), encoding="utf-8")
     return 0
 

@@ -132,7 +132,8 @@ class DemoOptions:
             (:meth:`train_phantoms`), prepared and split by patient as one set.
         eval_styles: the styles of the fresh evaluation sets, each drawn with ``eval_seed``:
             the training style (in distribution) and ``shifted`` (ranges fixed before training,
-            outside what it covered); the first one chooses nothing, all are reported.
+            outside what it covered; ``shifted-2`` is a second such style); the first one
+            chooses nothing, all are reported.
         members: names of the members to train (of :data:`DEMO_MEMBERS`).
         configs_dir: where the ``demo-*.toml`` configs are.
         overrides: per member name, dotted config overrides (``{"detr": {"train.max_steps": 2}}``).
@@ -161,7 +162,7 @@ class DemoOptions:
     val_fraction: float = 0.15
     phantom_size: tuple[int, int] = (384, 768)
     train_style: str = "randomised"
-    eval_styles: tuple[str, ...] = ("randomised", "shifted")
+    eval_styles: tuple[str, ...] = ("randomised", "shifted", "shifted-2")
     members: tuple[str, ...] = tuple(m.name for m in DEMO_MEMBERS)
     configs_dir: Path = CONFIG_DIR
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -197,7 +198,7 @@ class DemoOptions:
 
         for style in (*self.train_styles, *self.eval_styles):
             if style not in STYLES or style == "toy":
-                raise DemoError(f"demo phantom styles must be among rods, randomised, shifted; got {style!r}")
+                raise DemoError(f"demo phantom styles must be among rods, randomised, shifted, shifted-2; got {style!r}")
         if len(set(self.train_styles)) != len(self.train_styles):
             raise DemoError(f"a training mix names each style once; got {self.train_style!r}")
         clash = [style for style, seed in self.train_phantoms() if seed == self.eval_seed]

@@ -1,4 +1,4 @@
-"""The ``randomised`` and ``shifted`` phantom styles: the same fracture task, rendered many ways.
+"""The ``randomised``, ``shifted`` and ``shifted-2`` phantom styles: one fracture task, rendered many ways.
 
 The task is the ``rods`` task of ``docs/phantom.md``: a thin dark gap crossing a bright bone is a
 fracture; its truth box bounds the gap's part inside the bone, padded by 4..8 px. What differs is
@@ -11,6 +11,9 @@ fracture; its truth box bounds the gap's part inside the bone, padded by 4..8 px
 - :data:`SHIFTED` (measurement only): a rendering fixed before any training, whose factors lie
   outside :data:`RANDOMISED` wherever the task allows (:data:`DISJOINT_FACTORS`); the rest
   overlap on purpose (:data:`OVERLAPPING_FACTORS` says why).
+- :data:`SHIFTED_2` (measurement only): a second such rendering, fixed once ``shifted`` had
+  informed a training choice and before anything was chosen with it in view
+  (:data:`HELD_OUT_STYLES` holds both, with what each shares with :data:`RANDOMISED` and why).
 
 Values are linear attenuation (higher = denser) in 12 bits, as every phantom style; MONOCHROME1,
 the study layout and the header come from the archive. The image's window (WindowCenter/Width)
@@ -32,11 +35,13 @@ import numpy as np
 from dicom_io.phantom.config import PhantomError
 from dicom_io.phantom.draw import BOX_PAD_PX, MAX_VALUE, Box, PhantomImage
 from dicom_io.phantom.style_ranges import (
-    DISJOINT_FACTORS, OVERLAPPING_FACTORS, RANDOMISED, SHIFTED, STYLE_RANGES, StyleRanges, range_fields,
+    DISJOINT_FACTORS, HELD_OUT_STYLES, OVERLAPPING_FACTORS, RANDOMISED, SHIFTED, SHIFTED_2, STYLE_RANGES,
+    HeldOutStyle, StyleRanges, range_fields,
 )
 from dicom_io.phantom.varied_bones import Bone, Gap, place_bones, place_gap, place_mark, render_bone, pick, soft_edge, uniform
 
-__all__ = ["DISJOINT_FACTORS", "OVERLAPPING_FACTORS", "RANDOMISED", "SHIFTED", "STYLE_RANGES", "StyleRanges",
+__all__ = ["DISJOINT_FACTORS", "HELD_OUT_STYLES", "HeldOutStyle", "OVERLAPPING_FACTORS", "RANDOMISED", "SHIFTED",
+           "SHIFTED_2", "STYLE_RANGES", "StyleRanges",
            "StyledDraw", "draw_styled", "generate_styled_image", "range_fields"]
 
 _FONTS_PLAIN = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_PLAIN, cv2.FONT_HERSHEY_DUPLEX)
@@ -240,6 +245,14 @@ def _window(rng: np.random.Generator, r: StyleRanges, image: np.ndarray, field: 
     return int(round((low + high) / 2)), max(int(round(high - low)), 2)
 
 
+class _EmptyGap(Exception):
+    """A placed gap left no pixel inside its bone (a bone a few pixels wide): draw again."""
+
+
+#: Draws of one image before a style's ranges are judged impossible on the canvas.
+_DRAW_TRIES = 20
+
+
 def draw_styled(
     rng: np.random.Generator,
     ranges: StyleRanges,
@@ -250,14 +263,34 @@ def draw_styled(
 ) -> StyledDraw:
     """Draw one image of a style: pixels, truth boxes, window, and what was drawn.
 
+    A draw whose fracture gap keeps no pixel inside its bone (bones only a few pixels wide on a
+    small canvas) is drawn again from the same generator, so every truth box holds a gap; a draw
+    that succeeds the first time is the draw it always was.
+
     Args:
         rng: the only source of randomness; the same generator state gives the same image.
-        ranges: the style (:data:`RANDOMISED` or :data:`SHIFTED`).
+        ranges: the style (one of :data:`STYLE_RANGES`).
         positive: draw one fracture (two with ``two_fracture_fraction``) when true.
         size_range: ``PhantomConfig.size_range``; canvas sides are ``ranges.size_of_max`` times
             its upper end.
         two_fracture_fraction: share of positive images with two fractures.
+
+    Raises:
+        PhantomError: no draw in :data:`_DRAW_TRIES` gave a visible gap (the canvas is too small
+            for the style's bones).
     """
+    for _ in range(_DRAW_TRIES):
+        try:
+            return _draw_once(rng, ranges, positive=positive, size_range=size_range,
+                              two_fracture_fraction=two_fracture_fraction)
+        except _EmptyGap:
+            continue
+    raise PhantomError(f"no fracture gap stayed visible in {_DRAW_TRIES} draws: the bones are too narrow on "
+                       f"canvases of size_range {size_range}; draw larger images")
+
+
+def _draw_once(rng: np.random.Generator, ranges: StyleRanges, *, positive: bool, size_range: tuple[int, int],
+               two_fracture_fraction: float) -> StyledDraw:
     n_gaps = (2 if rng.random() < two_fracture_fraction else 1) if positive else 0
     for _attempt in range(60):
         lo, hi = (int(np.clip(round(f * size_range[1]), 64, 4096)) for f in ranges.size_of_max)
@@ -336,8 +369,8 @@ def draw_styled(
     for k in range(len(gaps)):
         pad = int(rng.integers(BOX_PAD_PX[0], BOX_PAD_PX[1] + 1))
         ys, xs = np.nonzero(gap_masks[k])
-        if ys.size == 0:  # pragma: no cover - a placed gap always crosses its bone
-            raise PhantomError("a fracture gap fell outside its bone")
+        if ys.size == 0:  # a bone a few pixels wide can hide its gap entirely
+            raise _EmptyGap
         boxes.append((max(int(xs.min()) - pad, 0), max(int(ys.min()) - pad, 0),
                       min(int(xs.max()) + 1 + pad, cols), min(int(ys.max()) + 1 + pad, rows)))
 
@@ -384,7 +417,7 @@ def draw_styled(
 
 def generate_styled_image(rng: np.random.Generator, style: str, *, positive: bool,
                           size_range: tuple[int, int], two_fracture_fraction: float) -> PhantomImage:
-    """One image of the ``randomised`` or ``shifted`` style (see :func:`draw_styled`)."""
+    """One image of a varied style (:data:`STYLE_RANGES`; see :func:`draw_styled`)."""
     if style not in STYLE_RANGES:
         raise PhantomError(f"unknown varied style {style!r}; choose one of {sorted(STYLE_RANGES)}")
     return draw_styled(rng, STYLE_RANGES[style], positive=positive, size_range=size_range,

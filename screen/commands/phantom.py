@@ -20,8 +20,8 @@ from dicom_io.phantom.config import STYLES
 @click.option("--style", type=click.Choice(list(STYLES)), default="rods", show_default=True,
               help="What the images show: rods (the phantom), toy (bright shapes on noise, for the "
                    "detector's learnability check), randomised (the rods task with every rendering "
-                   "factor varied, for training) or shifted (a rendering outside randomised's ranges, "
-                   "for measurement); docs/phantom.md \"Styles\".")
+                   "factor varied, for training), shifted or shifted-2 (two renderings outside "
+                   "randomised's ranges, for measurement only); docs/phantom.md \"Styles\".")
 @click.option("--overwrite", is_flag=True,
               help="Write into a non-empty OUT_DIR, deleting .dcm files this config does not produce.")
 def phantom_cmd(out_dir: Path, labels_csv: Path, studies: int, seed: int, positive_fraction: float,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dicom_io.phantom.style_ranges import FACTOR_GROUPS, RANDOMISED, SHIFTED
+from dicom_io.phantom.style_ranges import FACTOR_GROUPS, RANDOMISED, SHIFTED, SHIFTED_2
 from tests.bench.test_bench_smoke import _load
 
 shift_factors = _load("shift_factors")
@@ -19,6 +19,23 @@ def test_variants_are_the_baseline_each_group_and_the_whole_shift() -> None:
     assert found["randomised"] == RANDOMISED and found["shifted"] == SHIFTED
     assert found["+window"].window_low == SHIFTED.window_low
     assert found["+window"].marker_styles == RANDOMISED.marker_styles
+
+
+def test_the_second_held_out_style_gives_its_own_variants_and_folders() -> None:
+    found = shift_factors.variants(("window",), "shifted-2")
+    assert list(found) == ["randomised", "+window", "shifted-2"]
+    assert found["shifted-2"] == SHIFTED_2 and found["+window"].window_low == SHIFTED_2.window_low
+    assert found["+window"].window_low != SHIFTED.window_low
+    # shifted's folders keep their names; shifted-2's groups get their own beside them
+    names = {shift_factors.folder_name(v, h) for h in ("shifted", "shifted-2")
+             for v in shift_factors.variants(("window",), h)}
+    assert names == {"randomised", "window", "shifted", "shifted-2+window", "shifted-2"}
+
+
+def test_an_unknown_held_out_style_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        shift_factors.main(["--out", str(tmp_path), "--held-out", "randomised"])
+    assert "invalid choice" in capsys.readouterr().err
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
-"""The ``randomised`` and ``shifted`` phantom styles (dicom_io/phantom/varied.py, docs/phantom.md).
+"""The ``randomised``, ``shifted`` and ``shifted-2`` phantom styles (dicom_io/phantom/varied.py,
+docs/phantom.md).
 
 Same task as ``rods`` (a dark gap across a bone, boxed), every rendering factor drawn from the
-declared :class:`StyleRanges`; ``shifted`` lies outside ``randomised`` where the docs say so.
+declared :class:`StyleRanges`; each measurement style lies outside ``randomised`` where its
+declaration says so.
 ``rods`` and ``toy`` must draw exactly what they drew before the styles were added.
 """
 
@@ -23,9 +25,11 @@ from dicom_io.phantom.config import STYLES, PhantomError
 from dicom_io.phantom.draw import BOX_PAD_PX, MAX_VALUE
 from dicom_io.phantom.varied import (
     DISJOINT_FACTORS,
+    HELD_OUT_STYLES,
     OVERLAPPING_FACTORS,
     RANDOMISED,
     SHIFTED,
+    SHIFTED_2,
     STYLE_RANGES,
     StyleRanges,
     StyledDraw,
@@ -37,7 +41,7 @@ from dicom_io.pixels import load_radiograph
 from dicom_io.scan import SELECTED, scan_archive
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "phantom.md"
-# Small canvases keep the tests quick: randomised 72..259 px, shifted 269..326 px.
+# Small canvases keep the tests quick: randomised 72..259 px, shifted 269..326 px, shifted-2 106..192 px.
 SMALL_SIZE = (96, 192)
 
 
@@ -55,7 +59,12 @@ def _read_labels(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-@pytest.fixture(scope="module", params=["randomised", "shifted"])
+VARIED = ["randomised", "shifted", "shifted-2"]
+HELD_OUT_FACTORS = [(style, name) for style, held in HELD_OUT_STYLES.items() for name in held.disjoint]
+HELD_OUT_SHARED = [(style, name) for style, held in HELD_OUT_STYLES.items() for name in sorted(held.overlapping)]
+
+
+@pytest.fixture(scope="module", params=VARIED)
 def styled_archive(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
                    ) -> tuple[str, PhantomConfig, Path, Path]:
     style = str(request.param)
@@ -69,11 +78,13 @@ def styled_archive(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 
 
 def test_styles_are_registered() -> None:
-    assert STYLES[:2] == ("rods", "toy") and {"randomised", "shifted"} <= set(STYLES)
-    assert PhantomConfig(style="randomised").fingerprint() != PhantomConfig(style="shifted").fingerprint()
+    assert STYLES[:2] == ("rods", "toy") and set(VARIED) <= set(STYLES)
+    assert set(HELD_OUT_STYLES) == {"shifted", "shifted-2"} and HELD_OUT_STYLES["shifted-2"].ranges is SHIFTED_2
+    fingerprints = {PhantomConfig(style=style).fingerprint() for style in VARIED}
+    assert len(fingerprints) == len(VARIED)
 
 
-@pytest.mark.parametrize("style", ["randomised", "shifted"])
+@pytest.mark.parametrize("style", VARIED)
 def test_drawing_is_deterministic(style: str) -> None:
     a, b = _draw(style, 4, True), _draw(style, 4, True)
     assert np.array_equal(a.image.pixels, b.image.pixels)
@@ -92,7 +103,7 @@ def test_archive_regenerates_bit_for_bit(styled_archive: tuple[str, PhantomConfi
 # ---------------------------------------------------------------- truth
 
 
-@pytest.mark.parametrize("style", ["randomised", "shifted"])
+@pytest.mark.parametrize("style", VARIED)
 def test_boxes_lie_inside_and_cover_a_real_gap(style: str) -> None:
     checked = 0
     for seed in range(16):
@@ -132,7 +143,7 @@ def test_boxes_lie_inside_and_cover_a_real_gap(style: str) -> None:
     assert checked >= 12
 
 
-@pytest.mark.parametrize("style", ["randomised", "shifted"])
+@pytest.mark.parametrize("style", VARIED)
 def test_positives_have_boxes_and_negatives_none(style: str) -> None:
     for seed in range(10):
         positive, negative = _draw(style, seed, True).image, _draw(style, 100 + seed, False).image
@@ -180,22 +191,36 @@ def test_every_factor_is_declared_disjoint_or_overlapping() -> None:
     names = set(range_fields())
     assert set(DISJOINT_FACTORS) | set(OVERLAPPING_FACTORS) == names
     assert not set(DISJOINT_FACTORS) & set(OVERLAPPING_FACTORS)
+    assert HELD_OUT_STYLES["shifted"].disjoint == tuple(n for n in range_fields() if n in DISJOINT_FACTORS)
+    for style, held in HELD_OUT_STYLES.items():
+        assert set(held.overlapping) <= names, style
+        assert set(held.disjoint) | set(held.overlapping) == names and not set(held.disjoint) & set(held.overlapping)
+        assert all(reason.strip() for reason in held.overlapping.values()), style
 
 
-@pytest.mark.parametrize("name", DISJOINT_FACTORS)
-def test_shifted_is_outside_randomised_where_declared(name: str) -> None:
-    ours, theirs = getattr(SHIFTED, name), getattr(RANDOMISED, name)
-    assert not (ours is None and theirs is None), f"{name} is drawn by neither style"
-    assert not _overlap(ours, theirs), f"{name}: shifted {ours} overlaps randomised {theirs}"
+@pytest.mark.parametrize(("style", "name"), HELD_OUT_FACTORS)
+def test_held_out_styles_are_outside_randomised_where_declared(style: str, name: str) -> None:
+    ours, theirs = getattr(HELD_OUT_STYLES[style].ranges, name), getattr(RANDOMISED, name)
+    assert not (ours is None and theirs is None), f"{name} is drawn by neither {style} nor randomised"
+    assert not _overlap(ours, theirs), f"{name}: {style} {ours} overlaps randomised {theirs}"
 
 
-@pytest.mark.parametrize("name", sorted(OVERLAPPING_FACTORS))
-def test_overlapping_factors_do_overlap(name: str) -> None:
-    assert _overlap(getattr(SHIFTED, name), getattr(RANDOMISED, name))
+@pytest.mark.parametrize(("style", "name"), HELD_OUT_SHARED)
+def test_overlapping_factors_do_overlap(style: str, name: str) -> None:
+    assert _overlap(getattr(HELD_OUT_STYLES[style].ranges, name), getattr(RANDOMISED, name))
+
+
+def test_the_second_held_out_style_is_not_the_first() -> None:
+    """shifted-2 measures what shifted no longer can (shifted informed a training choice): most of
+    its factors differ from shifted's too, and none of its families is one randomised draws."""
+    differ = [n for n in range_fields() if getattr(SHIFTED_2, n) != getattr(SHIFTED, n)]
+    assert len(differ) > len(range_fields()) // 2, differ
+    for name in ("cortex_profiles", "marker_styles"):  # families neither earlier style draws
+        assert not set(getattr(SHIFTED_2, name)) & set(getattr(SHIFTED, name) + getattr(RANDOMISED, name))
 
 
 def test_ranges_are_well_formed() -> None:
-    for ranges in (RANDOMISED, SHIFTED):
+    for ranges in (RANDOMISED, SHIFTED, SHIFTED_2):
         for name in range_fields():
             value = getattr(ranges, name)
             if _is_range(value):
@@ -257,14 +282,17 @@ def test_randomised_factors_vary() -> None:
     assert shapes == set(RANDOMISED.bone_shapes) and profiles == set(RANDOMISED.fracture_profiles)
 
 
-def test_shifted_draws_only_its_own_families() -> None:
+@pytest.mark.parametrize("style", sorted(HELD_OUT_STYLES))
+def test_held_out_styles_draw_only_their_own_families(style: str) -> None:
+    ranges = HELD_OUT_STYLES[style].ranges
     for seed in range(6):
-        f = _draw("shifted", seed, positive=True).factors
-        assert set(f["bone_shapes"]) <= set(SHIFTED.bone_shapes)  # type: ignore[call-overload]
-        assert set(f["fracture_profiles"]) <= set(SHIFTED.fracture_profiles)  # type: ignore[call-overload]
-        assert f["noise_texture"] in SHIFTED.noise_textures
-        assert f["collimation_kind"] in SHIFTED.collimation_kinds
-        assert set(f["markers"]) <= set(SHIFTED.marker_styles)  # type: ignore[call-overload]
+        f = _draw(style, seed, positive=True).factors
+        assert set(f["bone_shapes"]) <= set(ranges.bone_shapes)  # type: ignore[call-overload]
+        assert set(f["cortex_profiles"]) <= set(ranges.cortex_profiles)  # type: ignore[call-overload]
+        assert set(f["fracture_profiles"]) <= set(ranges.fracture_profiles)  # type: ignore[call-overload]
+        assert f["noise_texture"] in ranges.noise_textures
+        assert f["collimation_kind"] in ranges.collimation_kinds
+        assert set(f["markers"]) <= set(ranges.marker_styles)  # type: ignore[call-overload]
 
 
 # ---------------------------------------------------------------- through the project's reader
@@ -518,3 +546,44 @@ def test_ranges_refuse_an_unknown_or_empty_family(field: str) -> None:
         replace(RANDOMISED, **{field: ()})
     every = tuple(sorted(FAMILIES[field]))
     assert getattr(replace(RANDOMISED, **{field: every}), field) == every
+
+
+def test_a_draw_whose_gap_vanishes_is_drawn_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a small canvas a shifted-2 bone can be a few pixels wide and hide a partial gap (seed 14
+    of the box test above once raised): the image is drawn again, and when no draw can show a
+    gap the error says the canvas is too small."""
+    from dicom_io.phantom import varied
+
+    draws: list[StyledDraw | None] = []
+    once = varied._draw_once
+
+    def counted(*args: object, **kwargs: object) -> StyledDraw:
+        draws.append(None)
+        return once(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(varied, "_draw_once", counted)
+    drawn = _draw("shifted-2", 14, True)
+    assert len(draws) == 2, "seed 14's first draw hides its gap: the test no longer covers the redraw"
+    assert drawn.image.boxes and all(mask.any() for mask in drawn.gap_masks)
+
+    def empty(*args: object, **kwargs: object) -> StyledDraw:
+        raise varied._EmptyGap
+
+    monkeypatch.setattr(varied, "_draw_once", empty)
+    with pytest.raises(PhantomError, match="too narrow"):
+        _draw("shifted-2", 14, True)
+
+
+# The measurement styles are frozen: a figure on one compares with earlier figures only while its
+# ranges stay what they were. A change here means a new style (a new name), not an edit.
+FROZEN_STYLES = {
+    "shifted": "7677a2dfcf495e60521b6352a37b1bc1302eb21e483e988293b6a7ab1f50739f",
+    "shifted-2": "27195d2a889e859a419735283613974aae263aa39e174ffc4b9673160ec2ebd2",
+}
+
+
+@pytest.mark.parametrize("style", sorted(FROZEN_STYLES))
+def test_held_out_styles_stay_frozen(style: str) -> None:
+    text = repr(HELD_OUT_STYLES[style].ranges)
+    assert hashlib.sha256(text.encode()).hexdigest() == FROZEN_STYLES[style], (
+        f"{style}'s ranges changed: every figure measured on it is stale; declare a new held-out style instead")
