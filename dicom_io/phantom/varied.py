@@ -245,8 +245,9 @@ def _window(rng: np.random.Generator, r: StyleRanges, image: np.ndarray, field: 
     return int(round((low + high) / 2)), max(int(round(high - low)), 2)
 
 
-class _EmptyGap(Exception):
-    """A placed gap left no pixel inside its bone (a bone a few pixels wide): draw again."""
+class _EmptyGap(PhantomError):
+    """A placed gap left no pixel inside its bone (a bone a few pixels wide): draw again (never
+    leaves :func:`draw_styled`)."""
 
 
 #: Draws of one image before a style's ranges are judged impossible on the canvas.
@@ -370,7 +371,7 @@ def _draw_once(rng: np.random.Generator, ranges: StyleRanges, *, positive: bool,
         pad = int(rng.integers(BOX_PAD_PX[0], BOX_PAD_PX[1] + 1))
         ys, xs = np.nonzero(gap_masks[k])
         if ys.size == 0:  # a bone a few pixels wide can hide its gap entirely
-            raise _EmptyGap
+            raise _EmptyGap("a fracture gap kept no pixel inside its bone")
         boxes.append((max(int(xs.min()) - pad, 0), max(int(ys.min()) - pad, 0),
                       min(int(xs.max()) + 1 + pad, cols), min(int(ys.max()) + 1 + pad, rows)))
 

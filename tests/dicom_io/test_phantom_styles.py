@@ -567,7 +567,7 @@ def test_a_draw_whose_gap_vanishes_is_drawn_again(monkeypatch: pytest.MonkeyPatc
     assert drawn.image.boxes and all(mask.any() for mask in drawn.gap_masks)
 
     def empty(*args: object, **kwargs: object) -> StyledDraw:
-        raise varied._EmptyGap
+        raise varied._EmptyGap("empty")
 
     monkeypatch.setattr(varied, "_draw_once", empty)
     with pytest.raises(PhantomError, match="too narrow"):
