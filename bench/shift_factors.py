@@ -6,10 +6,11 @@
 For the baseline (the ``randomised`` style: the training rendering, fresh patients), for each
 factor group of :data:`dicom_io.phantom.style_ranges.FACTOR_GROUPS` (``randomised`` with that
 group's ranges taken from the held-out style, ``shifted`` by default:
-:func:`~dicom_io.phantom.style_ranges.blend`) and for the whole held-out style, it draws a phantom archive of ``--studies`` studies (one seed for all,
-so the studies, patients and labels are the same and only the look differs), runs ``screen
-eval`` of the site config on it, and prints each member's and the fused score's study AUC
-(with a percentile bootstrap interval over studies) and its change from the baseline. A group
+:func:`~dicom_io.phantom.style_ranges.blend`) and for the whole held-out style, it draws a
+phantom archive of ``--studies`` studies (one seed for all, so the studies, patients and labels
+are the same and only the look differs), runs ``screen eval`` of the site config on it, and
+prints each member's and the fused score's study AUC (with a percentile bootstrap interval over
+studies) and its change from the baseline. A group
 whose change is large is what the members are fragile to; a group near zero is one they already
 ignore; the intervals say which changes a set of this size can tell from noise (the variants
 draw other images for the same studies, so the changes are not paired). Archives and

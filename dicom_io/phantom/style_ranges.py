@@ -294,18 +294,6 @@ SHIFTED_2 = StyleRanges(
     marker_height=(0.095, 0.12),
 )
 
-#: Factors whose ``shifted`` values lie outside what ``randomised`` draws (disjoint ranges or
-#: families, or a family-specific factor that ``randomised`` never draws).
-DISJOINT_FACTORS: tuple[str, ...] = (
-    "size_of_max", "bone_shapes", "bone_ends", "bone_width", "taper_ratio", "curvature",
-    "waist_ratio", "end_width", "bone_density", "rim_px", "rim_boost",
-    "medulla_drop", "cortex_fraction", "fracture_width", "fracture_obliquity", "fracture_drop",
-    "fracture_profiles", "shift_px", "distractor_kinds", "blur_sigma", "noise_textures",
-    "noise_correlation_px", "stripe_strength", "gradient_kinds", "gradient_amount", "background",
-    "tissue", "window_low", "window_high", "collimation_kinds", "collimation_sides",
-    "collimation_band", "collimation_ellipse", "marker_styles", "marker_height",
-)  # fmt: skip
-
 #: Factors that ``shifted`` shares with ``randomised``, and why.
 OVERLAPPING_FACTORS: Mapping[str, str] = {
     "bone_count": "one or two bones is what the task looks like; three would not fit thick bones",
@@ -414,3 +402,9 @@ HELD_OUT_STYLES: Mapping[str, HeldOutStyle] = {
 def range_fields() -> tuple[str, ...]:
     """Names of every field of :class:`StyleRanges` (each is disjoint or overlapping)."""
     return tuple(f.name for f in fields(StyleRanges))
+
+
+#: Factors whose ``shifted`` values lie outside what ``randomised`` draws (disjoint ranges or
+#: families, or a family-specific factor that ``randomised`` never draws): every factor that
+#: :data:`OVERLAPPING_FACTORS` does not name.
+DISJOINT_FACTORS: tuple[str, ...] = HELD_OUT_STYLES["shifted"].disjoint
