@@ -196,9 +196,17 @@ class DemoOptions:
             )
         from dicom_io.phantom.config import STYLES
 
+        from dicom_io.phantom.style_ranges import HELD_OUT_STYLES
+
+        allowed = [s for s in STYLES if s != "toy"]
         for style in (*self.train_styles, *self.eval_styles):
-            if style not in STYLES or style == "toy":
-                raise DemoError(f"demo phantom styles must be among rods, randomised, shifted, shifted-2; got {style!r}")
+            if style not in allowed:
+                raise DemoError(f"demo phantom styles must be among {', '.join(allowed)}; got {style!r}")
+        held_out = [style for style in self.train_styles if style in HELD_OUT_STYLES]
+        if held_out:
+            raise DemoError(f"{held_out[0]!r} is a measurement style (never trained on: a figure on it is "
+                            f"only unbiased while no member learned it); train on "
+                            f"{', '.join(s for s in allowed if s not in HELD_OUT_STYLES)}")
         if len(set(self.train_styles)) != len(self.train_styles):
             raise DemoError(f"a training mix names each style once; got {self.train_style!r}")
         clash = [style for style, seed in self.train_phantoms() if seed == self.eval_seed]

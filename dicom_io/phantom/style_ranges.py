@@ -294,6 +294,33 @@ SHIFTED_2 = StyleRanges(
     marker_height=(0.095, 0.12),
 )
 
+#: A wider training style, declared on 2026-12-07 (before any member was trained on it) by one
+#: rule: :data:`RANDOMISED` with every family the generator draws, so no bone shape or end, cortical
+#: profile, gap profile, distractor, noise texture, gradient, collimation shape or marker look is
+#: unseen in training. Every range stays :data:`RANDOMISED`'s; the ranges that only a family new
+#: here uses (waist, stripe strength, ellipse size) are taken outside both measurement styles', so
+#: each of their disjoint *ranges* stays outside training (``WIDE_SHARED_FAMILIES`` names the
+#: family factors they now share with it).
+WIDE = replace(
+    RANDOMISED,
+    bone_shapes=tuple(sorted(FAMILIES["bone_shapes"])),
+    bone_ends=tuple(sorted(FAMILIES["bone_ends"])),
+    waist_ratio=(0.5, 0.64),
+    cortex_profiles=tuple(sorted(FAMILIES["cortex_profiles"])),
+    fracture_profiles=tuple(sorted(FAMILIES["fracture_profiles"])),
+    distractor_kinds=tuple(sorted(FAMILIES["distractor_kinds"])),
+    noise_textures=tuple(sorted(FAMILIES["noise_textures"])),
+    stripe_strength=(0.15, 0.45),
+    gradient_kinds=tuple(sorted(FAMILIES["gradient_kinds"])),
+    collimation_kinds=tuple(sorted(FAMILIES["collimation_kinds"])),
+    collimation_ellipse=(0.65, 0.84),
+    marker_styles=tuple(sorted(FAMILIES["marker_styles"])),
+)
+
+#: The family factors (see :data:`FAMILIES`) that every measurement style shares with :data:`WIDE`:
+#: all of them, by its rule.
+WIDE_SHARED_FAMILIES: tuple[str, ...] = tuple(FAMILIES)
+
 #: Factors that ``shifted`` shares with ``randomised``, and why.
 OVERLAPPING_FACTORS: Mapping[str, str] = {
     "bone_count": "one or two bones is what the task looks like; three would not fit thick bones",
@@ -373,7 +400,7 @@ SHIFTED_2_OVERLAPPING: Mapping[str, str] = {
 
 
 #: The declared ranges of each varied style, by name.
-STYLE_RANGES: Mapping[str, StyleRanges] = {"randomised": RANDOMISED, "shifted": SHIFTED,
+STYLE_RANGES: Mapping[str, StyleRanges] = {"randomised": RANDOMISED, "wide": WIDE, "shifted": SHIFTED,
                                            "shifted-2": SHIFTED_2}
 
 

@@ -433,7 +433,8 @@ def summary_lines(report: DemoReport) -> list[str]:
 @click.option("--train-studies", type=click.IntRange(min=4), default=800, show_default=True)
 @click.option("--eval-studies", type=click.IntRange(min=4), default=300, show_default=True)
 @click.option("--style", "train_style", default="randomised", show_default=True,
-              help="Phantom style of the training archive (rods or randomised; sample_data/README.md), "
+              help="Phantom style of the training archive (rods, randomised or wide; never a measurement "
+                   "style such as shifted; sample_data/README.md), "
                    "or a mix joined by '+' (rods+randomised: TRAIN_STUDIES studies of each style, "
                    "each with its own seed, split by patient together).")
 @click.option("--eval-styles", default="randomised,shifted,shifted-2", show_default=True,

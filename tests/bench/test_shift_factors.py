@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dicom_io.phantom.style_ranges import FACTOR_GROUPS, RANDOMISED, SHIFTED, SHIFTED_2
+from dicom_io.phantom.style_ranges import FACTOR_GROUPS, RANDOMISED, SHIFTED, SHIFTED_2, WIDE
 from tests.bench.test_bench_smoke import _load
 
 shift_factors = _load("shift_factors")
@@ -30,6 +30,34 @@ def test_the_second_held_out_style_gives_its_own_variants_and_folders() -> None:
     names = {shift_factors.folder_name(v, h) for h in ("shifted", "shifted-2")
              for v in shift_factors.variants(("window",), h)}
     assert names == {"randomised", "window", "shifted", "shifted-2+window", "shifted-2"}
+
+
+def test_a_wide_baseline_puts_the_groups_into_wide_under_its_own_folder(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    found = shift_factors.variants(("markers",), "shifted-2", "wide")
+    assert list(found) == ["wide", "+markers", "shifted-2"]
+    assert found["wide"] == WIDE and found["+markers"].marker_height == SHIFTED_2.marker_height
+    assert found["+markers"].noise_textures == WIDE.noise_textures != RANDOMISED.noise_textures
+    names = {shift_factors.folder_name(v, "shifted-2", "wide") for v in found}
+    assert names == {"base-wide/wide", "base-wide/shifted-2+markers", "base-wide/shifted-2"}
+    styles: list[str] = []
+
+    def fake_write(archive: Path, labels: Path, config: object, **kwargs: object) -> None:
+        styles.append(config.style)  # type: ignore[attr-defined]
+        labels.write_text("x\n")
+
+    monkeypatch.setattr(shift_factors, "write_phantom_archive", fake_write)
+    shift_factors.draw(tmp_path / "w", found["+markers"], 4, 1, "wide")
+    shift_factors.draw(tmp_path / "w", found["+markers"], 4, 1)  # another baseline: drawn again
+    assert styles == ["wide", "randomised"]
+
+
+@pytest.mark.parametrize("base", ["shifted", "shifted-2", "rods"])
+def test_a_baseline_must_be_a_varied_training_style(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    base: str) -> None:
+    with pytest.raises(SystemExit):
+        shift_factors.main(["--out", str(tmp_path), "--base", base])
+    assert "invalid choice" in capsys.readouterr().err
 
 
 def test_an_unknown_held_out_style_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

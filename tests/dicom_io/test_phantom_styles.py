@@ -36,6 +36,7 @@ from dicom_io.phantom.varied import (
     draw_styled,
     range_fields,
 )
+from dicom_io.phantom.style_ranges import FAMILIES, WIDE, WIDE_SHARED_FAMILIES
 from dicom_io.phantom.varied_bones import Bone, render_bone
 from dicom_io.pixels import load_radiograph
 from dicom_io.scan import SELECTED, scan_archive
@@ -59,8 +60,9 @@ def _read_labels(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-VARIED = ["randomised", "shifted", "shifted-2"]
+VARIED = ["randomised", "wide", "shifted", "shifted-2"]
 HELD_OUT_FACTORS = [(style, name) for style, held in HELD_OUT_STYLES.items() for name in held.disjoint]
+HELD_OUT_RANGES = [(style, name) for style, name in HELD_OUT_FACTORS if name not in FAMILIES]
 HELD_OUT_SHARED = [(style, name) for style, held in HELD_OUT_STYLES.items() for name in sorted(held.overlapping)]
 
 
@@ -210,6 +212,46 @@ def test_overlapping_factors_do_overlap(style: str, name: str) -> None:
     assert _overlap(getattr(HELD_OUT_STYLES[style].ranges, name), getattr(RANDOMISED, name))
 
 
+def test_wide_is_randomised_with_every_family() -> None:
+    """The declared rule of the wide training style: every family, randomised's ranges, and the
+    ranges only a new family uses (randomised has none) taken outside both measurement styles."""
+    new_family_ranges = {"waist_ratio", "stripe_strength", "collimation_ellipse"}
+    for name in range_fields():
+        ours, theirs = getattr(WIDE, name), getattr(RANDOMISED, name)
+        if name in FAMILIES:
+            assert set(ours) == FAMILIES[name], name
+        elif name in new_family_ranges:
+            assert theirs is None and _is_range(ours), name
+            for style, held in HELD_OUT_STYLES.items():
+                assert not _overlap(ours, getattr(held.ranges, name)), f"{name} overlaps {style}"
+        else:
+            assert ours == theirs, name
+    assert set(WIDE_SHARED_FAMILIES) == set(FAMILIES)
+
+
+@pytest.mark.parametrize(("style", "name"), HELD_OUT_RANGES)
+def test_held_out_ranges_stay_outside_wide(style: str, name: str) -> None:
+    """Only the families are shared with the wide training style: every range a measurement style
+    holds outside randomised lies outside wide too."""
+    ours, theirs = getattr(HELD_OUT_STYLES[style].ranges, name), getattr(WIDE, name)
+    assert not _overlap(ours, theirs), f"{name}: {style} {ours} overlaps wide {theirs}"
+
+
+def test_wide_draws_every_family() -> None:
+    seen: dict[str, set[str]] = {}
+    keys = {"bone_shapes": "bone_shapes", "bone_ends": "bone_ends", "cortex_profiles": "cortex_profiles",
+            "fracture_profiles": "fracture_profiles", "distractor_kinds": "distractor_kinds",
+            "noise_texture": "noise_textures", "gradient_kind": "gradient_kinds",
+            "collimation_kind": "collimation_kinds", "markers": "marker_styles"}
+    for seed in range(60):
+        factors = _draw("wide", seed, positive=seed % 3 != 0).factors
+        for key, family in keys.items():
+            value = factors[key]
+            seen.setdefault(family, set()).update(value if isinstance(value, tuple) else {value})
+    for family in keys.values():
+        assert seen[family] == set(FAMILIES[family]), family
+
+
 def test_the_second_held_out_style_is_not_the_first() -> None:
     """shifted-2 measures what shifted no longer can (shifted informed a training choice): most of
     its factors differ from shifted's too, and none of its families is one randomised draws."""
@@ -220,7 +262,7 @@ def test_the_second_held_out_style_is_not_the_first() -> None:
 
 
 def test_ranges_are_well_formed() -> None:
-    for ranges in (RANDOMISED, SHIFTED, SHIFTED_2):
+    for ranges in (RANDOMISED, WIDE, SHIFTED, SHIFTED_2):
         for name in range_fields():
             value = getattr(ranges, name)
             if _is_range(value):
@@ -538,7 +580,7 @@ def test_ranges_refuse_an_unknown_or_empty_family(field: str) -> None:
     """A misspelt family would silently draw the default branch's look: refused, naming the choices."""
     from dataclasses import replace
 
-    from dicom_io.phantom.style_ranges import FAMILIES
+    from dicom_io.phantom.style_ranges import FAMILIES, WIDE, WIDE_SHARED_FAMILIES
 
     with pytest.raises(ValueError, match=f"StyleRanges.{field} must name one or more of"):
         replace(RANDOMISED, **{field: ("no-such-family",)})

@@ -213,6 +213,16 @@ def test_a_training_mix_is_refused_when_it_repeats_a_style_or_lands_on_the_eval_
         DemoOptions(train_style="rods+randomised", train_seed=1, eval_seed=1 + MIX_SEED_STEP)
 
 
+@pytest.mark.parametrize("style", ["shifted", "shifted-2", "rods+shifted", "wide+shifted-2"])
+def test_a_measurement_style_is_never_trained_on(style: str) -> None:
+    from dicom_io.phantom.style_ranges import HELD_OUT_STYLES
+
+    assert {"shifted", "shifted-2"} <= set(HELD_OUT_STYLES)
+    with pytest.raises(DemoError, match="measurement style"):
+        DemoOptions(train_style=style)
+    assert DemoOptions(train_style="rods+wide", eval_styles=("wide", *HELD_OUT_STYLES)).train_styles == ("rods", "wide")
+
+
 def test_a_training_mix_whose_archives_share_a_patient_id_is_refused() -> None:
     from train.demo import _check_disjoint_patients
 
