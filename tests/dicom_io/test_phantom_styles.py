@@ -580,7 +580,6 @@ def test_ranges_refuse_an_unknown_or_empty_family(field: str) -> None:
     """A misspelt family would silently draw the default branch's look: refused, naming the choices."""
     from dataclasses import replace
 
-
     with pytest.raises(ValueError, match=f"StyleRanges.{field} must name one or more of"):
         replace(RANDOMISED, **{field: ("no-such-family",)})
     with pytest.raises(ValueError, match=f"StyleRanges.{field}"):
