@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                       args.held_out, args.base)
     print("\n".join(table(results)))
     if args.json is not None:
-        args.json.write_text(json.dumps({"studies": args.studies, "seed": args.seed, "held_out": args.held_out, "base": args.base,
-                                         "aucs": results},
+        args.json.write_text(json.dumps({"studies": args.studies, "seed": args.seed, "held_out": args.held_out,
+                                         "base": args.base, "aucs": results},
                                         indent=2), encoding="utf-8")
     return 0
 

@@ -195,7 +195,6 @@ class DemoOptions:
                 "judged on a phantom set they never saw"
             )
         from dicom_io.phantom.config import STYLES
-
         from dicom_io.phantom.style_ranges import HELD_OUT_STYLES
 
         allowed = [s for s in STYLES if s != "toy"]

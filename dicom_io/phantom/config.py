@@ -21,8 +21,8 @@ PHANTOM_VERSION = "phantom-1"
 
 #: Drawing styles: ``rods`` (the phantom of docs/phantom.md, the default), ``toy`` (bright
 #: shapes on noise, for the detector's learnability check: :mod:`dicom_io.phantom.toy`), and
-#: ``randomised`` (training) / ``shifted`` and ``shifted-2`` (measurement): the rods task rendered
-#: from declared ranges (:mod:`dicom_io.phantom.varied`, docs/phantom.md "Styles").
+#: ``randomised`` and ``wide`` (training) / ``shifted`` and ``shifted-2`` (measurement): the rods
+#: task rendered from declared ranges (:mod:`dicom_io.phantom.varied`, docs/phantom.md "Styles").
 STYLES: tuple[str, ...] = ("rods", "toy", "randomised", "wide", "shifted", "shifted-2")
 
 #: Names of the three storage forms, in the order of :attr:`PhantomConfig.compression_mix`.

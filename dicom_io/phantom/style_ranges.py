@@ -1,11 +1,12 @@
-"""The declared ranges of the ``randomised``, ``shifted`` and ``shifted-2`` phantom styles.
+"""The declared ranges of the ``randomised``, ``wide``, ``shifted`` and ``shifted-2`` phantom styles.
 
 :data:`RANDOMISED` (training) draws every rendering factor from wide ranges that contain the
 ``rods`` ranges; :data:`SHIFTED` (measurement only) was fixed before any training, outside
 :data:`RANDOMISED` wherever the task allows (:data:`DISJOINT_FACTORS`); the rest overlap on
 purpose (:data:`OVERLAPPING_FACTORS` says why). :data:`SHIFTED_2` (measurement only) was fixed
 later, once ``shifted`` had informed a training choice, the same way (:data:`SHIFTED_2_OVERLAPPING`).
-:data:`HELD_OUT_STYLES` holds both measurement styles with their declarations.
+:data:`HELD_OUT_STYLES` holds both measurement styles with their declarations. :data:`WIDE`
+(training) is :data:`RANDOMISED` with every family the generator draws.
 :mod:`dicom_io.phantom.varied` draws them.
 """
 
@@ -299,8 +300,8 @@ SHIFTED_2 = StyleRanges(
 #: profile, gap profile, distractor, noise texture, gradient, collimation shape or marker look is
 #: unseen in training. Every range stays :data:`RANDOMISED`'s; the ranges that only a family new
 #: here uses (waist, stripe strength, ellipse size) are taken outside both measurement styles', so
-#: each of their disjoint *ranges* stays outside training (``WIDE_SHARED_FAMILIES`` names the
-#: family factors they now share with it).
+#: against it the measurement styles share every family and keep each of their disjoint *ranges*
+#: outside training.
 WIDE = replace(
     RANDOMISED,
     bone_shapes=tuple(sorted(FAMILIES["bone_shapes"])),
@@ -316,10 +317,6 @@ WIDE = replace(
     collimation_ellipse=(0.65, 0.84),
     marker_styles=tuple(sorted(FAMILIES["marker_styles"])),
 )
-
-#: The family factors (see :data:`FAMILIES`) that every measurement style shares with :data:`WIDE`:
-#: all of them, by its rule.
-WIDE_SHARED_FAMILIES: tuple[str, ...] = tuple(FAMILIES)
 
 #: Factors that ``shifted`` shares with ``randomised``, and why.
 OVERLAPPING_FACTORS: Mapping[str, str] = {
