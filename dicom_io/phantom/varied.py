@@ -1,4 +1,5 @@
-"""The ``randomised``, ``shifted`` and ``shifted-2`` phantom styles: one fracture task, rendered many ways.
+"""The ``randomised``, ``wide``, ``shifted`` and ``shifted-2`` phantom styles: one fracture task, rendered
+many ways.
 
 The task is the ``rods`` task of ``docs/phantom.md``: a thin dark gap crossing a bright bone is a
 fracture; its truth box bounds the gap's part inside the bone, padded by 4..8 px. What differs is
@@ -8,6 +9,8 @@ fracture; its truth box bounds the gap's part inside the bone, padded by 4..8 px
 - :data:`RANDOMISED` (training): wide ranges that contain the ``rods`` ranges, so a model trained
   on it cannot lean on one bone shape, cortical profile, line profile, noise texture, window,
   collimation or marker look.
+- ``WIDE`` (training, :mod:`dicom_io.phantom.style_ranges`): :data:`RANDOMISED` with every family
+  the generator draws.
 - :data:`SHIFTED` (measurement only): a rendering fixed before any training, whose factors lie
   outside :data:`RANDOMISED` wherever the task allows (:data:`DISJOINT_FACTORS`); the rest
   overlap on purpose (:data:`OVERLAPPING_FACTORS` says why).

@@ -63,6 +63,18 @@ def _read_labels(path: Path) -> list[dict[str, str]]:
 VARIED = ["randomised", "wide", "shifted", "shifted-2"]
 HELD_OUT_FACTORS = [(style, name) for style, held in HELD_OUT_STYLES.items() for name in held.disjoint]
 HELD_OUT_RANGES = [(style, name) for style, name in HELD_OUT_FACTORS if name not in FAMILIES]
+# ``StyledDraw.factors`` key → the ``StyleRanges`` family it is drawn from.
+DRAWN_FAMILIES = {"bone_shapes": "bone_shapes", "bone_ends": "bone_ends", "cortex_profiles": "cortex_profiles",
+                  "fracture_profiles": "fracture_profiles", "distractor_kinds": "distractor_kinds",
+                  "noise_texture": "noise_textures", "gradient_kind": "gradient_kinds",
+                  "collimation_kind": "collimation_kinds", "markers": "marker_styles"}
+
+
+def _drawn(value: object) -> set[str]:
+    """The family names one factor of a draw holds (one name, or a tuple of names)."""
+    return set(value) if isinstance(value, tuple) else {str(value)}
+
+
 HELD_OUT_SHARED = [(style, name) for style, held in HELD_OUT_STYLES.items() for name in sorted(held.overlapping)]
 
 
@@ -238,16 +250,11 @@ def test_held_out_ranges_stay_outside_wide(style: str, name: str) -> None:
 
 def test_wide_draws_every_family() -> None:
     seen: dict[str, set[str]] = {}
-    keys = {"bone_shapes": "bone_shapes", "bone_ends": "bone_ends", "cortex_profiles": "cortex_profiles",
-            "fracture_profiles": "fracture_profiles", "distractor_kinds": "distractor_kinds",
-            "noise_texture": "noise_textures", "gradient_kind": "gradient_kinds",
-            "collimation_kind": "collimation_kinds", "markers": "marker_styles"}
     for seed in range(60):
         factors = _draw("wide", seed, positive=seed % 3 != 0).factors
-        for key, family in keys.items():
-            value = factors[key]
-            seen.setdefault(family, set()).update(value if isinstance(value, tuple) else {value})
-    for family in keys.values():
+        for key, family in DRAWN_FAMILIES.items():
+            seen.setdefault(family, set()).update(_drawn(factors[key]))
+    for family in DRAWN_FAMILIES.values():
         assert seen[family] == set(FAMILIES[family]), family
 
 
@@ -328,12 +335,8 @@ def test_held_out_styles_draw_only_their_own_families(style: str) -> None:
     ranges = HELD_OUT_STYLES[style].ranges
     for seed in range(6):
         f = _draw(style, seed, positive=True).factors
-        assert set(f["bone_shapes"]) <= set(ranges.bone_shapes)  # type: ignore[call-overload]
-        assert set(f["cortex_profiles"]) <= set(ranges.cortex_profiles)  # type: ignore[call-overload]
-        assert set(f["fracture_profiles"]) <= set(ranges.fracture_profiles)  # type: ignore[call-overload]
-        assert f["noise_texture"] in ranges.noise_textures
-        assert f["collimation_kind"] in ranges.collimation_kinds
-        assert set(f["markers"]) <= set(ranges.marker_styles)  # type: ignore[call-overload]
+        for key, family in DRAWN_FAMILIES.items():
+            assert _drawn(f[key]) <= set(getattr(ranges, family)), (key, f[key])
 
 
 # ---------------------------------------------------------------- through the project's reader
