@@ -33,6 +33,7 @@ from screen import __version__
 from screen.tune.inputs import HIGH_SENSITIVITY, REPORTED, Predictions, TuneSettings
 from screen.tune.result import TunedPoint, TuneResult
 from screen.tune.search import Choice, fused_scores
+from screen.tune.votes import member_votes, vote_warnings
 from train.metrics import Confusion, Interval, confusion, pr_curve, roc_curve_points
 
 __all__ = [
@@ -129,8 +130,9 @@ def _notes(result_exact: bool, predictions: Predictions, settings: TuneSettings,
 def operating_point_for(level: str, choice: Choice, in_sample: dict[str, Interval],
                         oof: dict[str, Interval] | None, predictions: Predictions,
                         settings: TuneSettings, exact: bool, guard: TuneGuard,
-                        note: str) -> OperatingPoint:
-    """The operating point ``screen run`` reads, with the figures and guard as provenance."""
+                        note: str, warnings: Sequence[str] = ()) -> OperatingPoint:
+    """The operating point ``screen run`` reads, with the figures and guard as provenance;
+    ``warnings`` (:func:`screen.tune.votes.vote_warnings`) join its notes."""
     est = {k: _estimate(in_sample[k]) for k in REPORTED}
     small = small_note(guard, settings.target_recall)
     out_of_fold = None
@@ -147,7 +149,8 @@ def operating_point_for(level: str, choice: Choice, in_sample: dict[str, Interva
         created_by=f"screen tune {__version__}",
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         notes=_notes(exact, predictions, settings,
-                     [note, small and f"small set: {small}"]),
+                     [note, small and f"small set: {small}",
+                      *(f"votes: {w}" for w in warnings)]),
         objective=settings.objective if high_sens else "sensitivity",
         target_specificity=None if high_sens else settings.target_specificity,
         ppv=est["ppv"], npv=est["npv"], f1=est["f1"], out_of_fold=out_of_fold, guard=guard,
@@ -252,6 +255,26 @@ def _plots(result: TuneResult, folder: Path) -> tuple[list[Path], list[list[str]
     return written, aucs
 
 
+def _vote_section(result: TuneResult, point: TunedPoint) -> list[str]:
+    """Each member's votes at ``point`` and what a vote without information does to the rule
+    (:mod:`screen.tune.votes`); nothing for ``weighted-mean``."""
+    preds = result.predictions
+    votes = member_votes(preds.filled(), preds.labels, preds.members, point.choice.rule,
+                         point.choice.thresholds)
+    if not votes:
+        return []
+    lines = ["", f"### {point.level}: member votes", ""]
+    lines += _table(["Member", "Threshold", "Yes on fracture studies", "Yes on normal studies", "Vote"],
+                    [[v.member, f"{v.threshold:.4g}",
+                      f"{v.yes_fracture}/{v.fracture} ({_pct(v.fracture_rate)} %)",
+                      f"{v.yes_normal}/{v.normal} ({_pct(v.normal_rate)} %)",
+                      v.role or "informative"] for v in votes])
+    warnings = vote_warnings(votes, point.choice.rule)
+    if warnings:
+        lines += [""] + [f"- **Warning**: {w}" for w in warnings]
+    return lines
+
+
 def _extra_sections(result: TuneResult) -> list[str]:
     """Calibration (ECE before and after, out of fold) and the per-group points."""
     op = result.decision_point.operating_point
@@ -322,6 +345,7 @@ def write_report(result: TuneResult, folder: str | Path) -> list[Path]:
         if point.out_of_fold is not None:
             header += ["Out of fold", "95 % CI"]
         lines += _table(header, _interval_rows(point))
+        lines += _vote_section(result, point)
     lines += _extra_sections(result)
     lines += ["", "## Curves", ""]
     lines += _table(["Curve", "ROC AUC", "Average precision"], aucs)

@@ -66,6 +66,7 @@ from screen.tune.calibrate import calibrate
 from screen.tune.groups import tune_groups
 from screen.tune.reference import build_reference
 from screen.tune.result import GroupOutcome, TunedPoint, TuneResult
+from screen.tune.votes import member_votes, vote_warnings
 from screen.tune.search import (
     LEVEL, Choice, SearchResult, decide, exact_interval, free_parameters, fused_scores, min_tp_for,
     min_tp_shown, objective_value, positives_needed, search,
@@ -350,8 +351,10 @@ def _point(index: int, level: str, found: SearchResult, oof: NDArray[np.bool_] |
     oof_metrics = (None if oof is None else
                    exact_metrics(labels, oof, n_bootstrap=settings.n_bootstrap, seed=seed))
     note = guard_note(guard, in_sample, oof_metrics, settings.target_recall)
+    warnings = vote_warnings(member_votes(predictions.filled(), labels, predictions.members,
+                                          choice.rule, choice.thresholds), choice.rule)
     op = operating_point_for(level, choice, in_sample, oof_metrics, predictions, settings,
-                             found.exact, guard, note)
+                             found.exact, guard, note, warnings)
     return TunedPoint(level, choice, op, decisions, in_sample, oof_metrics, oof, found, guard)
 
 
