@@ -11,7 +11,7 @@ bytes on every run and machine (given the same pydicom and pylibjpeg encoders).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -23,7 +23,7 @@ from dicom_io.atomic import atomic_write_bytes
 from dicom_io.phantom.config import PhantomConfig, PhantomError
 from dicom_io.phantom.draw import PhantomImage, generate_image
 from dicom_io.phantom.toy import generate_toy_image
-from dicom_io.phantom.varied import STYLE_RANGES, StyleRanges, draw_styled, generate_styled_image
+from dicom_io.phantom.varied import STYLE_RANGES, StyledDraw, StyleRanges, draw_styled, generate_styled_image
 from dicom_io.phantom.header import ImageHeader, StudyHeader, build_dataset, compress, to_bytes
 from dicom_io.phantom.cohort import StudyPlan, plan_archive
 from dicom_io.tables import LABELS, write_table
@@ -136,6 +136,33 @@ def _remove_stale(out_dir: Path, written: set[Path]) -> None:
             folder.rmdir()
 
 
+def _image_rng(config: PhantomConfig, plan: StudyPlan, view: int) -> np.random.Generator:
+    """The one generator an image's draw uses (the archive and :func:`styled_draws` alike)."""
+    return np.random.default_rng([config.seed, 4, plan.index, view])
+
+
+def styled_draws(config: PhantomConfig, ranges: StyleRanges | None = None
+                 ) -> Iterator[tuple[str, StyledDraw]]:
+    """Each image of a varied-style archive, as :func:`write_phantom_archive` draws it for the
+    same ``config`` and ``ranges``: its SOP Instance UID and the whole draw (the truth boxes with
+    the gap and bone masks and the factors drawn), for measurements the files cannot give.
+
+    Raises:
+        PhantomError: ``config.style`` is not a varied style and no ``ranges`` are given.
+    """
+    if ranges is None and config.style not in STYLE_RANGES:
+        raise PhantomError(f"styled draws need a varied style ({', '.join(sorted(STYLE_RANGES))}) "
+                           f"or ranges; the config's style is {config.style!r}")
+    drawn = ranges if ranges is not None else STYLE_RANGES[config.style]
+    key = _uid_key(config, ranges)
+    for plan in plan_archive(config):
+        for j, view in enumerate(plan.views):
+            draw = draw_styled(_image_rng(config, plan, j), drawn, positive=view.positive,
+                               size_range=config.size_range,
+                               two_fracture_fraction=config.two_fracture_fraction)
+            yield _uid(config, key, "sop", plan.index, j), draw
+
+
 def _draw(config: PhantomConfig, rng: np.random.Generator, positive: bool,
           ranges: StyleRanges | None = None) -> PhantomImage:
     """One image of ``config.style`` (drawn from ``ranges`` instead of the style's own, when given)."""
@@ -201,7 +228,7 @@ def write_phantom_archive(
         spacing = round(float(rng.uniform(0.1, 0.2)), 3)
         started = datetime.strptime(study.study_date + study.study_time, "%Y%m%d%H%M%S")
         for j, view in enumerate(plan.views):
-            image = _draw(config, np.random.default_rng([config.seed, 4, plan.index, j]), view.positive, ranges)
+            image = _draw(config, _image_rng(config, plan, j), view.positive, ranges)
             header = ImageHeader(
                 series_uid=_uid(config, key, "series", plan.index, j),
                 sop_uid=_uid(config, key, "sop", plan.index, j),

@@ -21,6 +21,7 @@ import pytest
 
 from dicom_io.phantom import PhantomConfig, generate_image, write_phantom_archive
 from dicom_io.phantom import draw, rods
+from dicom_io.phantom.archive import styled_draws
 from dicom_io.phantom.config import STYLES, PhantomError
 from dicom_io.phantom.draw import BOX_PAD_PX, MAX_VALUE
 from dicom_io.phantom.varied import (
@@ -180,6 +181,38 @@ def test_labels_boxes_match_files(styled_archive: tuple[str, PhantomConfig, Path
             height, width = sizes[row["SOPInstanceUID"]]
             x0, y0, x1, y1 = (int(row[k]) for k in ("x0", "y0", "x1", "y1"))
             assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+
+
+LOSSLESS = {pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.JPEG2000Lossless}
+
+
+def test_styled_draws_are_the_archive_images(styled_archive: tuple[str, PhantomConfig, Path, Path]) -> None:
+    """``styled_draws`` redraws the archive: the same SOP UIDs, truth boxes and pixels."""
+    _, config, out, labels = styled_archive
+    boxes: dict[str, list[tuple[int, ...]]] = {}
+    for row in _read_labels(labels):
+        boxes.setdefault(row["SOPInstanceUID"], [])
+        if row["label"] == "fracture":
+            boxes[row["SOPInstanceUID"]].append(tuple(int(row[k]) for k in ("x0", "y0", "x1", "y1")))
+    files = {ds.SOPInstanceUID: ds for ds in (pydicom.dcmread(p) for p in out.rglob("*.dcm"))}
+    drawn = dict(styled_draws(config))
+    assert set(drawn) == set(boxes) == set(files)
+    compared = 0
+    for sop, drawing in drawn.items():
+        assert sorted(drawing.image.boxes) == sorted(boxes[sop])
+        assert len(drawing.gap_masks) == len(drawing.image.boxes)
+        ds = files[sop]
+        if ds.file_meta.TransferSyntaxUID in LOSSLESS:
+            stored = ds.pixel_array.astype(np.int64)
+            linear = MAX_VALUE - stored if ds.PhotometricInterpretation == "MONOCHROME1" else stored
+            assert np.array_equal(linear, drawing.image.pixels.astype(np.int64))
+            compared += 1
+    assert compared >= 1
+
+
+def test_styled_draws_refuse_a_style_without_ranges() -> None:
+    with pytest.raises(PhantomError, match="varied style"):
+        next(styled_draws(PhantomConfig(n_studies=2, seed=1, style="rods")))
 
 
 # ---------------------------------------------------------------- declared ranges
