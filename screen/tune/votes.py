@@ -109,7 +109,7 @@ def vote_warnings(votes: Sequence[MemberVotes], rule: VoteRule) -> list[str]:
             if k == 1:
                 effect = "so the rule flags nearly every study"
             else:
-                others = [o.member for o in votes if o.role != "rubber stamp"]
+                others = [o.member for o in votes if o.role not in ("rubber stamp", "off")]
                 need = k - len(stamps)
                 effect = (f"so '{rule.label}' acts as {max(need, 0)} of "
                           f"{', '.join(others) or 'no other member'} on most studies"

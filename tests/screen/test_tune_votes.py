@@ -102,6 +102,9 @@ def test_warning_wording_per_rule() -> None:
     both = {"s": 0.5, "q": 0.0, "g": 0.5}  # q at 0 votes yes everywhere: two stamps, k = 2
     assert "flags nearly every study" in vote_warnings(
         member_votes(scores, labels, "sqg", two, both), two)[0]
+    off = {"s": 0.5, "q": 1.0, "g": 0.5}  # a member switched off is not one of the voters left
+    assert "acts as 1 of g on most studies" in vote_warnings(
+        member_votes(scores, labels, "sqg", two, off), two)[0]
     clean = member_votes(scores[:, [2]], labels, ["g"], VoteRule("any"), {"g": 0.5})
     assert vote_warnings(clean, VoteRule("any")) == []
 
