@@ -78,7 +78,7 @@ def tune_cmd(predictions: Path, target_recall: float, out: Path, objective: str,
     (the predictions.csv of screen eval); write the operating point and a report."""
     from screen.tune.tuner import TuneSettings, run_tune
     from screen.tune.report import guard_note, small_note
-    from screen.tune.votes import member_votes, vote_warnings
+    from screen.tune.votes import vote_warnings
 
     settings = TuneSettings(
         target_recall=target_recall, objective=objective, rules=_split_list(rules), dual=dual,
@@ -93,10 +93,7 @@ def tune_cmd(predictions: Path, target_recall: float, out: Path, objective: str,
         op = point.operating_point
         click.echo(f"{point.level}: {op.vote.label}; "
                    + ", ".join(f"{m} >= {t:.4g}" for m, t in op.thresholds.items()))
-        preds = result.predictions
-        for warning in vote_warnings(member_votes(preds.filled(), preds.labels, preds.members,
-                                                  point.choice.rule, point.choice.thresholds),
-                                     point.choice.rule):
+        for warning in vote_warnings(point.votes, point.choice.rule):
             click.echo(f"  warning: {warning}")
         click.echo("  " + guard_note(point.guard, point.in_sample, point.out_of_fold,
                                      settings.target_recall))

@@ -33,7 +33,7 @@ from screen import __version__
 from screen.tune.inputs import HIGH_SENSITIVITY, REPORTED, Predictions, TuneSettings
 from screen.tune.result import TunedPoint, TuneResult
 from screen.tune.search import Choice, fused_scores
-from screen.tune.votes import member_votes, vote_warnings
+from screen.tune.votes import vote_warnings
 from train.metrics import Confusion, Interval, confusion, pr_curve, roc_curve_points
 
 __all__ = [
@@ -255,12 +255,10 @@ def _plots(result: TuneResult, folder: Path) -> tuple[list[Path], list[list[str]
     return written, aucs
 
 
-def _vote_section(result: TuneResult, point: TunedPoint) -> list[str]:
+def _vote_section(point: TunedPoint) -> list[str]:
     """Each member's votes at ``point`` and what a vote without information does to the rule
     (:mod:`screen.tune.votes`); nothing for ``weighted-mean``."""
-    preds = result.predictions
-    votes = member_votes(preds.filled(), preds.labels, preds.members, point.choice.rule,
-                         point.choice.thresholds)
+    votes = point.votes
     if not votes:
         return []
     lines = ["", f"### {point.level}: member votes", ""]
@@ -345,7 +343,7 @@ def write_report(result: TuneResult, folder: str | Path) -> list[Path]:
         if point.out_of_fold is not None:
             header += ["Out of fold", "95 % CI"]
         lines += _table(header, _interval_rows(point))
-        lines += _vote_section(result, point)
+        lines += _vote_section(point)
     lines += _extra_sections(result)
     lines += ["", "## Curves", ""]
     lines += _table(["Curve", "ROC AUC", "Average precision"], aucs)

@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from ensembles.operating_point.point import OperatingPoint, TuneGuard
 from screen.tune.inputs import Predictions, TuneSettings
 from screen.tune.search import Choice, SearchResult
+from screen.tune.votes import MemberVotes
 from train.metrics import Interval
 
 
@@ -32,6 +33,8 @@ class TunedPoint:
         guard: the guard it passed (``none`` for a high-specificity point: chosen in sample),
             its rule's free parameters and what the set could show (op.json's
             ``provenance.guard``).
+        votes: each member's votes at the point on the tuning studies (empty for
+            ``weighted-mean``; :mod:`screen.tune.votes`).
     """
 
     level: str
@@ -43,6 +46,7 @@ class TunedPoint:
     oof_decisions: NDArray[np.bool_] | None
     search: SearchResult
     guard: TuneGuard
+    votes: tuple[MemberVotes, ...] = ()
 
 
 @dataclass(frozen=True)

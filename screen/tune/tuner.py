@@ -351,11 +351,12 @@ def _point(index: int, level: str, found: SearchResult, oof: NDArray[np.bool_] |
     oof_metrics = (None if oof is None else
                    exact_metrics(labels, oof, n_bootstrap=settings.n_bootstrap, seed=seed))
     note = guard_note(guard, in_sample, oof_metrics, settings.target_recall)
-    warnings = vote_warnings(member_votes(predictions.filled(), labels, predictions.members,
-                                          choice.rule, choice.thresholds), choice.rule)
+    votes = member_votes(predictions.filled(), labels, predictions.members, choice.rule,
+                         choice.thresholds)
     op = operating_point_for(level, choice, in_sample, oof_metrics, predictions, settings,
-                             found.exact, guard, note, warnings)
-    return TunedPoint(level, choice, op, decisions, in_sample, oof_metrics, oof, found, guard)
+                             found.exact, guard, note, vote_warnings(votes, choice.rule))
+    return TunedPoint(level, choice, op, decisions, in_sample, oof_metrics, oof, found, guard,
+                      votes)
 
 
 def tune(predictions: Predictions, settings: TuneSettings | None = None) -> TuneResult:
