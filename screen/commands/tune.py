@@ -64,6 +64,10 @@ def _split_list(value: str | None) -> tuple[str, ...]:
 @click.option("--min-group-positives", type=click.IntRange(min=1), default=None,
               help="With --by: fracture studies a group needs for its own point (default: the "
                    "fewest that can show --target-recall).")
+@click.option("--stability", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With --guard oof: run the guard again under this many other fold seeds and "
+                   "report which rule each chooses (a choice that moves with the folds is one "
+                   "among near-equivalent rules).")
 @click.option("--members", default=None, metavar="A,B",
               help="Members to tune, comma-separated (default: every score: column).")
 @click.option("--split", default=None, help="Tune only on rows with this split value.")
@@ -73,11 +77,12 @@ def tune_cmd(predictions: Path, target_recall: float, out: Path, objective: str,
              dual: bool, target_specificity: float, folds: int, n_bootstrap: int, seed: int,
              max_combinations: int, weight_step: float, guard: str, allow_small: bool,
              members: str | None, split: str | None, report_dir: Path | None, calibrate: str,
-             group_by: str | None, min_group_positives: int | None) -> None:
+             group_by: str | None, min_group_positives: int | None, stability: int) -> None:
     """Choose member thresholds and the vote rule for a target recall from PREDICTIONS
     (the predictions.csv of screen eval); write the operating point and a report."""
     from screen.tune.tuner import TuneSettings, run_tune
     from screen.tune.report import guard_note, small_note
+    from screen.tune.result import stability_note
     from screen.tune.votes import vote_warnings
 
     settings = TuneSettings(
@@ -85,7 +90,7 @@ def tune_cmd(predictions: Path, target_recall: float, out: Path, objective: str,
         target_specificity=target_specificity, folds=folds, n_bootstrap=n_bootstrap, seed=seed,
         max_combinations=max_combinations, weight_step=weight_step, guard=guard,
         allow_small=allow_small, calibrate=calibrate, group_by=group_by,
-        min_group_positives=min_group_positives,
+        min_group_positives=min_group_positives, stability=stability,
     )
     result, written = run_tune(predictions, out, settings, report_dir=report_dir, split=split,
                                members=_split_list(members) or None)
@@ -105,6 +110,9 @@ def tune_cmd(predictions: Path, target_recall: float, out: Path, objective: str,
                 for key in ("sensitivity", "specificity", "ppv", "npv", "f1")
             )
             click.echo(f"  {name}: {figures}")
+    fold_seeds = stability_note(result.stability)
+    if fold_seeds:
+        click.echo(fold_seeds)
     small = small_note(result.decision_point.guard, settings.target_recall)
     if small:
         click.echo(f"warning: small set: {small}")

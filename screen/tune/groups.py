@@ -44,7 +44,7 @@ def tune_groups(predictions: Predictions, settings: TuneSettings, tune: Tuner) -
             f"--by {field} needs the '{column}' column in {predictions.source or 'the predictions'}; "
             "re-run `screen eval` (it writes the acquisition columns) or drop --by")
     needed = settings.min_group_positives or positives_needed(settings.target_recall)
-    inner = dataclasses.replace(settings, dual=False, group_by=None, calibrate="none")
+    inner = dataclasses.replace(settings, dual=False, group_by=None, calibrate="none", stability=0)
     out = []
     for value in sorted({v for v in values if v}):
         rows = np.flatnonzero(np.array([v == value for v in values]))

@@ -76,6 +76,8 @@ class TuneSettings:
             at least ``min_group_positives`` fracture studies, the global point the fallback.
         min_group_positives: fracture studies a group needs for its own point (``None``: the
             fewest that can show the target, :func:`~screen.tune.search.positives_needed`).
+        stability: with guard ``oof``, run the guard again under this many other fold seeds
+            (``seed + 1`` ...) and report which rule each chooses (0: not checked).
     """
 
     target_recall: float = 0.9
@@ -93,6 +95,7 @@ class TuneSettings:
     calibrate: str = "platt"
     group_by: str | None = None
     min_group_positives: int | None = None
+    stability: int = 0
 
     def __post_init__(self) -> None:
         t = self.target_recall
@@ -130,6 +133,11 @@ class TuneSettings:
                               f"{', '.join(GUARDS)}")
         if not isinstance(self.allow_small, bool):
             raise ConfigError(f"--allow-small is a flag (true or false), got {self.allow_small!r}")
+        if isinstance(self.stability, bool) or not isinstance(self.stability, int) or self.stability < 0:
+            raise ConfigError(f"--stability must be a count >= 0, got {self.stability!r}")
+        if self.stability and (self.guard != "oof" or self.folds < 2):
+            raise ConfigError("--stability checks how the oof guard's choice moves with the folds; "
+                              "it needs --guard oof and --folds >= 2")
         if self.calibrate not in CALIBRATE_CHOICES:
             raise ConfigError(f"--calibrate {self.calibrate!r} is unknown; choose one of "
                               f"{', '.join(CALIBRATE_CHOICES)}")

@@ -31,7 +31,7 @@ from ensembles.operating_point.point import Estimate, OperatingPoint, OutOfFold,
 from ensembles.types import VoteRuleName
 from screen import __version__
 from screen.tune.inputs import HIGH_SENSITIVITY, REPORTED, Predictions, TuneSettings
-from screen.tune.result import TunedPoint, TuneResult
+from screen.tune.result import TunedPoint, TuneResult, stability_note
 from screen.tune.search import Choice, fused_scores
 from screen.tune.votes import vote_warnings
 from train.metrics import Confusion, Interval, confusion, pr_curve, roc_curve_points
@@ -325,6 +325,9 @@ def write_report(result: TuneResult, folder: str | Path) -> list[Path]:
                      + guard_note(point.guard, point.in_sample, point.out_of_fold,
                                   settings.target_recall))
     lines.append("- " + _GUARDS[settings.guard])
+    stability = stability_note(result.stability)
+    if stability:
+        lines.append(f"- {stability[0].upper()}{stability[1:]}")
     small = small_note(result.decision_point.guard, settings.target_recall)
     if small:
         lines.append(f"- **Small set**: {small}; the figures below cannot show the target")

@@ -76,6 +76,8 @@ class TuneResult:
         positives_needed: fewest fracture studies that could show the target (``None``: no
             number can, a target of 1).
         groups: with ``--by``, what became of each group (its point, or why the global one).
+        stability: with ``--stability``, ``(fold seed, rule chosen)`` for the tuned seed first,
+            then each other seed (``"none passes"`` where the guard found no point).
     """
 
     predictions: Predictions
@@ -84,8 +86,23 @@ class TuneResult:
     members_alone: dict[str, Choice] = field(default_factory=dict)
     positives_needed: int | None = None
     groups: tuple[GroupOutcome, ...] = ()
+    stability: tuple[tuple[int, str], ...] = ()
 
     @property
     def decision_point(self) -> TunedPoint:
         """The point that decides (high-sensitivity)."""
         return self.points[0]
+
+
+def stability_note(stability: tuple[tuple[int, str], ...]) -> str | None:
+    """One sentence on ``--stability``'s rows (``None`` without them)."""
+    if not stability:
+        return None
+    (seed, chosen), others = stability[0], stability[1:]
+    same = sum(label == chosen for _, label in stability)
+    listed = ", ".join(f"seed {s}: {label}" for s, label in others)
+    verdict = ("the same rule under every seed" if same == len(stability) else
+               f"the chosen rule under {same} of {len(stability)} seeds: which rule the guard picks "
+               "depends on the folds, so read the rules as near-equivalent and confirm the point "
+               "on a held-out split")
+    return f"fold-seed check: seed {seed} (tuned): {chosen}; {listed}; {verdict}"

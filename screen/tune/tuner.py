@@ -404,6 +404,8 @@ def tune(predictions: Predictions, settings: TuneSettings | None = None) -> Tune
                                       free_parameters=free_parameters(spec.rule, len(members)))))
     points = [_point(i, level, found, oof, g, predictions, settings)
               for i, (level, found, oof, g) in enumerate(entries)]
+    stability = (((settings.seed, sens.rule.label),
+                  *_stability(scores, labels, members, settings)) if settings.stability else ())
     groups = tuple(tune_groups(predictions, settings, tune))
     points[0] = _monitored(points[0], predictions, settings, splits, groups)
     alone = {}
@@ -412,7 +414,22 @@ def tune(predictions: Predictions, settings: TuneSettings | None = None) -> Tune
                         rules=(VoteRuleName.ANY,), min_recall=settings.target_recall)
         if single.best is not None:
             alone[member] = single.best
-    return TuneResult(predictions, settings, tuple(points), alone, needed, groups)
+    return TuneResult(predictions, settings, tuple(points), alone, needed, groups, stability)
+
+
+def _stability(scores: NDArray[np.float64], labels: NDArray[np.bool_], members: Sequence[str],
+               settings: TuneSettings) -> list[tuple[int, str]]:
+    """The rule the ``oof`` guard chooses under each of ``settings.stability`` other fold seeds."""
+    out = []
+    for seed in range(settings.seed + 1, settings.seed + 1 + settings.stability):
+        folds = StratifiedKFold(n_splits=settings.folds, shuffle=True, random_state=seed)
+        splits = list(folds.split(np.zeros(labels.size), labels))
+        try:
+            found = _guard_oof(scores, labels, members, settings, splits).found
+            out.append((seed, _require(found, settings, HIGH_SENSITIVITY, "").rule.label))
+        except TuneError:
+            out.append((seed, "none passes"))
+    return out
 
 
 def _monitored(point: TunedPoint, predictions: Predictions, settings: TuneSettings, splits: Splits,
