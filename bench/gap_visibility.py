@@ -42,7 +42,7 @@ from dicom_io.phantom import PhantomConfig
 from dicom_io.phantom.archive import styled_draws
 from dicom_io.phantom.varied import StyledDraw
 from dicom_io.tables import IMAGE_PREDICTIONS, read_table
-from train.metrics import roc_curve_points
+from train.metrics import roc_auc
 
 #: Ring around a gap, in stored pixels, whose bone is the gap's background.
 RING = (2, 6)
@@ -113,7 +113,7 @@ def _auc(positive: NDArray[np.float64], negative: NDArray[np.float64]) -> float:
     if positive.size == 0 or negative.size == 0:
         return float("nan")
     labels = np.r_[np.ones(positive.size, dtype=bool), np.zeros(negative.size, dtype=bool)]
-    return roc_curve_points(labels, np.r_[positive, negative]).area
+    return roc_auc(labels, np.r_[positive, negative])
 
 
 def measure(phantom: Path, evaluation: Path, input_size: int) -> dict[str, object]:

@@ -83,7 +83,6 @@ def tune_cmd(predictions: Path, target_recall: float, out: Path, objective: str,
     from screen.tune.tuner import TuneSettings, run_tune
     from screen.tune.report import guard_note, small_note
     from screen.tune.result import stability_note
-    from screen.tune.votes import vote_warnings
 
     settings = TuneSettings(
         target_recall=target_recall, objective=objective, rules=_split_list(rules), dual=dual,
@@ -98,7 +97,7 @@ def tune_cmd(predictions: Path, target_recall: float, out: Path, objective: str,
         op = point.operating_point
         click.echo(f"{point.level}: {op.vote.label}; "
                    + ", ".join(f"{m} >= {t:.4g}" for m, t in op.thresholds.items()))
-        for warning in vote_warnings(point.votes, point.choice.rule):
+        for warning in point.vote_warnings:
             click.echo(f"  warning: {warning}")
         click.echo("  " + guard_note(point.guard, point.in_sample, point.out_of_fold,
                                      settings.target_recall))

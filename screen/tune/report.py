@@ -33,7 +33,6 @@ from screen import __version__
 from screen.tune.inputs import HIGH_SENSITIVITY, REPORTED, Predictions, TuneSettings
 from screen.tune.result import TunedPoint, TuneResult, stability_note
 from screen.tune.search import Choice, fused_scores
-from screen.tune.votes import vote_warnings
 from train.metrics import Confusion, Interval, confusion, pr_curve, roc_curve_points
 
 __all__ = [
@@ -267,7 +266,7 @@ def _vote_section(point: TunedPoint) -> list[str]:
                       f"{v.yes_fracture}/{v.fracture} ({_pct(v.fracture_rate)} %)",
                       f"{v.yes_normal}/{v.normal} ({_pct(v.normal_rate)} %)",
                       v.role or "informative"] for v in votes])
-    warnings = vote_warnings(votes, point.choice.rule)
+    warnings = point.vote_warnings
     if warnings:
         lines += [""] + [f"- **Warning**: {w}" for w in warnings]
     return lines

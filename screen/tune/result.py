@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from ensembles.operating_point.point import OperatingPoint, TuneGuard
 from screen.tune.inputs import Predictions, TuneSettings
 from screen.tune.search import Choice, SearchResult
-from screen.tune.votes import MemberVotes
+from screen.tune.votes import MemberVotes, vote_warnings
 from train.metrics import Interval
 
 
@@ -47,6 +47,11 @@ class TunedPoint:
     search: SearchResult
     guard: TuneGuard
     votes: tuple[MemberVotes, ...] = ()
+
+    @property
+    def vote_warnings(self) -> list[str]:
+        """What a rubber-stamp or silent member does to the rule (:func:`screen.tune.votes.vote_warnings`)."""
+        return vote_warnings(self.votes, self.choice.rule)
 
 
 @dataclass(frozen=True)

@@ -359,6 +359,14 @@ def _point(index: int, level: str, found: SearchResult, oof: NDArray[np.bool_] |
                       votes)
 
 
+def _fold_splits(labels: NDArray[np.bool_], folds: int, seed: int) -> Splits:
+    """The stratified, shuffled folds of ``seed`` (none for ``folds`` 0)."""
+    if not folds:
+        return []
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(labels.size), labels))
+
+
 def tune(predictions: Predictions, settings: TuneSettings | None = None) -> TuneResult:
     """Choose the operating point(s) for ``settings`` on ``predictions`` and measure them.
 
@@ -373,10 +381,7 @@ def tune(predictions: Predictions, settings: TuneSettings | None = None) -> Tune
     needed = _check_size(predictions, settings)
     members = predictions.members
     scores, labels = predictions.filled(), predictions.labels
-    splits: Splits = []
-    if settings.folds:
-        folds = StratifiedKFold(n_splits=settings.folds, shuffle=True, random_state=settings.seed)
-        splits = list(folds.split(np.zeros(labels.size), labels))
+    splits = _fold_splits(labels, settings.folds, settings.seed)
     guarded = _GUARD_FUNCTIONS[settings.guard](scores, labels, members, settings, splits)
     p = predictions.positives
     small = needed is None or p < needed
@@ -422,10 +427,9 @@ def _stability(scores: NDArray[np.float64], labels: NDArray[np.bool_], members: 
     """The rule the ``oof`` guard chooses under each of ``settings.stability`` other fold seeds."""
     out = []
     for seed in range(settings.seed + 1, settings.seed + 1 + settings.stability):
-        folds = StratifiedKFold(n_splits=settings.folds, shuffle=True, random_state=seed)
-        splits = list(folds.split(np.zeros(labels.size), labels))
         try:
-            found = _guard_oof(scores, labels, members, settings, splits).found
+            found = _guard_oof(scores, labels, members, settings,
+                               _fold_splits(labels, settings.folds, seed)).found
             out.append((seed, _require(found, settings, HIGH_SENSITIVITY, "").rule.label))
         except TuneError:
             out.append((seed, "none passes"))
